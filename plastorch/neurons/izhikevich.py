@@ -142,8 +142,10 @@ class Izhikevich(SpikingNeuron):
     def _step(self, step_input: Tensor) -> Tensor:
         half_dt = 0.5 * self.dt
         v, u = self.v, self.u
-        v = v + half_dt * (0.04 * v * v + 5.0 * v + 140.0 - u + step_input)
-        v = v + half_dt * (0.04 * v * v + 5.0 * v + 140.0 - u + step_input)
+        # Same operation order as net.m (0.04*v.^2 + 5*v + 140 - u + I): with 1 ms steps the
+        # overshoot past v_peak feeds u, so last-bit differences can move spikes later on.
+        v = v + half_dt * (0.04 * v.square() + 5.0 * v + 140.0 - u + step_input)
+        v = v + half_dt * (0.04 * v.square() + 5.0 * v + 140.0 - u + step_input)
         u = u + self.dt * self.a * (self.b * v - u)
         spikes = v >= self.v_peak
         self.v = torch.where(spikes, self.c, v)
