@@ -1,0 +1,32 @@
+"""Pure tensor functions: traces, correlations, time-fused STDP factors.
+
+Nothing here holds state; rules and the learner are built from these.
+"""
+
+from .correlate import correlate, correlate_per_sample
+from .stdp import STDPFactors, stdp_factors
+from .traces import (
+    TRACE_MODES,
+    decay_factor,
+    discounted_reverse_sum,
+    trace,
+    trace_cumulative,
+    trace_nearest,
+    trace_window,
+)
+from .update import Update
+
+__all__ = [
+    "TRACE_MODES",
+    "STDPFactors",
+    "Update",
+    "correlate",
+    "correlate_per_sample",
+    "decay_factor",
+    "discounted_reverse_sum",
+    "stdp_factors",
+    "trace",
+    "trace_cumulative",
+    "trace_nearest",
+    "trace_window",
+]

@@ -1,0 +1,86 @@
+r"""Time-fused factors of pair-based STDP.
+
+For a window of spikes ``pre [T, B, *in]`` and ``post [T, B, *out]`` the two
+pair terms of STDP are correlations (see :func:`plastorch.functional.correlate`)
+
+.. math::
+
+    \Pi = \sum_t C\bigl(x_\text{pre}(t),\ s_\text{post}(t)\bigr) \qquad
+    \Delta = \sum_t C\bigl(s_\text{pre}(t),\ \tilde x_\text{post}(t)\bigr)
+
+with the presynaptic trace :math:`x_\text{pre}(t)` already including the spike of
+step :math:`t` and :math:`\tilde x_\text{post}(t) = e^{-\Delta t/\tau_\text{post}}
+x_\text{post}(t - \Delta t)` the postsynaptic trace *before* step :math:`t`.
+This is Brian2's and NEST's event order: presynaptic events of a step are
+handled before postsynaptic ones, so a post spike pairs with pre spikes at or
+before it (:math:`\Pi`, causal) and a pre spike pairs with post spikes strictly
+before it (:math:`\Delta`, acausal); a same-step pair counts once, in :math:`\Pi`.
+Folding time into the batch makes each term a single correlation.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .traces import trace_window
+
+__all__ = ["STDPFactors", "stdp_factors"]
+
+
+class STDPFactors(NamedTuple):
+    """Per-step factors of a window and the traces to carry into the next one.
+
+    Attributes
+    ----------
+    trace_pre : Tensor
+        :math:`x_\\text{pre}(t)` including the spike at ``t``, ``[T, B, *in]``.
+    trace_post_before : Tensor
+        :math:`e^{-\\Delta t/\\tau_\\text{post}} x_\\text{post}(t-\\Delta t)`, ``[T, B, *out]``.
+    next_trace_pre, next_trace_post : Tensor
+        Traces after the last step, ``[B, *in]`` and ``[B, *out]``.
+    """
+
+    trace_pre: Tensor
+    trace_post_before: Tensor
+    next_trace_pre: Tensor
+    next_trace_post: Tensor
+
+
+def stdp_factors(
+    pre: Tensor,
+    post: Tensor,
+    trace_pre: Tensor,
+    trace_post: Tensor,
+    *,
+    decay_pre: float,
+    decay_post: float,
+    trace_mode: str = "cumulative",
+) -> STDPFactors:
+    r"""Scan the pre and post traces over a window (unit amplitude).
+
+    Parameters
+    ----------
+    pre, post : Tensor
+        Spikes ``[T, B, *in]`` and ``[T, B, *out]``.
+    trace_pre, trace_post : Tensor
+        Traces before the window, ``[B, *in]`` and ``[B, *out]``.
+    decay_pre, decay_post : float
+        :math:`e^{-\Delta t/\tau_\text{pre}}`, :math:`e^{-\Delta t/\tau_\text{post}}`.
+    trace_mode : {"cumulative", "nearest"}
+
+    Examples
+    --------
+    >>> pre = torch.tensor([[[1.0]], [[0.0]]])   # pre spike at step 0
+    >>> post = torch.tensor([[[0.0]], [[1.0]]])  # post spike at step 1
+    >>> f = stdp_factors(pre, post, torch.zeros(1, 1), torch.zeros(1, 1),
+    ...                  decay_pre=0.5, decay_post=0.5)
+    >>> f.trace_pre.flatten(), f.trace_post_before.flatten()
+    (tensor([1.0000, 0.5000]), tensor([0., 0.]))
+    """
+    x_pre = trace_window(trace_pre, pre, decay_pre, 1.0, trace_mode)
+    x_post = trace_window(trace_post, post, decay_post, 1.0, trace_mode)
+    x_post_before = decay_post * torch.cat((trace_post.unsqueeze(0).to(x_post.dtype), x_post[:-1]))
+    return STDPFactors(x_pre, x_post_before, x_pre[-1], x_post[-1])

@@ -1,0 +1,159 @@
+"""Spike traces and exponential scans over time.
+
+All functions are pure: they return new tensors and never modify their inputs.
+Time is the leading dimension of a window: ``[T, B, ...]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .checks import check_choice, check_positive
+
+TraceMode = Literal["cumulative", "nearest"]
+TRACE_MODES: tuple[str, ...] = ("cumulative", "nearest")
+
+__all__ = [
+    "TRACE_MODES",
+    "decay_factor",
+    "discounted_reverse_sum",
+    "trace",
+    "trace_cumulative",
+    "trace_nearest",
+    "trace_window",
+]
+
+
+def decay_factor(dt: float, tau: float, *, name: str = "tau") -> float:
+    r"""Exact per-step decay of an exponential trace, :math:`e^{-\Delta t / \tau}`.
+
+    Parameters
+    ----------
+    dt : float
+        Simulation step in ms, ``> 0``.
+    tau : float
+        Time constant in ms, ``> 0``.
+    name : str
+        Name of the time constant, used in the error message.
+
+    Examples
+    --------
+    >>> round(decay_factor(1.0, 20.0), 6)
+    0.951229
+    """
+    dt = check_positive("dt", dt)
+    tau = check_positive(name, tau)
+    return math.exp(-dt / tau)
+
+
+def trace_cumulative(x: Tensor, spikes: Tensor, decay: float, amplitude: float = 1.0) -> Tensor:
+    r"""One step of a cumulative (all-to-all) spike trace.
+
+    .. math:: x(t) = x(t - \Delta t)\, e^{-\Delta t/\tau} + a\, s(t)
+
+    Parameters
+    ----------
+    x : Tensor
+        Trace at the previous step, any shape.
+    spikes : Tensor
+        Spikes at this step, broadcastable to ``x`` (0/1, or graded).
+    decay : float
+        :math:`e^{-\Delta t/\tau}` (see :func:`decay_factor`).
+    amplitude : float
+        Increment :math:`a` per spike.
+
+    Examples
+    --------
+    >>> trace_cumulative(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0]), 0.5)
+    tensor([1.5000, 1.0000])
+    """
+    return x * decay + amplitude * spikes
+
+
+def trace_nearest(x: Tensor, spikes: Tensor, decay: float, amplitude: float = 1.0) -> Tensor:
+    r"""One step of a nearest-spike trace: reset to the amplitude on a spike, else decay.
+
+    .. math:: x(t) = \begin{cases} a & s(t) \ne 0 \\ x(t - \Delta t)\, e^{-\Delta t/\tau}
+              & \text{otherwise} \end{cases}
+
+    Examples
+    --------
+    >>> trace_nearest(torch.tensor([0.8, 0.8]), torch.tensor([1.0, 0.0]), 0.5)
+    tensor([1.0000, 0.4000])
+    """
+    decayed = x * decay
+    return torch.where(spikes != 0, torch.full_like(decayed, amplitude), decayed)
+
+
+def trace(
+    x: Tensor, spikes: Tensor, decay: float, amplitude: float = 1.0, mode: str = "cumulative"
+) -> Tensor:
+    """One step of a spike trace in ``mode`` ``"cumulative"`` or ``"nearest"``.
+
+    See :func:`trace_cumulative` and :func:`trace_nearest`.
+    """
+    if check_choice("trace_mode", mode, TRACE_MODES) == "cumulative":
+        return trace_cumulative(x, spikes, decay, amplitude)
+    return trace_nearest(x, spikes, decay, amplitude)
+
+
+def trace_window(
+    x: Tensor, spikes: Tensor, decay: float, amplitude: float = 1.0, mode: str = "cumulative"
+) -> Tensor:
+    r"""Trace at every step of a window ``[T, ...]``, starting from the state ``x``.
+
+    Returns ``traces`` with ``traces[t]`` the trace after step ``t`` (it includes
+    the spike of step ``t``); ``traces[-1]`` is the state to carry into the next
+    window. The scan is O(T) elementwise work.
+
+    Parameters
+    ----------
+    x : Tensor
+        Trace before the window, shape ``[...]``.
+    spikes : Tensor
+        Spikes ``[T, ...]``.
+
+    Examples
+    --------
+    >>> s = torch.tensor([[1.0], [0.0], [1.0]])
+    >>> trace_window(torch.zeros(1), s, 0.5).flatten()
+    tensor([1.0000, 0.5000, 1.2500])
+    >>> trace_window(torch.zeros(1), s, 0.5, mode="nearest").flatten()
+    tensor([1.0000, 0.5000, 1.0000])
+    """
+    mode = check_choice("trace_mode", mode, TRACE_MODES)
+    step = trace_cumulative if mode == "cumulative" else trace_nearest
+    out = torch.empty(
+        spikes.shape, dtype=torch.promote_types(x.dtype, spikes.dtype), device=spikes.device
+    )
+    for t in range(spikes.shape[0]):
+        x = step(x, spikes[t], decay, amplitude)
+        out[t] = x
+    return out
+
+
+def discounted_reverse_sum(values: Tensor, decay: float) -> Tensor:
+    r"""Reverse discounted sum over the leading (time) dimension.
+
+    .. math:: R(s) = \sum_{t = s}^{T-1} d^{\,t - s}\, v(t)
+
+    computed by the backward recursion :math:`R(s) = v(s) + d\, R(s+1)` in O(T).
+    This turns an eligibility-trace rule, :math:`\sum_t M(t) z(t)` with
+    :math:`z(t) = d\, z(t-1) + \xi(t)`, into :math:`\sum_s \xi(s) R(s)` with
+    :math:`R` the reverse discounted sum of :math:`M`.
+
+    Examples
+    --------
+    >>> discounted_reverse_sum(torch.tensor([1.0, 0.0, 2.0]), 0.5)
+    tensor([1.5000, 1.0000, 2.0000])
+    """
+    out = torch.empty_like(values)
+    acc = torch.zeros_like(values[0])
+    for t in range(values.shape[0] - 1, -1, -1):
+        acc = values[t] + decay * acc
+        out[t] = acc
+    return out

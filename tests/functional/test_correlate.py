@@ -1,0 +1,173 @@
+"""correlate against explicit loop references built here, for every layer geometry."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from plastorch.functional import correlate, correlate_per_sample
+
+
+def conv_reference(layer, pre, post):
+    """Explicit loops: dW[o, c, k] = sum_{n, p} post[n, o, p] * pre_pad[n, g*cin + c, p*s + k*d]."""
+    spatial = layer.weight.dim() - 2
+    if isinstance(layer.padding, str) or layer.padding_mode != "zeros":
+        mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
+        pre = F.pad(pre, layer._reversed_padding_repeated_twice, mode=mode)
+        padding = (0,) * spatial
+    else:
+        padding = layer.padding
+        pre = F.pad(pre, [p for pad in reversed(padding) for p in (pad, pad)])
+    grad = torch.zeros_like(layer.weight)
+    out_g = layer.out_channels // layer.groups
+    in_g = layer.in_channels // layer.groups
+    kernel = layer.weight.shape[2:]
+    for n, o in itertools.product(range(pre.shape[0]), range(layer.out_channels)):
+        group = o // out_g
+        for p in itertools.product(*(range(s) for s in post.shape[2:])):
+            for k in itertools.product(*(range(s) for s in kernel)):
+                idx = tuple(
+                    p[i] * layer.stride[i] + k[i] * layer.dilation[i] for i in range(spatial)
+                )
+                for c in range(in_g):
+                    grad[(o, c, *k)] += post[(n, o, *p)] * pre[(n, group * in_g + c, *idx)]
+    return grad
+
+
+def conv_transpose_reference(layer, pre, post):
+    """out[n, o, p*s + k*d - pad] += pre[n, c, p] W[c, o, k]  =>  dW = sum pre * post at that index."""
+    spatial = layer.weight.dim() - 2
+    grad = torch.zeros_like(layer.weight)
+    in_g = layer.in_channels // layer.groups
+    out_g = layer.out_channels // layer.groups
+    kernel = layer.weight.shape[2:]
+    for n, c in itertools.product(range(pre.shape[0]), range(layer.in_channels)):
+        group = c // in_g
+        for p in itertools.product(*(range(s) for s in pre.shape[2:])):
+            for k in itertools.product(*(range(s) for s in kernel)):
+                idx = tuple(
+                    p[i] * layer.stride[i] + k[i] * layer.dilation[i] - layer.padding[i]
+                    for i in range(spatial)
+                )
+                if any(j < 0 or j >= post.shape[2 + i] for i, j in enumerate(idx)):
+                    continue
+                for o in range(out_g):
+                    grad[(c, o, *k)] += pre[(n, c, *p)] * post[(n, group * out_g + o, *idx)]
+    return grad
+
+
+CONVS = [
+    (lambda: nn.Conv1d(2, 4, 3), (2, 2, 7)),
+    (lambda: nn.Conv1d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2), (2, 4, 9)),
+    (lambda: nn.Conv1d(2, 2, 4, padding="same", padding_mode="circular"), (2, 2, 6)),
+    (lambda: nn.Conv2d(2, 3, 3, padding=1), (2, 2, 5, 5)),
+    (
+        lambda: nn.Conv2d(4, 4, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=4),
+        (2, 4, 6, 5),
+    ),
+    (
+        lambda: nn.Conv2d(2, 4, 3, stride=2, padding=1, padding_mode="reflect", groups=2),
+        (1, 2, 6, 6),
+    ),
+    (lambda: nn.Conv2d(1, 2, 2, padding="same", padding_mode="replicate"), (2, 1, 4, 5)),
+    (lambda: nn.Conv2d(2, 2, 3, padding="valid"), (1, 2, 5, 4)),
+    (lambda: nn.Conv3d(2, 2, 2, stride=(1, 2, 1), padding=1, dilation=(2, 1, 1)), (1, 2, 4, 4, 3)),
+]
+
+
+@pytest.mark.parametrize("make, shape", CONVS)
+def test_conv_equals_explicit_loops(make, shape):
+    layer = make().double()
+    pre = (torch.rand(shape, dtype=torch.float64) < 0.5).double()
+    post = torch.randn_like(layer(pre))
+    torch.testing.assert_close(correlate(layer, pre, post), conv_reference(layer, pre, post))
+
+
+TRANSPOSED = [
+    (
+        lambda: nn.ConvTranspose1d(2, 4, 3, stride=2, padding=1, output_padding=1, groups=2),
+        (2, 2, 4),
+    ),
+    (
+        lambda: nn.ConvTranspose2d(2, 3, (2, 3), stride=(2, 1), padding=(0, 1), dilation=(1, 2)),
+        (1, 2, 3, 3),
+    ),
+]
+
+
+@pytest.mark.parametrize("make, shape", TRANSPOSED)
+def test_conv_transpose_equals_explicit_loops(make, shape):
+    layer = make().double()
+    pre = torch.rand(shape, dtype=torch.float64)
+    post = torch.randn_like(layer(pre))
+    torch.testing.assert_close(
+        correlate(layer, pre, post), conv_transpose_reference(layer, pre, post)
+    )
+
+
+def test_linear_is_sum_of_outer_products():
+    layer = nn.Linear(3, 2).double()
+    pre = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 1.0]], dtype=torch.float64)
+    post = torch.tensor([[1.0, 0.0], [2.0, 3.0]], dtype=torch.float64)
+    expected = torch.tensor([[1.0, 2.0, 4.0], [0.0, 3.0, 3.0]], dtype=torch.float64)
+    torch.testing.assert_close(correlate(layer, pre, post), expected)
+    # leading [T, B] dims are summed like a batch
+    torch.testing.assert_close(correlate(layer, pre[None], post[None]), expected)
+
+
+class CustomLinear(nn.Module):
+    """Not an nn.Linear: exercises the torch.func.vjp fallback."""
+
+    def __init__(self, weight):
+        super().__init__()
+        self.weight = nn.Parameter(weight.clone())
+
+    def forward(self, x):
+        return F.linear(x, self.weight)
+
+
+def test_vjp_fallback_equals_linear_fast_path():
+    linear = nn.Linear(5, 3, bias=False).double()
+    custom = CustomLinear(linear.weight.detach())
+    pre = torch.rand(4, 5, dtype=torch.float64)
+    post = torch.rand(4, 3, dtype=torch.float64)
+    torch.testing.assert_close(correlate(custom, pre, post), correlate(linear, pre, post))
+    with torch.no_grad():
+        torch.testing.assert_close(correlate(custom, pre, post), correlate(linear, pre, post))
+    pre_t, post_t = pre.reshape(2, 2, 5), post.reshape(2, 2, 3)
+    torch.testing.assert_close(
+        correlate_per_sample(custom, pre_t, post_t), correlate_per_sample(linear, pre_t, post_t)
+    )
+
+
+@pytest.mark.parametrize(
+    "make, shape", CONVS[:5] + TRANSPOSED + [(lambda: nn.Linear(4, 3), (6, 4))]
+)
+def test_per_sample_sums_over_time_only(make, shape):
+    layer = make().double()
+    steps, batch = 2, 3
+    pre = torch.rand((steps * batch, *shape[1:]), dtype=torch.float64)
+    post = torch.randn_like(layer(pre))
+    pre_w = pre.reshape(steps, batch, *shape[1:])
+    post_w = post.reshape(steps, batch, *post.shape[1:])
+    per_sample = correlate_per_sample(layer, pre_w, post_w)
+    assert per_sample.shape == (batch, *layer.weight.shape)
+    for b in range(batch):
+        torch.testing.assert_close(per_sample[b], correlate(layer, pre_w[:, b], post_w[:, b]))
+    torch.testing.assert_close(per_sample.sum(0), correlate(layer, pre, post))
+
+
+def test_shape_errors_name_both_shapes():
+    with pytest.raises(ValueError, match=r"\(2, 4\).*\(2, 3\)"):
+        correlate(nn.Linear(3, 3), torch.zeros(2, 4), torch.zeros(2, 3))
+    conv = nn.Conv2d(2, 3, 3)
+    with pytest.raises(ValueError, match=r"\(1, 3, 5, 5\)"):
+        correlate(conv, torch.zeros(1, 3, 5, 5), torch.zeros(1, 3, 3, 3))
+    with pytest.raises(ValueError, match="output shape"):
+        correlate(conv, torch.zeros(1, 2, 5, 5), torch.zeros(1, 3, 4, 4))
+    with pytest.raises(TypeError, match="weight"):
+        correlate(nn.ReLU(), torch.zeros(1), torch.zeros(1))
+    with pytest.raises(ValueError, match=r"\[T, B"):
+        correlate_per_sample(nn.Linear(2, 2), torch.zeros(2, 3, 2), torch.zeros(2, 4, 2))

@@ -1,0 +1,96 @@
+import math
+
+import pytest
+import torch
+
+from plastorch.functional import (
+    decay_factor,
+    discounted_reverse_sum,
+    trace,
+    trace_cumulative,
+    trace_nearest,
+    trace_window,
+)
+
+SPIKES = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
+
+
+def test_decay_factor_is_exact_exponential():
+    assert decay_factor(1.0, 20.0) == pytest.approx(math.exp(-1 / 20))
+    assert decay_factor(0.5, 10.0) == pytest.approx(math.exp(-0.05))
+
+
+def test_cumulative_trace_hand_values():
+    # x = 0.5 x + s: 1, 0.5, 1.25, 1.625, 0.8125
+    out = trace_window(torch.zeros(1), SPIKES[:, None], 0.5)
+    assert out.flatten().tolist() == [1.0, 0.5, 1.25, 1.625, 0.8125]
+
+
+def test_cumulative_trace_amplitude():
+    out = trace_window(torch.zeros(1), SPIKES[:, None], 0.5, amplitude=2.0)
+    assert out.flatten().tolist() == [2.0, 1.0, 2.5, 3.25, 1.625]
+
+
+def test_nearest_trace_hand_values():
+    # reset to 1 on a spike, else halve: 1, 0.5, 1, 1, 0.5
+    out = trace_window(torch.zeros(1), SPIKES[:, None], 0.5, mode="nearest")
+    assert out.flatten().tolist() == [1.0, 0.5, 1.0, 1.0, 0.5]
+
+
+def test_window_starts_from_carried_state():
+    out = trace_window(torch.tensor([4.0]), torch.zeros(2, 1), 0.5)
+    assert out.flatten().tolist() == [2.0, 1.0]
+    out = trace_window(torch.tensor([4.0]), torch.zeros(2, 1), 0.5, mode="nearest")
+    assert out.flatten().tolist() == [2.0, 1.0]
+
+
+@pytest.mark.parametrize("mode", ["cumulative", "nearest"])
+def test_window_equals_single_steps(mode):
+    spikes = (torch.rand(7, 3, 4) < 0.4).double()
+    x = torch.rand(3, 4, dtype=torch.float64)
+    window = trace_window(x, spikes, 0.8, 1.5, mode)
+    for t in range(7):
+        x = trace(x, spikes[t], 0.8, 1.5, mode)
+        assert torch.equal(window[t], x)
+
+
+def test_single_step_functions():
+    x = torch.tensor([1.0, 1.0])
+    s = torch.tensor([0.0, 1.0])
+    assert trace_cumulative(x, s, 0.25).tolist() == [0.25, 1.25]
+    assert trace_nearest(x, s, 0.25, amplitude=3.0).tolist() == [0.25, 3.0]
+
+
+def test_inputs_are_not_modified():
+    x = torch.ones(3)
+    s = torch.ones(2, 3)
+    trace_window(x, s, 0.5)
+    assert torch.equal(x, torch.ones(3))
+
+
+def test_discounted_reverse_sum_hand_values():
+    # R(2) = 2, R(1) = 0 + 0.5 * 2 = 1, R(0) = 1 + 0.5 * 1 = 1.5
+    out = discounted_reverse_sum(torch.tensor([1.0, 0.0, 2.0]), 0.5)
+    assert out.tolist() == [1.5, 1.0, 2.0]
+
+
+def test_discounted_reverse_sum_matches_definition():
+    values = torch.randn(9, 4, dtype=torch.float64)
+    d = 0.7
+    expected = torch.stack([sum(values[t] * d ** (t - s) for t in range(s, 9)) for s in range(9)])
+    torch.testing.assert_close(discounted_reverse_sum(values, d), expected)
+
+
+@pytest.mark.parametrize("tau", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_time_constant(tau):
+    with pytest.raises(ValueError, match="tau_pre"):
+        decay_factor(1.0, tau, name="tau_pre")
+
+
+def test_bad_dt_and_mode():
+    with pytest.raises(ValueError, match="dt"):
+        decay_factor(0.0, 10.0)
+    with pytest.raises(ValueError, match="trace_mode"):
+        trace(torch.zeros(1), torch.zeros(1), 0.5, mode="closest")
+    with pytest.raises(TypeError, match="tau"):
+        decay_factor(1.0, "10")
