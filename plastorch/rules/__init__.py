@@ -1,0 +1,10 @@
+"""Plasticity rules: each turns a window of recorded spikes into an ``Update``.
+
+See :mod:`plastorch.rules.stdp` for the shared event order and the sign-mode table.
+"""
+
+from ..functional import Update
+from .base import Rule, Term
+from .stdp import MSTDP, MSTDPET, STDP
+
+__all__ = ["MSTDP", "MSTDPET", "STDP", "Rule", "Term", "Update"]

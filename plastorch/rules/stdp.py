@@ -1,0 +1,366 @@
+r"""Pair-based STDP and its reward-modulated relatives (MSTDP, MSTDP-ET).
+
+Shared discrete semantics (Brian2 / NEST event order, exact trace decay):
+
+.. math::
+
+    x_\text{pre}(t) &= x_\text{pre}(t-\Delta t)\, e^{-\Delta t/\tau_\text{pre}} + s_\text{pre}(t)
+        \quad\text{(cumulative; nearest: } x = 1 \text{ on a spike)} \\
+    x_\text{post}(t) &= x_\text{post}(t-\Delta t)\, e^{-\Delta t/\tau_\text{post}} + s_\text{post}(t) \\
+    \xi_\text{post}(t) &= s_\text{post}(t) \otimes x_\text{pre}(t)
+        \quad\text{(post-triggered: pairs with pre spikes at or before } t) \\
+    \xi_\text{pre}(t) &= \tilde x_\text{post}(t) \otimes s_\text{pre}(t),\quad
+        \tilde x_\text{post}(t) = e^{-\Delta t/\tau_\text{post}} x_\text{post}(t-\Delta t)
+        \quad\text{(pre-triggered: post spikes strictly before } t)
+
+where :math:`\otimes` is the layer's correlation
+(:func:`plastorch.functional.correlate`). A rule's change is
+:math:`\eta_\text{post}\,\xi_\text{post} + \eta_\text{pre}\,\xi_\text{pre}` (times the
+signal :math:`M` for modulated rules), and the signs select the mode:
+
+=================  =========================  ========================  ============================  ============================
+mode               :math:`\eta_\text{post}`   :math:`\eta_\text{pre}`   potentiation                  depression
+=================  =========================  ========================  ============================  ============================
+Hebbian            :math:`+`                  :math:`-`                 :math:`\xi_\text{post}`       :math:`\xi_\text{pre}`
+anti-Hebbian       :math:`-`                  :math:`+`                 :math:`\xi_\text{pre}`        :math:`\xi_\text{post}`
+potentiative only  :math:`+`                  :math:`+`                 both                          none
+depressive only    :math:`-`                  :math:`-`                 none                          both
+=================  =========================  ========================  ============================  ============================
+
+A negative signal swaps a term's half. Differences from the references: the
+pre-triggered term uses the post trace *before* the step (inferno and
+SpikingJelly use the trace after it, so a same-step pair both potentiates and
+depresses there; here it potentiates once, as in Brian2 and NEST); SpikingJelly's
+STDP decays traces by Euler (``x - x/tau``), here decay is exact.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..functional import correlate, correlate_per_sample, discounted_reverse_sum, stdp_factors
+from ..functional.checks import check_choice, check_real
+from ..functional.traces import TRACE_MODES, decay_factor
+from .base import (
+    BatchReduction,
+    Halves,
+    Rule,
+    Term,
+    check_batch_reduction,
+    parse_signal,
+    route_terms,
+    split_signal,
+)
+
+__all__ = ["MSTDP", "MSTDPET", "STDP"]
+
+
+class _PairRule(Rule):
+    """Hyperparameters and trace scan shared by STDP, MSTDP and MSTDP-ET."""
+
+    def __init__(
+        self,
+        lr_post: float,
+        lr_pre: float,
+        tau_post: float = 20.0,
+        tau_pre: float = 20.0,
+        *,
+        dt: float = 1.0,
+        trace_mode: str = "cumulative",
+        batch_reduction: BatchReduction = "sum",
+    ):
+        super().__init__()
+        self.lr_post = check_real("lr_post", lr_post)
+        self.lr_pre = check_real("lr_pre", lr_pre)
+        self.decay_post = decay_factor(dt, tau_post, name="tau_post")
+        self.decay_pre = decay_factor(dt, tau_pre, name="tau_pre")
+        self.tau_post, self.tau_pre, self.dt = float(tau_post), float(tau_pre), float(dt)
+        self.trace_mode = check_choice("trace_mode", trace_mode, TRACE_MODES)
+        self.batch_reduction = check_batch_reduction(batch_reduction)
+
+    def extra_repr(self) -> str:
+        return (
+            f"lr_post={self.lr_post}, lr_pre={self.lr_pre}, tau_post={self.tau_post}, "
+            f"tau_pre={self.tau_pre}, dt={self.dt}, trace_mode={self.trace_mode!r}, "
+            f"batch_reduction={self.batch_reduction!r}"
+        )
+
+    def initial_state(self, layer: nn.Module, pre: Tensor, post: Tensor) -> dict[str, Tensor]:
+        dtype = layer.weight.dtype
+        return {
+            "trace_pre": torch.zeros(pre.shape, dtype=dtype, device=pre.device),
+            "trace_post": torch.zeros(post.shape, dtype=dtype, device=post.device),
+        }
+
+    def _terms(self, pre: Tensor, post: Tensor, state: dict[str, Tensor]):
+        factors = stdp_factors(
+            pre.to(state["trace_pre"].dtype),
+            post.to(state["trace_post"].dtype),
+            state["trace_pre"],
+            state["trace_post"],
+            decay_pre=self.decay_pre,
+            decay_post=self.decay_post,
+            trace_mode=self.trace_mode,
+        )
+        terms = [
+            Term(factors.trace_pre, post.to(factors.trace_pre.dtype), self.lr_post),
+            Term(pre.to(factors.trace_pre.dtype), factors.trace_post_before, self.lr_pre),
+        ]
+        new_state = {"trace_pre": factors.next_trace_pre, "trace_post": factors.next_trace_post}
+        return terms, new_state
+
+
+class STDP(_PairRule):
+    r"""Pair-based spike-timing-dependent plasticity.
+
+    .. math::
+
+        \Delta w = \sum_t \eta_\text{post}\, s_\text{post}(t) \otimes x_\text{pre}(t)
+                 + \eta_\text{pre}\, \tilde x_\text{post}(t) \otimes s_\text{pre}(t)
+
+    with the traces, event order and sign-mode table of :mod:`plastorch.rules.stdp`.
+    A window of ``T`` steps costs two correlations (time folded into the batch).
+
+    Parameters
+    ----------
+    lr_post : float
+        :math:`\eta_\text{post}`, rate of the post-triggered term (> 0 for Hebbian LTP).
+    lr_pre : float
+        :math:`\eta_\text{pre}`, rate of the pre-triggered term (< 0 for Hebbian LTD).
+    tau_post, tau_pre : float
+        Trace time constants in ms (> 0).
+    dt : float
+        Simulation step in ms (> 0).
+    trace_mode : {"cumulative", "nearest"}
+        All-to-all or nearest-spike pairing.
+    batch_reduction : {"sum", "mean"} or callable
+        See :mod:`plastorch.rules.base`.
+
+    Examples
+    --------
+    >>> fc = nn.Linear(1, 1, bias=False)
+    >>> rule = STDP(lr_post=1.0, lr_pre=-1.0, tau_post=20.0, tau_pre=20.0)
+    >>> pre = torch.tensor([[[1.0]], [[0.0]]])   # pre at step 0, post at step 1
+    >>> post = torch.tensor([[[0.0]], [[1.0]]])
+    >>> update, state = rule(fc, pre, post, rule.initial_state(fc, pre[0], post[0]))
+    >>> round(update.delta().item(), 6)  # exp(-1/20)
+    0.951229
+
+    References
+    ----------
+    Bi & Poo (1998); Song, Miller & Abbott (2000); Morrison, Diesmann & Gerstner (2008).
+    """
+
+    def forward(self, layer, pre, post, state, signal=None):
+        if signal is not None:
+            raise TypeError("STDP takes no signal; use MSTDP or MSTDPET for modulated learning")
+        terms, new_state = self._terms(pre, post, state)
+        halves = Halves(self.batch_reduction, pre.shape[1])
+        route_terms(layer, terms, None, halves)
+        return halves.result(), new_state
+
+
+class MSTDP(_PairRule):
+    r"""Reward-modulated STDP (Florian 2007), no eligibility trace.
+
+    .. math::
+
+        \Delta w = \sum_t M(t) \bigl[\eta_\text{post}\, s_\text{post}(t) \otimes x_\text{pre}(t)
+                 + \eta_\text{pre}\, \tilde x_\text{post}(t) \otimes s_\text{pre}(t)\bigr]
+
+    :math:`M` is the ``signal`` given to :meth:`plastorch.Learner.step`: a scalar,
+    per sample ``[B]``, per step and sample ``[T, B]`` or per step ``[T, 1]``; it
+    applies to the steps of the window being settled (a window settled without a
+    signal, because another forward came first, has :math:`M = 0`). Where
+    :math:`\eta M \ge 0` a term is potentiation, else depression (see the mode
+    table in :mod:`plastorch.rules.stdp`). A ``[T, B]`` signal costs at most two
+    correlations per term, one per sign, each over only the samples that have it.
+
+    Parameters are those of :class:`STDP`.
+
+    Examples
+    --------
+    >>> fc = nn.Linear(1, 1, bias=False)
+    >>> rule = MSTDP(lr_post=1.0, lr_pre=-1.0)
+    >>> pre = torch.tensor([[[1.0]], [[0.0]]]); post = torch.tensor([[[0.0]], [[1.0]]])
+    >>> update, _ = rule(fc, pre, post, rule.initial_state(fc, pre[0], post[0]), signal=-2.0)
+    >>> round(update.depression.item(), 6)  # a negative reward turns LTP into LTD
+    1.902459
+
+    References
+    ----------
+    Florian, R. V. (2007). Reinforcement learning through modulation of
+    spike-timing-dependent synaptic plasticity. Neural Computation 19(6).
+    """
+
+    modulated = True
+
+    def forward(self, layer, pre, post, state, signal=None):
+        terms, new_state = self._terms(pre, post, state)
+        signal = parse_signal(
+            signal, pre.shape[0], pre.shape[1], dtype=terms[0].pre.dtype, device=pre.device
+        )
+        halves = Halves(self.batch_reduction, pre.shape[1])
+        if signal is not None:
+            route_terms(
+                layer, terms, signal if isinstance(signal, float) else split_signal(signal), halves
+            )
+        return halves.result(), new_state
+
+
+class MSTDPET(_PairRule):
+    r"""Reward-modulated STDP with eligibility trace (Florian 2007, MSTDP-ET).
+
+    .. math::
+
+        z_\text{post}(t) &= e^{-\Delta t/\tau_z} z_\text{post}(t-\Delta t)
+                            + \xi_\text{post}(t) / \tau_z \\
+        z_\text{pre}(t) &= e^{-\Delta t/\tau_z} z_\text{pre}(t-\Delta t)
+                           + \xi_\text{pre}(t) / \tau_z \\
+        \Delta w &= \sum_t M(t) \bigl[\eta_\text{post}\, z_\text{post}(t)
+                    + \eta_\text{pre}\, z_\text{pre}(t)\bigr]
+
+    As in inferno and SpikingJelly the step :math:`\Delta t` of Florian's
+    :math:`\gamma M z \Delta t` is not applied: fold it into ``scale``.
+
+    Time fusion: with :math:`d = e^{-\Delta t/\tau_z}`, a window of steps
+    :math:`k = 0..T-1` starting from the carried :math:`z_0` gives
+
+    .. math::
+
+        \sum_k M(k) z(k) = z_0 \sum_k M(k)\, d^{k+1} + \sum_j \frac{\xi(j)}{\tau_z} R(j),
+        \qquad R(j) = \sum_{k \ge j} M(k)\, d^{k-j}
+
+    so the in-window part is one correlation per term and sign (``R`` is a
+    reverse scan over the positive or negative part of ``M``), and no
+    ``[B, out, in]`` tensor is formed inside the window. Only the eligibility
+    carried to the next window, :math:`z(T) = d^T z_0 + \sum_j d^{T-1-j}\xi(j)/\tau_z`,
+    is weight-shaped; it is per sample (``[B, *W]``) only with
+    ``per_sample_signal=True``, which is required for ``[B]`` and ``[T, B]``
+    signals and for a callable ``batch_reduction``.
+
+    Parameters
+    ----------
+    tau_eligibility : float
+        :math:`\tau_z` in ms (> 0).
+    per_sample_signal : bool
+        Carry one eligibility trace per sample so per-sample signals work
+        across windows.
+    Other parameters are those of :class:`STDP`.
+
+    Examples
+    --------
+    >>> fc = nn.Linear(1, 1, bias=False)
+    >>> rule = MSTDPET(lr_post=1.0, lr_pre=-1.0, tau_eligibility=25.0)
+    >>> pre = torch.tensor([[[1.0]], [[0.0]]]); post = torch.tensor([[[0.0]], [[1.0]]])
+    >>> update, _ = rule(fc, pre, post, rule.initial_state(fc, pre[0], post[0]), signal=1.0)
+    >>> round(update.potentiation.item(), 6)  # exp(-1/20) / 25
+    0.038049
+
+    References
+    ----------
+    Florian, R. V. (2007). Neural Computation 19(6), eqs. for MSTDPET.
+    """
+
+    modulated = True
+
+    def __init__(
+        self,
+        lr_post: float,
+        lr_pre: float,
+        tau_post: float = 20.0,
+        tau_pre: float = 20.0,
+        tau_eligibility: float = 25.0,
+        *,
+        dt: float = 1.0,
+        trace_mode: str = "cumulative",
+        batch_reduction: BatchReduction = "sum",
+        per_sample_signal: bool = False,
+    ):
+        super().__init__(
+            lr_post,
+            lr_pre,
+            tau_post,
+            tau_pre,
+            dt=dt,
+            trace_mode=trace_mode,
+            batch_reduction=batch_reduction,
+        )
+        self.decay_eligibility = decay_factor(dt, tau_eligibility, name="tau_eligibility")
+        self.tau_eligibility = float(tau_eligibility)
+        self.per_sample_signal = bool(per_sample_signal)
+        if callable(self.batch_reduction) and not self.per_sample_signal:
+            raise ValueError(
+                "a callable batch_reduction needs per-sample eligibility: pass "
+                "per_sample_signal=True to MSTDPET"
+            )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, tau_eligibility={self.tau_eligibility}, "
+            f"per_sample_signal={self.per_sample_signal}"
+        )
+
+    def initial_state(self, layer, pre, post):
+        state = super().initial_state(layer, pre, post)
+        weight = layer.weight
+        shape = ((pre.shape[0],) if self.per_sample_signal else ()) + tuple(weight.shape)
+        zeros = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
+        state["eligibility_post"] = zeros
+        state["eligibility_pre"] = zeros.clone()
+        return state
+
+    def forward(self, layer, pre, post, state, signal=None):
+        terms, new_state = self._terms(pre, post, state)
+        steps, batch = pre.shape[:2]
+        dtype = terms[0].pre.dtype
+        signal = parse_signal(signal, steps, batch, dtype=dtype, device=pre.device)
+        if isinstance(signal, Tensor) and signal.shape[1] == batch and batch > 1:
+            if not self.per_sample_signal:
+                raise ValueError(
+                    f"signal of shape {list(signal.shape)} varies over the batch; construct "
+                    "MSTDPET(per_sample_signal=True) to carry per-sample eligibility"
+                )
+        if isinstance(signal, float):
+            signal = torch.full((steps, 1), signal, dtype=dtype, device=pre.device)
+
+        decay, tau = self.decay_eligibility, self.tau_eligibility
+        halves = Halves(self.batch_reduction, batch)
+        carried = [state["eligibility_post"], state["eligibility_pre"]]
+        if signal is not None:
+            positive, negative = split_signal(signal)
+            # In-window eligibility: correlations weighted by R(j) / tau_z.
+            weights = (
+                discounted_reverse_sum(positive, decay) / tau,
+                discounted_reverse_sum(negative, decay) / tau,
+            )
+            route_terms(layer, terms, weights, halves)
+            # Carried eligibility z_0 read at every step: z_0 * sum_k M(k) d^(k+1).
+            powers = decay ** torch.arange(1, steps + 1, dtype=dtype, device=pre.device)
+            for term, z0 in zip(terms, carried):
+                for part, sign in ((positive, 1.0), (negative, -1.0)):
+                    gain = (part * powers[:, None]).sum(0)  # [B] or [1]
+                    if term.rate == 0.0 or not bool(gain.ne(0).any()):
+                        continue
+                    if self.per_sample_signal:
+                        value = z0 * gain.expand(batch).reshape(batch, *([1] * (z0.dim() - 1)))
+                        if not halves.per_sample:
+                            value = value.sum(0)
+                    else:
+                        value = z0 * gain
+                    halves.add(value * abs(term.rate), term.rate * sign >= 0)
+
+        # Eligibility carried to the next window.
+        tail = decay ** torch.arange(steps - 1, -1, -1, dtype=dtype, device=pre.device) / tau
+        tail = tail[:, None].expand(steps, batch) if self.per_sample_signal else tail[:, None]
+        for name, term, z0 in zip(("eligibility_post", "eligibility_pre"), terms, carried):
+            weighted = Term(
+                term.pre, term.post * tail.reshape(steps, -1, *([1] * (post.dim() - 2))), term.rate
+            )
+            if self.per_sample_signal:
+                fresh = correlate_per_sample(layer, weighted.pre, weighted.post)
+            else:
+                fresh = correlate(layer, weighted.pre.flatten(0, 1), weighted.post.flatten(0, 1))
+            new_state[name] = z0 * decay**steps + fresh
+        return halves.result(), new_state

@@ -1,0 +1,158 @@
+"""MSTDP-ET: the fused reverse scan against the step-by-step eligibility recursion."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from plastorch.functional import correlate_per_sample, stdp_factors
+from plastorch.rules import MSTDPET
+
+from .helpers import TAU_HALF, TAU_QUARTER, run_rule, spike_train, value
+
+PRE, POST = spike_train(0, 2, steps=3), spike_train(1, steps=3)
+
+
+def test_hand_values_scalar_reward():
+    # tau_z = 1/ln 2 -> decay 1/2, 1/tau_z = ln 2.
+    # z_post: 0, (1/2) ln2, (1/4) ln2 -> sum 3/4 ln2; z_pre: 0, 0, (1/4) ln2.
+    # Hebbian (2, -3), M = 1 everywhere: LTP = 2 * 3/4 ln2, LTD = 3 * 1/4 ln2.
+    fc = nn.Linear(1, 1, bias=False).double()
+    rule = MSTDPET(2.0, -3.0, tau_post=TAU_QUARTER, tau_pre=TAU_HALF, tau_eligibility=TAU_HALF)
+    update, state = run_rule(rule, fc, PRE, POST, signal=1.0)
+    ln2 = math.log(2)
+    assert update.potentiation.item() == pytest.approx(1.5 * ln2, abs=1e-14)
+    assert update.depression.item() == pytest.approx(0.75 * ln2, abs=1e-14)
+    assert state["eligibility_post"].item() == pytest.approx(0.25 * ln2, abs=1e-14)
+    assert state["eligibility_pre"].item() == pytest.approx(0.25 * ln2, abs=1e-14)
+
+
+def test_delayed_reward_reaches_the_pairing_through_the_trace():
+    # reward only at the last step of 6: only eligibility carries the pairing there.
+    fc = nn.Linear(1, 1, bias=False).double()
+    rule = MSTDPET(1.0, -1.0, tau_post=TAU_QUARTER, tau_pre=TAU_HALF, tau_eligibility=TAU_HALF)
+    signal = torch.zeros(6, 1, dtype=torch.float64)
+    signal[5] = 1.0
+    update, _ = run_rule(rule, fc, spike_train(0, steps=6), spike_train(1, steps=6), signal=signal)
+    # z_post(1) = 1/2 ln2, decays 4 steps -> 1/32 ln2
+    assert update.potentiation.item() == pytest.approx(math.log(2) / 32, abs=1e-14)
+
+
+def step_by_step(layer, rule, pre, post, signal):
+    """Per-sample reference: z_b(t) = d z_b(t-1) + xi_b(t)/tau, dw += M(t,b) z_b(t), split by sign."""
+    steps, batch = pre.shape[:2]
+    traces = rule.initial_state(layer, pre[0], post[0])
+    z = [torch.zeros(batch, *layer.weight.shape, dtype=torch.float64) for _ in range(2)]
+    pot = torch.zeros_like(layer.weight)
+    dep = torch.zeros_like(layer.weight)
+    d = math.exp(-rule.dt / rule.tau_eligibility)
+    for t in range(steps):
+        f = stdp_factors(
+            pre[t : t + 1],
+            post[t : t + 1],
+            traces["trace_pre"],
+            traces["trace_post"],
+            decay_pre=rule.decay_pre,
+            decay_post=rule.decay_post,
+            trace_mode=rule.trace_mode,
+        )
+        traces = {"trace_pre": f.next_trace_pre, "trace_post": f.next_trace_post}
+        xi = [
+            correlate_per_sample(layer, f.trace_pre, post[t : t + 1]),
+            correlate_per_sample(layer, pre[t : t + 1], f.trace_post_before),
+        ]
+        for i, rate in enumerate((rule.lr_post, rule.lr_pre)):
+            z[i] = d * z[i] + xi[i] / rule.tau_eligibility
+            for b in range(batch):
+                m = signal[t, b] if signal.shape[1] > 1 else signal[t, 0]
+                contribution = abs(rate * m) * z[i][b]
+                if rate * m >= 0:
+                    pot += contribution
+                else:
+                    dep += contribution
+    return pot, dep, z
+
+
+@pytest.mark.parametrize("mode", ["cumulative", "nearest"])
+@pytest.mark.parametrize("lr_post, lr_pre", [(0.8, -0.5), (-0.8, 0.5), (0.8, 0.5), (-0.8, -0.5)])
+def test_fused_equals_recursion_per_sample(mode, lr_post, lr_pre):
+    layer = nn.Linear(4, 3, bias=False).double()
+    pre = (torch.rand(12, 3, 4) < 0.3).double()
+    post = (torch.rand(12, 3, 3) < 0.3).double()
+    signal = torch.randn(12, 3, dtype=torch.float64)
+    rule = MSTDPET(
+        lr_post,
+        lr_pre,
+        tau_post=6.0,
+        tau_pre=9.0,
+        tau_eligibility=5.0,
+        trace_mode=mode,
+        per_sample_signal=True,
+    )
+    fused, state = run_rule(rule, layer, pre, post, signal=signal)
+    pot, dep, z = step_by_step(layer, rule, pre, post, signal)
+    torch.testing.assert_close(
+        fused.potentiation if fused.potentiation is not None else 0 * pot,
+        pot,
+        rtol=1e-11,
+        atol=1e-12,
+    )
+    torch.testing.assert_close(
+        fused.depression if fused.depression is not None else 0 * dep, dep, rtol=1e-11, atol=1e-12
+    )
+    torch.testing.assert_close(state["eligibility_post"], z[0], rtol=1e-11, atol=1e-12)
+    torch.testing.assert_close(state["eligibility_pre"], z[1], rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_windows_split_anywhere_give_the_same_update(per_sample):
+    layer = nn.Conv2d(1, 2, 3, padding=1).double()
+    pre = (torch.rand(10, 2, 1, 4, 4) < 0.3).double()
+    post = (torch.rand(10, 2, 2, 4, 4) < 0.2).double()
+    signal = torch.randn(10, 2 if per_sample else 1, dtype=torch.float64)
+    rule = MSTDPET(
+        0.6, -0.4, tau_post=5.0, tau_pre=7.0, tau_eligibility=11.0, per_sample_signal=per_sample
+    )
+    whole, whole_state = run_rule(rule, layer, pre, post, signal=signal)
+    state, delta = rule.initial_state(layer, pre[0], post[0]), 0
+    for lo, hi in ((0, 3), (3, 4), (4, 10)):
+        part, state = rule(layer, pre[lo:hi], post[lo:hi], state, signal[lo:hi])
+        delta = delta + part.delta()
+    torch.testing.assert_close(whole.delta(), delta, rtol=1e-11, atol=1e-12)
+    for name in state:
+        torch.testing.assert_close(whole_state[name], state[name], rtol=1e-11, atol=1e-12)
+
+
+def test_scalar_signal_matches_recursion_and_eligibility_is_weight_shaped():
+    layer = nn.Linear(3, 2, bias=False).double()
+    pre = (torch.rand(8, 4, 3) < 0.4).double()
+    post = (torch.rand(8, 4, 2) < 0.4).double()
+    rule = MSTDPET(0.3, -0.6, tau_post=4.0, tau_pre=4.0, tau_eligibility=6.0)
+    fused, state = run_rule(rule, layer, pre, post, signal=-0.7)
+    pot, dep, z = step_by_step(
+        layer, rule, pre, post, torch.full((8, 1), -0.7, dtype=torch.float64)
+    )
+    torch.testing.assert_close(fused.delta(), pot - dep, rtol=1e-11, atol=1e-12)
+    assert state["eligibility_post"].shape == layer.weight.shape
+    torch.testing.assert_close(state["eligibility_post"], z[0].sum(0), rtol=1e-11, atol=1e-12)
+
+
+def test_per_sample_signal_requires_per_sample_eligibility():
+    fc = nn.Linear(1, 1, bias=False).double()
+    rule = MSTDPET(1.0, -1.0)
+    pre, post = torch.cat([PRE, PRE], 1), torch.cat([POST, POST], 1)
+    with pytest.raises(ValueError, match="per_sample_signal=True"):
+        run_rule(rule, fc, pre, post, signal=torch.tensor([1.0, -1.0]).double())
+    with pytest.raises(ValueError, match="per_sample_signal"):
+        MSTDPET(1.0, -1.0, batch_reduction=torch.amax)
+    with pytest.raises(ValueError, match="tau_eligibility"):
+        MSTDPET(1.0, -1.0, tau_eligibility=0.0)
+
+
+def test_no_signal_advances_eligibility_only():
+    fc = nn.Linear(1, 1, bias=False).double()
+    rule = MSTDPET(1.0, -1.0, tau_post=TAU_QUARTER, tau_pre=TAU_HALF, tau_eligibility=TAU_HALF)
+    update, state = run_rule(rule, fc, PRE, POST, signal=None)
+    assert value(update.potentiation) is None and value(update.depression) is None
+    assert state["eligibility_post"].item() == pytest.approx(0.25 * math.log(2))
