@@ -1,0 +1,170 @@
+r"""Weight dependence and weight constraints.
+
+A bound turns an :class:`~plastorch.rules.Update` into the change actually made
+to the weight :math:`w` *as it is when the update is applied*:
+
+.. math:: \Delta w = A_+(w)\,\text{potentiation} - A_-(w)\,\text{depression}
+
+then clips the change so that :math:`w + \Delta w \in [w_\min, w_\max]` (for
+every bound, whatever the update size). With a ``.grad`` update and
+``torch.optim.SGD(lr=1)`` that is exactly the weight the optimizer writes.
+
+=============  ==================================  ==================================
+bound          :math:`A_+(w)`                      :math:`A_-(w)`
+=============  ==================================  ==================================
+Hard           1                                   1
+Soft           :math:`w_\max - w`                  :math:`w - w_\min`
+PowerLaw       :math:`(w_\max - w)^\mu`            :math:`(w - w_\min)^\mu`
+Exponential    :math:`e^{-\beta (w - w_\min)}`     :math:`e^{-\beta (w_\max - w)}`
+=============  ==================================  ==================================
+
+Constraints (:class:`Normalize`) act on the weight after it has changed.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .functional.checks import check_nonnegative, check_positive, check_real
+from .functional.update import Update
+
+__all__ = ["Bound", "Exponential", "Hard", "Normalize", "PowerLaw", "Soft"]
+
+
+class Bound:
+    """Base class: weight range ``[wmin, wmax]`` and the clipping of the change.
+
+    Subclasses override :meth:`dependence` to return :math:`(A_+(w), A_-(w))`.
+    """
+
+    def __init__(self, wmin: float = 0.0, wmax: float = 1.0, *, clip: bool = True):
+        self.wmin = check_real("wmin", wmin)
+        self.wmax = check_real("wmax", wmax)
+        if self.wmin >= self.wmax:
+            raise ValueError(f"wmin must be < wmax, got wmin={self.wmin!r}, wmax={self.wmax!r}")
+        self.clip = bool(clip)
+
+    def dependence(self, weight: Tensor) -> tuple[Tensor | float, Tensor | float]:
+        """Factors :math:`A_+(w)` and :math:`A_-(w)` (broadcastable to ``weight``)."""
+        return 1.0, 1.0
+
+    def __call__(self, weight: Tensor, update: Update) -> Tensor:
+        """The change to make to ``weight`` for ``update``, shaped like ``weight``.
+
+        Examples
+        --------
+        >>> w = torch.tensor([0.2, 0.9])
+        >>> Soft(0.0, 1.0)(w, Update(torch.tensor([1.0, 1.0]), None))
+        tensor([0.8000, 0.1000])
+        """
+        weight = weight.detach()
+        up, down = self.dependence(weight)
+        delta = torch.zeros_like(weight)
+        if update.potentiation is not None:
+            delta = delta + up * update.potentiation
+        if update.depression is not None:
+            delta = delta - down * update.depression
+        if self.clip:
+            delta = (weight + delta).clamp(self.wmin, self.wmax) - weight
+        return delta
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in vars(self).items() if k not in ("wmin", "wmax"))
+        return f"{type(self).__name__}(wmin={self.wmin!r}, wmax={self.wmax!r}{extra})"
+
+
+class Hard(Bound):
+    """No weight dependence; the weight is clipped to ``[wmin, wmax]``.
+
+    Examples
+    --------
+    >>> Hard(0.0, 1.0)(torch.tensor([0.9]), Update(torch.tensor([0.5]), None))
+    tensor([0.1000])
+    """
+
+
+class Soft(Bound):
+    """Multiplicative bounds: LTP times ``wmax - w``, LTD times ``w - wmin``.
+
+    Examples
+    --------
+    >>> Soft(0.0, 1.0)(torch.tensor([0.25]), Update(None, torch.tensor([1.0])))
+    tensor([-0.2500])
+    """
+
+    def dependence(self, weight):
+        return self.wmax - weight, weight - self.wmin
+
+
+class PowerLaw(Bound):
+    r"""Power-law bounds (Gütig et al. 2003): LTP times :math:`(w_\max - w)^\mu`, LTD times
+    :math:`(w - w_\min)^\mu`. ``mu = 1`` is :class:`Soft`, ``mu = 0`` is :class:`Hard`.
+
+    Examples
+    --------
+    >>> PowerLaw(0.0, 1.0, mu=0.5)(torch.tensor([0.75]), Update(torch.tensor([1.0]), None))
+    tensor([0.2500])
+    """
+
+    def __init__(self, wmin: float = 0.0, wmax: float = 1.0, *, mu: float = 1.0, clip: bool = True):
+        super().__init__(wmin, wmax, clip=clip)
+        self.mu = check_nonnegative("mu", mu)
+
+    def dependence(self, weight):
+        return (
+            (self.wmax - weight).clamp(min=0) ** self.mu,
+            (weight - self.wmin).clamp(min=0) ** self.mu,
+        )
+
+
+class Exponential(Bound):
+    r"""Exponential weight dependence (Nessler et al. 2013; Diehl & Cook 2015 eq. 4):
+    LTP times :math:`e^{-\beta (w - w_\min)}`, LTD times :math:`e^{-\beta (w_\max - w)}`.
+
+    Examples
+    --------
+    >>> Exponential(0.0, 1.0, beta=1.0)(torch.tensor([0.0]), Update(torch.tensor([0.5]), None))
+    tensor([0.5000])
+    """
+
+    def __init__(
+        self, wmin: float = 0.0, wmax: float = 1.0, *, beta: float = 1.0, clip: bool = True
+    ):
+        super().__init__(wmin, wmax, clip=clip)
+        self.beta = check_nonnegative("beta", beta)
+
+    def dependence(self, weight):
+        return (
+            torch.exp(-self.beta * (weight - self.wmin)),
+            torch.exp(-self.beta * (self.wmax - weight)),
+        )
+
+
+class Normalize:
+    r"""Per-neuron normalisation: each output unit's incoming weights sum to ``total``.
+
+    .. math:: w_{ij} \leftarrow w_{ij}\, \frac{\text{total}}{\sum_k w_{ik}}
+
+    where :math:`i` indexes the first weight dimension (output neurons / channels)
+    and the sum runs over all the others. Diehl & Cook (2015) keep each
+    excitatory neuron's input weights at a constant sum this way. Rows summing
+    to zero are left unchanged.
+
+    Examples
+    --------
+    >>> Normalize(1.0)(torch.tensor([[1.0, 3.0], [0.0, 0.0]]))
+    tensor([[0.2500, 0.7500],
+            [0.0000, 0.0000]])
+    """
+
+    def __init__(self, total: float):
+        self.total = check_positive("total", total)
+
+    def __call__(self, weight: Tensor) -> Tensor:
+        sums = weight.sum(dim=tuple(range(1, weight.dim())), keepdim=True)
+        factor = torch.where(sums != 0, self.total / torch.where(sums != 0, sums, 1), 1)
+        return weight * factor
+
+    def __repr__(self) -> str:
+        return f"Normalize(total={self.total!r})"
