@@ -130,6 +130,11 @@ class Learner(nn.Module):
             raise TypeError(f"spike_source must be an nn.Module, got {type(spike_source).__name__}")
         if not isinstance(rule, Rule):
             raise TypeError(f"rule must be a plastorch Rule, got {type(rule).__name__}")
+        if not isinstance(getattr(layer, rule.target, None), Tensor):
+            raise TypeError(
+                f"{type(rule).__name__} updates layer.{rule.target}, which "
+                f"{type(layer).__name__} does not have as a tensor"
+            )
         if bound is not None and not isinstance(bound, Bound):
             raise TypeError(f"bound must be a plastorch.bounds.Bound, got {type(bound).__name__}")
         self.rule = rule
@@ -158,6 +163,11 @@ class Learner(nn.Module):
     def layer(self) -> nn.Module:
         """The trained layer."""
         return self._modules_watched[0]
+
+    @property
+    def target(self) -> Tensor:
+        """The tensor the rule updates: ``getattr(layer, rule.target)`` (the weight by default)."""
+        return getattr(self.layer, self.rule.target)
 
     @property
     def spike_source(self) -> nn.Module:
@@ -320,7 +330,8 @@ class Learner(nn.Module):
         Returns
         -------
         Tensor
-            :math:`\Delta w`, shaped like the weight (after bounds and clipping).
+            :math:`\Delta w`, shaped like the target (the weight unless the rule's
+            ``target`` names another tensor), after bounds and clipping.
         """
         if self.rule.modulated and signal is None:
             raise ValueError(f"{type(self.rule).__name__} needs a signal: call step(signal=...)")
@@ -342,7 +353,7 @@ class Learner(nn.Module):
         self.accumulated_potentiation = None
         self.accumulated_depression = None
         update = update.scale(scale)
-        weight = self.layer.weight
+        weight = self.target
         if self.bound is not None:
             delta = self.bound(weight, update)
         else:
@@ -360,10 +371,10 @@ class Learner(nn.Module):
 
     @torch.no_grad()
     def constrain(self) -> None:
-        """Apply the constraints (e.g. :class:`~plastorch.bounds.Normalize`) to the weight."""
-        weight = self.layer.weight
+        """Apply the constraints (e.g. :class:`~plastorch.bounds.Normalize`) to the target."""
+        target = self.target
         for constraint in self.constraints:
-            weight.copy_(constraint(weight))
+            target.copy_(constraint(target))
 
     def reset(self) -> None:
         """Forget traces, eligibility, the pending window and accumulated updates."""

@@ -200,11 +200,14 @@ class Rule(nn.Module):
     an :class:`Update`. It is pure: ``forward`` returns the new state instead of
     modifying it, so the :class:`plastorch.Learner` owns all state (as buffers).
 
-    Subclasses set ``modulated`` (whether ``step`` needs a signal) and implement
-    :meth:`initial_state` and :meth:`forward`.
+    Subclasses set ``modulated`` (whether ``step`` needs a signal) and ``target``
+    (the layer tensor the update applies to, ``"weight"`` by default) and
+    implement :meth:`initial_state` and :meth:`forward`.
     """
 
     modulated: bool = False
+    #: Name of the layer tensor the update is applied to ("weight", "bias", "delay", ...).
+    target: str = "weight"
 
     def initial_state(self, layer: nn.Module, pre: Tensor, post: Tensor) -> dict[str, Tensor]:
         """Zero state for one step of spikes ``pre [B, *in]``, ``post [B, *out]``."""
