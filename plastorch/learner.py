@@ -92,7 +92,8 @@ class Learner(nn.Module):
     post_from : callable, optional
         Extracts the spike tensor from the spike source's output.
     check_finite : bool
-        Reject spikes containing NaN/inf at record time (one reduction per pass).
+        Reject spikes containing NaN/inf at record time, and a target weight
+        containing NaN/inf at :meth:`step` (one reduction each).
 
     Examples
     --------
@@ -354,6 +355,8 @@ class Learner(nn.Module):
         self.accumulated_depression = None
         update = update.scale(scale)
         weight = self.target
+        if self.check_finite:
+            check_finite(f"layer.{self.rule.target}", weight.detach())
         if self.bound is not None:
             delta = self.bound(weight, update)
         else:
