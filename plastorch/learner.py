@@ -94,6 +94,15 @@ class Learner(nn.Module):
     check_finite : bool
         Reject spikes containing NaN/inf at record time, and a target weight
         containing NaN/inf at :meth:`step` (one reduction each).
+    synchronize : callable ``(update, learner) -> update``, optional
+        Called by :meth:`step` with everything learned since the previous step
+        (accumulated windows plus the one settled now), before ``scale``, the
+        bound and the application; returns the update to apply. While it runs,
+        ``learner.accumulated_potentiation`` / ``accumulated_depression`` still
+        hold the windows settled before this step (``None`` if there were none).
+        Data parallelism plugs in here
+        (:class:`plastorch.distributed.SynchronizeUpdate`); the Learner itself
+        knows nothing about processes.
 
     Examples
     --------
@@ -119,6 +128,7 @@ class Learner(nn.Module):
         constraints: Iterable[Callable[[Tensor], Tensor]] = (),
         post_from: Callable[[object], Tensor] | None = None,
         check_finite: bool = True,
+        synchronize: Callable[[Update, Learner], Update] | None = None,
     ):
         super().__init__()
         if not isinstance(layer, nn.Module) or not isinstance(
@@ -148,6 +158,12 @@ class Learner(nn.Module):
                 raise TypeError(f"constraints must be callables, got {type(constraint).__name__}")
         self.post_from = post_from or _default_post_from
         self.check_finite = bool(check_finite)
+        if synchronize is not None and not callable(synchronize):
+            raise TypeError(
+                f"synchronize must be a callable (update, learner) -> update, got "
+                f"{type(synchronize).__name__}"
+            )
+        self.synchronize = synchronize
         # Plain attributes (not submodules): the learner's state_dict holds learning
         # state only; the layer's weights belong to the user's model.
         self._modules_watched = (layer, spike_source)
@@ -351,6 +367,8 @@ class Learner(nn.Module):
         )
         if pending is not None:
             update = update + self._settle(signal)
+        if self.synchronize is not None:
+            update = self.synchronize(update, self)
         self.accumulated_potentiation = None
         self.accumulated_depression = None
         update = update.scale(scale)
