@@ -23,6 +23,8 @@ Constraints (:class:`Normalize`) act on the weight after it has changed.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -66,12 +68,29 @@ class Bound:
         if update.depression is not None:
             delta = delta - down * update.depression
         if self.clip:
-            delta = (weight + delta).clamp(self.wmin, self.wmax) - weight
+            delta = _clip_delta(weight, delta, self.wmin, self.wmax)
         return delta
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in vars(self).items() if k not in ("wmin", "wmax"))
         return f"{type(self).__name__}(wmin={self.wmin!r}, wmax={self.wmax!r}{extra})"
+
+
+def _clip_delta(weight: Tensor, delta: Tensor, wmin: float, wmax: float) -> Tensor:
+    """Change such that ``weight + delta`` (as floating point computes it) lies in ``[wmin, wmax]``.
+
+    ``clamp(w + d) - w`` alone can round so that adding it back lands one ulp
+    outside the range; such entries are nudged toward the inside ulp by ulp.
+    """
+    delta = (weight + delta).clamp(wmin, wmax) - weight
+    for _ in range(8):
+        new = weight + delta
+        above, below = new > wmax, new < wmin
+        if not bool(above.any() or below.any()):
+            break
+        delta = torch.where(above, torch.nextafter(delta, torch.full_like(delta, -math.inf)), delta)
+        delta = torch.where(below, torch.nextafter(delta, torch.full_like(delta, math.inf)), delta)
+    return delta
 
 
 class Hard(Bound):

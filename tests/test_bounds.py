@@ -74,3 +74,16 @@ def test_normalize_rows_sum_to_total():
     torch.testing.assert_close(out.sum(dim=(1, 2, 3)), torch.full((5,), 7.0, dtype=torch.float64))
     # proportions within a row are kept
     torch.testing.assert_close(out[0] / out[0].sum(), weight[0] / weight[0].sum())
+
+
+def test_clipping_is_exact_in_floating_point():
+    # clamp(w + d) - w, added back to w, can round one ulp past the bound; found by
+    # hypothesis with these values.
+    lo, hi = -3.557799753338758, 1.4422002466612418
+    weight = torch.linspace(lo, hi, 200, dtype=torch.float64)
+    for bound in (Hard(lo, hi), Soft(lo, hi)):
+        for scale in (1e3, 1e6, 1e9):
+            update = Update(torch.full_like(weight, scale), None)
+            assert (weight + bound(weight, update)).max() <= hi
+            update = Update(None, torch.full_like(weight, scale))
+            assert (weight + bound(weight, update)).min() >= lo
