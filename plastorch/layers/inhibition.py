@@ -116,7 +116,7 @@ class LateralInhibition(nn.Module):
             dims = tuple(d + 1 for d in self.dims)
         total = spikes.sum(dim=dims, keepdim=True)
         if self.self_inhibition:
-            return total * -self.strength
+            return total.expand_as(spikes) * -self.strength
         return (total - spikes) * -self.strength
 
     def matrix(self, n: int) -> Tensor:
