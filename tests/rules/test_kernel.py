@@ -1,0 +1,264 @@
+"""KernelSTDP and the delay-adjusted kernel rules on hand-made spike trains."""
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from plastorch import Learner
+from plastorch.layers import DelayedLinear
+from plastorch.rules import (
+    MSTDP,
+    STDP,
+    DelayAdjustedKernelSTDP,
+    DelayAdjustedKernelSTDPD,
+    Kernel,
+    KernelSTDP,
+)
+from plastorch.rules.kernel import exponential_window, steps_since_window
+
+from .helpers import run_rule
+
+
+def trains(times, steps, batch=1):
+    """[T, B, N] spikes; ``times[n]`` lists the steps at which neuron n fires."""
+    out = torch.zeros(steps, batch, len(times), dtype=torch.float64)
+    for n, ts in enumerate(times):
+        for t in ts:
+            out[t, :, n] = 1.0
+    return out
+
+
+def linear_kernel(t, height, slope):
+    """height - slope * t on the causal side, -height + slope * |t| on the acausal side."""
+    return torch.where(t >= 0, height - slope * t, -height - slope * t)
+
+
+def exp_stdp_kernel(lr_post, lr_pre, tau_post, tau_pre):
+    return Kernel(
+        exponential_window,
+        lr_causal=lr_post,
+        lr_acausal=lr_pre,
+        tau_causal=tau_pre,
+        tau_acausal=tau_post,
+    )
+
+
+# 2x3 case. Pre: input 0 at 1, input 1 at 2, input 2 at 0 and 4. Post: output 0 at 3
+# and 6, output 1 at 2. Kernel 1 - t/4 (t >= 0), -1 + |t|/4 (t < 0):
+#   post 0 @3: t_delta = 2, 1, 3  -> 0.5, 0.75, 0.25
+#   post 0 @6: t_delta = 5, 4, 2  -> -0.25, 0, 0.5
+#   post 1 @2: t_delta = 1, 0, 2  -> 0.75, 1, 0.5
+#   pre 2 @4:  latest post before: output 0 @3 (t_delta -1 -> -0.75), output 1 @2 (-2 -> -0.5)
+PRE_2X3 = [[1], [2], [0, 4]]
+POST_2X3 = [[3, 6], [2]]
+POTENTIATION_2X3 = [[0.5, 0.75, 0.75], [0.75, 1.0, 0.5]]
+DEPRESSION_2X3 = [[0.25, 0.0, 0.75], [0.0, 0.0, 0.5]]
+
+
+def test_kernel_stdp_2x3_hand_derived():
+    fc = nn.Linear(3, 2, bias=False).double()
+    rule = KernelSTDP(Kernel(linear_kernel, height=1.0, slope=0.25))
+    update, state = run_rule(rule, fc, trains(PRE_2X3, 8), trains(POST_2X3, 8))
+    assert update.potentiation.tolist() == POTENTIATION_2X3
+    assert update.depression.tolist() == DEPRESSION_2X3
+    assert state["steps_since_pre"].tolist() == [[6.0, 5.0, 3.0]]
+    assert state["steps_since_post"].tolist() == [[1.0, 5.0]]
+
+
+@pytest.mark.parametrize("signal", [-2.0, torch.tensor([-2.0, 0.5])])
+def test_modulated_kernel_stdp_scalar_and_per_sample(signal):
+    fc = nn.Linear(3, 2, bias=False).double()
+    rule = KernelSTDP(Kernel(linear_kernel, height=1.0, slope=0.25), modulated=True)
+    pre, post = trains(PRE_2X3, 8, batch=2), trains(POST_2X3, 8, batch=2)
+    update, _ = run_rule(rule, fc, pre, post, signal=signal)
+    p, d = torch.tensor(POTENTIATION_2X3), torch.tensor(DEPRESSION_2X3)
+    if isinstance(signal, float):  # both samples M = -2: halves swap, doubled, twice
+        expected = (4 * d, 4 * p)
+    else:  # sample 0 M = -2 (swap, x2), sample 1 M = 0.5
+        expected = (2 * d + 0.5 * p, 2 * p + 0.5 * d)
+    torch.testing.assert_close(update.potentiation, expected[0].double())
+    torch.testing.assert_close(update.depression, expected[1].double())
+
+
+def test_modulated_kernel_without_signal_learns_nothing_but_advances():
+    fc = nn.Linear(3, 2, bias=False).double()
+    rule = KernelSTDP(lambda t: t, modulated=True)
+    update, state = run_rule(rule, fc, trains(PRE_2X3, 8), trains(POST_2X3, 8))
+    assert update.delta() is None
+    assert state["steps_since_pre"].tolist() == [[6.0, 5.0, 3.0]]
+
+
+@pytest.mark.parametrize("layer_kind", ["linear", "conv"])
+def test_exponential_kernels_equal_nearest_trace_stdp(layer_kind):
+    torch.manual_seed(4)
+    if layer_kind == "linear":
+        layer = nn.Linear(5, 4, bias=False).double()
+        pre = (torch.rand(30, 3, 5) < 0.3).double()
+        post = (torch.rand(30, 3, 4) < 0.3).double()
+    else:
+        layer = nn.Conv1d(2, 3, 3, padding=1).double()
+        pre = (torch.rand(30, 2, 2, 6) < 0.3).double()
+        post = (torch.rand(30, 2, 3, 6) < 0.3).double()
+    stdp = STDP(0.7, -0.4, tau_post=6.0, tau_pre=9.0, dt=0.5, trace_mode="nearest")
+    kernel = KernelSTDP(exp_stdp_kernel(0.7, -0.4, tau_post=6.0, tau_pre=9.0), dt=0.5)
+    expected, _ = run_rule(stdp, layer, pre, post)
+    got, _ = run_rule(kernel, layer, pre, post)
+    torch.testing.assert_close(got.potentiation, expected.potentiation, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got.depression, expected.depression, rtol=1e-12, atol=1e-12)
+
+
+def test_modulated_exponential_kernels_equal_nearest_mstdp_per_step_signal():
+    torch.manual_seed(6)
+    fc = nn.Linear(4, 3, bias=False).double()
+    pre, post = (torch.rand(20, 2, 4) < 0.3).double(), (torch.rand(20, 2, 3) < 0.3).double()
+    signal = torch.randn(20, 2, dtype=torch.float64)
+    mstdp = MSTDP(1.0, -0.5, tau_post=4.0, tau_pre=7.0, trace_mode="nearest")
+    kernel = KernelSTDP(exp_stdp_kernel(1.0, -0.5, 4.0, 7.0), modulated=True)
+    expected, _ = run_rule(mstdp, fc, pre, post, signal=signal)
+    got, _ = run_rule(kernel, fc, pre, post, signal=signal)
+    torch.testing.assert_close(got.potentiation, expected.potentiation, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got.depression, expected.depression, rtol=1e-12, atol=1e-12)
+
+
+def test_window_equals_single_steps():
+    torch.manual_seed(7)
+    fc = nn.Linear(4, 3, bias=False).double()
+    pre, post = (torch.rand(12, 2, 4) < 0.4).double(), (torch.rand(12, 2, 3) < 0.4).double()
+    rule = KernelSTDP(Kernel(linear_kernel, height=1.0, slope=0.1), dt=0.5)
+    fused, fused_state = run_rule(rule, fc, pre, post)
+    state, total = rule.initial_state(fc, pre[0], post[0]), torch.zeros(3, 4, dtype=torch.float64)
+    for t in range(12):
+        update, state = rule(fc, pre[t : t + 1], post[t : t + 1], state)
+        total = total + (0 if update.delta() is None else update.delta())
+    torch.testing.assert_close(fused.delta(), total, rtol=1e-12, atol=1e-12)
+    for name in state:
+        assert torch.equal(fused_state[name], state[name])
+
+
+def test_custom_kernel_parameters_survive_a_state_dict_round_trip():
+    def gaussian(t, amplitude, width):
+        return amplitude * torch.exp(-((t / width) ** 2))
+
+    fc, source = nn.Linear(3, 2, bias=False).double(), nn.Identity()
+    rule = KernelSTDP(Kernel(gaussian, amplitude=0.5, width=3.0))
+    learner = Learner(fc, source, rule)
+    with torch.no_grad():
+        rule.kernel_post.amplitude.fill_(-1.25)  # e.g. tuned or annealed during training
+    source(torch.ones(1, 2, dtype=torch.float64) + 0 * fc(torch.ones(1, 3, dtype=torch.float64)))
+    saved = copy.deepcopy(learner.state_dict())
+    assert saved["rule.kernel_post.amplitude"].item() == -1.25
+    assert saved["rule.kernel_post.width"].item() == 3.0
+
+    fc2, source2 = copy.deepcopy(fc), nn.Identity()
+    fresh = Learner(fc2, source2, KernelSTDP(Kernel(gaussian, amplitude=9.0, width=9.0)))
+    fresh.load_state_dict(saved)
+    assert fresh.rule.kernel_post.amplitude.item() == -1.25
+    torch.testing.assert_close(fresh.step(), learner.step(), rtol=0, atol=0)
+
+
+def test_steps_since_window_counts_from_the_latest_spike():
+    s = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    ages = steps_since_window(torch.tensor([0.0, float("inf")]), s)
+    assert ages.tolist() == [[0.0, math.inf], [1.0, math.inf], [0.0, 0.0], [1.0, 1.0]]
+
+
+def test_kernel_arguments_are_checked():
+    with pytest.raises(TypeError, match="kernel_post"):
+        KernelSTDP(3.0)
+    with pytest.raises(ValueError, match="forward"):
+        Kernel(linear_kernel, forward=1.0)
+    with pytest.raises(ValueError, match="height"):
+        Kernel(linear_kernel, height=float("nan"), slope=1.0)
+    with pytest.raises(ValueError, match="dt"):
+        KernelSTDP(linear_kernel, dt=0.0)
+    fc = nn.Linear(3, 2, bias=False).double()
+    summed = KernelSTDP(lambda t: t.sum(-1))  # not elementwise
+    with pytest.raises(ValueError, match="elementwise"):
+        run_rule(summed, fc, trains(PRE_2X3, 8), trains(POST_2X3, 8))
+    with pytest.raises(TypeError, match="signal"):
+        run_rule(KernelSTDP(linear_kernel), fc, trains(PRE_2X3, 8), trains(POST_2X3, 8), 1.0)
+
+
+def test_delay_adjusted_needs_a_delayed_layer():
+    rule = DelayAdjustedKernelSTDP(lambda t: t)
+    with pytest.raises(TypeError, match="DelayedLinear"):
+        run_rule(rule, nn.Linear(3, 2), trains(PRE_2X3, 8), trains(POST_2X3, 8))
+
+
+def delayed(delays, max_delay=6.0, dt=1.0, tolerance=0.0):
+    delays = torch.as_tensor(delays, dtype=torch.float64)
+    layer = DelayedLinear(
+        delays.shape[1],
+        delays.shape[0],
+        max_delay,
+        dt,
+        bias=False,
+        interp_tolerance=tolerance,
+        dtype=torch.float64,
+    )
+    with torch.no_grad():
+        layer.delay.copy_(delays)
+    return layer
+
+
+def test_delay_adjusted_kernel_with_zero_delays_equals_kernel_stdp():
+    torch.manual_seed(8)
+    layer = delayed(torch.zeros(3, 4), dt=0.5)
+    pre, post = (torch.rand(25, 2, 4) < 0.3).double(), (torch.rand(25, 2, 3) < 0.3).double()
+    kernel = Kernel(linear_kernel, height=1.0, slope=0.2)
+    expected, _ = run_rule(KernelSTDP(kernel, dt=0.5), layer, pre, post)
+    got, _ = run_rule(DelayAdjustedKernelSTDP(kernel), layer, pre, post)
+    torch.testing.assert_close(got.potentiation, expected.potentiation, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got.depression, expected.depression, rtol=1e-12, atol=1e-12)
+
+
+def delta_or_zero(update):
+    delta = update.delta()
+    return 0 if delta is None else delta
+
+
+def test_delay_adjusted_window_equals_single_steps():
+    torch.manual_seed(9)
+    layer = delayed(torch.rand(3, 4) * 5.0, max_delay=5.0, dt=0.5, tolerance=0.25)
+    pre, post = (torch.rand(16, 3, 4) < 0.3).double(), (torch.rand(16, 3, 3) < 0.3).double()
+    rule = DelayAdjustedKernelSTDP(Kernel(linear_kernel, height=1.0, slope=0.3), modulated=True)
+    signal = torch.randn(16, 3, dtype=torch.float64)
+    fused, fused_state = run_rule(rule, layer, pre, post, signal=signal)
+    state, total = rule.initial_state(layer, pre[0], post[0]), 0
+    for t in range(16):
+        update, state = rule(layer, pre[t : t + 1], post[t : t + 1], state, signal[t])
+        total = total + delta_or_zero(update)
+    torch.testing.assert_close(fused.delta(), total, rtol=1e-12, atol=1e-12)
+    for name in state:
+        assert torch.equal(fused_state[name], state[name])
+
+
+def test_delay_adjusted_callable_reduction_reduces_per_sample_halves():
+    torch.manual_seed(10)
+    layer = delayed(torch.rand(3, 4) * 5.0, max_delay=5.0)
+    pre, post = (torch.rand(16, 3, 4) < 0.3).double(), (torch.rand(16, 3, 3) < 0.3).double()
+    kernel = Kernel(linear_kernel, height=1.0, slope=0.3)
+    peak, _ = run_rule(
+        DelayAdjustedKernelSTDP(kernel, batch_reduction=torch.amax), layer, pre, post
+    )
+    halves = [
+        run_rule(DelayAdjustedKernelSTDP(kernel), layer, pre[:, b : b + 1], post[:, b : b + 1])[0]
+        for b in range(3)
+    ]
+    zeros = torch.zeros(3, 4, dtype=torch.float64)
+    for got, name in ((peak.potentiation, "potentiation"), (peak.depression, "depression")):
+        per_sample = [getattr(h, name) if getattr(h, name) is not None else zeros for h in halves]
+        torch.testing.assert_close(got, torch.stack(per_sample).amax(0), rtol=0, atol=0)
+
+
+def test_delay_kernel_updates_the_delays_with_a_positive_output_lengthening():
+    layer = delayed([[2.0]])
+    pre, post = trains([[0]], 6), trains([[5]], 6)
+    rule = DelayAdjustedKernelSTDPD(lambda t: 0.1 * t)  # toward t_post - t_pre = 5
+    assert rule.target == "delay"
+    update, _ = run_rule(rule, layer, pre, post)
+    assert round(update.potentiation.item(), 12) == 0.3
+    assert update.depression is None
