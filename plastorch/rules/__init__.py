@@ -5,6 +5,23 @@ See :mod:`plastorch.rules.stdp` for the shared event order and the sign-mode tab
 
 from ..functional import Update
 from .base import Rule, Term
+from .delay import DelayAdjustedMSTDP, DelayAdjustedMSTDPD, DelayAdjustedSTDP, DelayAdjustedSTDPD
+from .kernel import DelayAdjustedKernelSTDP, DelayAdjustedKernelSTDPD, Kernel, KernelSTDP
 from .stdp import MSTDP, MSTDPET, STDP
 
-__all__ = ["MSTDP", "MSTDPET", "STDP", "Rule", "Term", "Update"]
+__all__ = [
+    "MSTDP",
+    "MSTDPET",
+    "STDP",
+    "Rule",
+    "Term",
+    "Update",
+    "DelayAdjustedKernelSTDP",
+    "DelayAdjustedKernelSTDPD",
+    "DelayAdjustedMSTDP",
+    "DelayAdjustedMSTDPD",
+    "DelayAdjustedSTDP",
+    "DelayAdjustedSTDPD",
+    "Kernel",
+    "KernelSTDP",
+]
