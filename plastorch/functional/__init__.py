@@ -3,7 +3,7 @@
 Nothing here holds state; rules and the learner are built from these.
 """
 
-from .correlate import correlate, correlate_per_sample
+from .correlate import correlate, correlate_per_sample, get_sparse_mode, sparse_mode
 from .stdp import STDPFactors, stdp_factors
 from .traces import (
     TRACE_MODES,
@@ -24,6 +24,8 @@ __all__ = [
     "correlate_per_sample",
     "decay_factor",
     "discounted_reverse_sum",
+    "get_sparse_mode",
+    "sparse_mode",
     "stdp_factors",
     "trace",
     "trace_cumulative",
