@@ -1,5 +1,8 @@
 """plastorch.distributed in one process: sharding, argument checks, and no-op behaviour."""
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import given
@@ -118,3 +121,17 @@ def test_broadcast_module_in_one_process_leaves_the_module():
     before = layer.weight.detach().clone()
     assert distributed.broadcast_module(layer) is layer
     assert torch.equal(layer.weight, before)
+
+
+def test_the_script_in_docs_distributed_md_runs_in_one_process(tmp_path, monkeypatch):
+    text = (Path(__file__).parents[2] / "docs" / "distributed.md").read_text()
+    script = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    namespace = {}
+    exec(compile(script, "docs/distributed.md", "exec"), namespace)
+    saved = torch.load(tmp_path / "weights.pt")["weight"]
+    torch.manual_seed(0)
+    initial = nn.Linear(64, 100, bias=False).weight.detach()
+    assert saved.shape == (100, 64) and not torch.equal(saved, initial)  # it learned
+    assert bool(((saved >= 0) & (saved <= 1)).all())  # inside the soft bound's range
