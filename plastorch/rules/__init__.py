@@ -6,6 +6,7 @@ See :mod:`plastorch.rules.stdp` for the shared event order and the sign-mode tab
 from ..functional import Update
 from .base import Rule, Term
 from .delay import DelayAdjustedMSTDP, DelayAdjustedMSTDPD, DelayAdjustedSTDP, DelayAdjustedSTDPD
+from .homeostasis import LinearHomeostasis
 from .kernel import DelayAdjustedKernelSTDP, DelayAdjustedKernelSTDPD, Kernel, KernelSTDP
 from .stdp import MSTDP, MSTDPET, STDP
 
@@ -24,4 +25,5 @@ __all__ = [
     "DelayAdjustedSTDPD",
     "Kernel",
     "KernelSTDP",
+    "LinearHomeostasis",
 ]
