@@ -1,0 +1,162 @@
+r"""Triplet STDP (Pfister & Gerstner 2006), all-to-all and nearest-spike.
+
+Two presynaptic traces :math:`r_1` (:math:`\tau_+`), :math:`r_2` (:math:`\tau_x`) and
+two postsynaptic traces :math:`o_1` (:math:`\tau_-`), :math:`o_2` (:math:`\tau_y`),
+each decaying exactly and jumping by 1 at a spike (``"cumulative"``, all-to-all) or
+reset to 1 (``"nearest"``, the paper's nearest-spike model). At a post spike the
+synapse is potentiated, at a pre spike depressed:
+
+.. math::
+
+    \Delta w^+ &= s_\text{post}(t) \otimes r_1(t)\,
+        \bigl[A_2^+ + A_3^+\, \tilde o_2(t)\bigr] \\
+    \Delta w^- &= \tilde o_1(t) \otimes s_\text{pre}(t)\,
+        \bigl[A_2^- + A_3^-\, \tilde r_2(t)\bigr]
+
+with the traces read as in the paper's :math:`t - \epsilon`: :math:`\tilde o_2`,
+:math:`\tilde r_2` exclude the spike of step :math:`t` (the value just before it), and
+the pair terms follow the project's event order (pre before post within a step:
+:math:`r_1(t)` includes a same-step pre spike, :math:`\tilde o_1(t)` is the post trace
+before step :math:`t`). So the change of one window is four correlations,
+
+.. math::
+
+    \Delta w = A_2^+ C(r_1, s_\text{post}) + A_3^+ C(r_1, s_\text{post}\tilde o_2)
+             - A_2^- C(s_\text{pre}, \tilde o_1) - A_3^- C(s_\text{pre}\tilde r_2, \tilde o_1).
+
+With :math:`A_3^\pm = 0` this is pair STDP
+(:class:`~plastorch.rules.STDP` with ``lr_post = A2+``, ``lr_pre = -A2-``,
+``tau_pre = tau_plus``, ``tau_post = tau_minus``). The amplitudes are non-negative in
+the paper; a negative one moves its term to the other half of the update.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..functional.checks import check_choice, check_real
+from ..functional.traces import TRACE_MODES, decay_factor, trace_window
+from .base import BatchReduction, Halves, Rule, Term, check_batch_reduction, route_terms
+
+__all__ = ["TripletSTDP"]
+
+
+def _before(initial: Tensor, traces: Tensor, decay: float) -> Tensor:
+    """Trace just before each step: ``decay * x(t - 1)``, ``[T, ...]``."""
+    return decay * torch.cat((initial.unsqueeze(0).to(traces.dtype), traces[:-1]))
+
+
+class TripletSTDP(Rule):
+    r"""Triplet spike-timing-dependent plasticity, Pfister & Gerstner (2006) minimal model.
+
+    See :mod:`plastorch.rules.triplet` for the equations and event order.
+
+    Parameters
+    ----------
+    a2_plus, a3_plus : float
+        :math:`A_2^+`, :math:`A_3^+`: pair and triplet potentiation amplitudes.
+    a2_minus, a3_minus : float
+        :math:`A_2^-`, :math:`A_3^-`: pair and triplet depression amplitudes.
+    tau_plus, tau_x : float
+        Time constants of :math:`r_1`, :math:`r_2` in ms (> 0).
+    tau_minus, tau_y : float
+        Time constants of :math:`o_1`, :math:`o_2` in ms (> 0). The defaults are the
+        paper's fit to visual-cortex data (16.8, 101, 33.7, 125 ms).
+    dt : float
+        Simulation step in ms (> 0).
+    trace_mode : {"cumulative", "nearest"}
+        All-to-all or nearest-spike interactions.
+    batch_reduction : {"sum", "mean"} or callable
+        See :mod:`plastorch.rules.base`.
+
+    Examples
+    --------
+    >>> fc = nn.Linear(1, 1, bias=False)
+    >>> rule = TripletSTDP(a2_plus=0.0, a3_plus=1.0, a2_minus=0.0, a3_minus=0.0,
+    ...                    tau_plus=10.0, tau_y=10.0)
+    >>> pre = torch.tensor([[[0.0]], [[1.0]], [[0.0]]])   # post, pre, post
+    >>> post = torch.tensor([[[1.0]], [[0.0]], [[1.0]]])
+    >>> update, _ = rule(fc, pre, post, rule.initial_state(fc, pre[0], post[0]))
+    >>> round(update.potentiation.item(), 6)  # r1 = exp(-1/10), o2 = exp(-2/10)
+    0.740818
+
+    References
+    ----------
+    Pfister, J.-P. & Gerstner, W. (2006). Triplets of spikes in a model of spike
+    timing-dependent plasticity. J. Neurosci. 26(38), 9673-9682.
+    """
+
+    def __init__(
+        self,
+        a2_plus: float,
+        a3_plus: float,
+        a2_minus: float,
+        a3_minus: float,
+        tau_plus: float = 16.8,
+        tau_x: float = 101.0,
+        tau_minus: float = 33.7,
+        tau_y: float = 125.0,
+        *,
+        dt: float = 1.0,
+        trace_mode: str = "cumulative",
+        batch_reduction: BatchReduction = "sum",
+    ):
+        super().__init__()
+        self.a2_plus = check_real("a2_plus", a2_plus)
+        self.a3_plus = check_real("a3_plus", a3_plus)
+        self.a2_minus = check_real("a2_minus", a2_minus)
+        self.a3_minus = check_real("a3_minus", a3_minus)
+        self.decay_plus = decay_factor(dt, tau_plus, name="tau_plus")
+        self.decay_x = decay_factor(dt, tau_x, name="tau_x")
+        self.decay_minus = decay_factor(dt, tau_minus, name="tau_minus")
+        self.decay_y = decay_factor(dt, tau_y, name="tau_y")
+        self.taus = (float(tau_plus), float(tau_x), float(tau_minus), float(tau_y))
+        self.dt = float(dt)
+        self.trace_mode = check_choice("trace_mode", trace_mode, TRACE_MODES)
+        self.batch_reduction = check_batch_reduction(batch_reduction)
+
+    def extra_repr(self) -> str:
+        tau_plus, tau_x, tau_minus, tau_y = self.taus
+        return (
+            f"a2_plus={self.a2_plus}, a3_plus={self.a3_plus}, a2_minus={self.a2_minus}, "
+            f"a3_minus={self.a3_minus}, tau_plus={tau_plus}, tau_x={tau_x}, "
+            f"tau_minus={tau_minus}, tau_y={tau_y}, dt={self.dt}, "
+            f"trace_mode={self.trace_mode!r}, batch_reduction={self.batch_reduction!r}"
+        )
+
+    def initial_state(self, layer: nn.Module, pre: Tensor, post: Tensor) -> dict[str, Tensor]:
+        dtype = layer.weight.dtype
+        zeros_pre = torch.zeros(pre.shape, dtype=dtype, device=pre.device)
+        zeros_post = torch.zeros(post.shape, dtype=dtype, device=post.device)
+        return {
+            "r1": zeros_pre,
+            "r2": zeros_pre.clone(),
+            "o1": zeros_post,
+            "o2": zeros_post.clone(),
+        }
+
+    def forward(self, layer, pre, post, state, signal=None):
+        if signal is not None:
+            raise TypeError("TripletSTDP takes no signal")
+        dtype = state["r1"].dtype
+        pre, post = pre.to(dtype), post.to(dtype)
+        mode = self.trace_mode
+        r1 = trace_window(state["r1"], pre, self.decay_plus, 1.0, mode)
+        r2 = trace_window(state["r2"], pre, self.decay_x, 1.0, mode)
+        o1 = trace_window(state["o1"], post, self.decay_minus, 1.0, mode)
+        o2 = trace_window(state["o2"], post, self.decay_y, 1.0, mode)
+        o1_before = _before(state["o1"], o1, self.decay_minus)
+        terms = [
+            Term(r1, post, self.a2_plus),
+            Term(pre, o1_before, -self.a2_minus),
+        ]
+        if self.a3_plus != 0.0:
+            terms.append(Term(r1, post * _before(state["o2"], o2, self.decay_y), self.a3_plus))
+        if self.a3_minus != 0.0:
+            r2_before = _before(state["r2"], r2, self.decay_x)
+            terms.append(Term(pre * r2_before, o1_before, -self.a3_minus))
+        halves = Halves(self.batch_reduction, pre.shape[1])
+        route_terms(layer, terms, None, halves)
+        new_state = {"r1": r1[-1], "r2": r2[-1], "o1": o1[-1], "o2": o2[-1]}
+        return halves.result(), new_state
