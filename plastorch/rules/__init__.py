@@ -6,9 +6,11 @@ See :mod:`plastorch.rules.stdp` for the shared event order and the sign-mode tab
 from ..functional import Update
 from .base import Rule, Term
 from .delay import DelayAdjustedMSTDP, DelayAdjustedMSTDPD, DelayAdjustedSTDP, DelayAdjustedSTDPD
+from .exp_stdp import ExpSTDP, ExpSTDPBound
 from .homeostasis import LinearHomeostasis
 from .kernel import DelayAdjustedKernelSTDP, DelayAdjustedKernelSTDPD, Kernel, KernelSTDP
 from .stdp import MSTDP, MSTDPET, STDP
+from .triplet import TripletSTDP
 
 __all__ = [
     "MSTDP",
@@ -26,4 +28,7 @@ __all__ = [
     "Kernel",
     "KernelSTDP",
     "LinearHomeostasis",
+    "ExpSTDP",
+    "ExpSTDPBound",
+    "TripletSTDP",
 ]
