@@ -152,7 +152,8 @@ def test_custom_kernel_parameters_survive_a_state_dict_round_trip():
     assert saved["rule.kernel_post.amplitude"].item() == -1.25
     assert saved["rule.kernel_post.width"].item() == 3.0
 
-    fc2, source2 = copy.deepcopy(fc), nn.Identity()
+    fc2, source2 = nn.Linear(3, 2, bias=False).double(), nn.Identity()
+    fc2.load_state_dict(fc.state_dict())
     fresh = Learner(fc2, source2, KernelSTDP(Kernel(gaussian, amplitude=9.0, width=9.0)))
     fresh.load_state_dict(saved)
     assert fresh.rule.kernel_post.amplitude.item() == -1.25
@@ -262,3 +263,72 @@ def test_delay_kernel_updates_the_delays_with_a_positive_output_lengthening():
     update, _ = run_rule(rule, layer, pre, post)
     assert round(update.potentiation.item(), 12) == 0.3
     assert update.depression is None
+
+
+def family():
+    """Every rule of this family with a layer it trains (name, rule factory, layer factory)."""
+    from plastorch.rules import (
+        DelayAdjustedMSTDPD,
+        DelayAdjustedSTDP,
+        ExpSTDP,
+        LinearHomeostasis,
+        TripletSTDP,
+    )
+
+    def delayed_layer():
+        return DelayedLinear(4, 3, max_delay=3.0, dtype=torch.float64)
+
+    def linear():
+        return nn.Linear(4, 3).double()
+
+    return [
+        ("kernel", lambda: KernelSTDP(exp_stdp_kernel(0.5, -0.6, 5.0, 5.0)), linear, None),
+        ("delay-weights", lambda: DelayAdjustedSTDP(0.5, -0.6, 5.0, 5.0), delayed_layer, None),
+        ("delay-delays", lambda: DelayAdjustedMSTDPD(-0.5, 0.6, 5.0, 5.0), delayed_layer, 1.0),
+        ("homeostasis-bias", lambda: LinearHomeostasis(0.1, 100.0, "bias"), linear, None),
+        ("exp", lambda: ExpSTDP(0.5, a_minus=0.3), linear, None),
+        ("triplet", lambda: TripletSTDP(0.5, 0.4, 0.6, 0.2), linear, None),
+    ]
+
+
+@pytest.mark.parametrize("index", range(6))
+@pytest.mark.parametrize("bound_name", ["Hard", "Soft", "PowerLaw", "Exponential"])
+def test_every_rule_with_every_bound_single_and_multi_step(index, bound_name):
+    from plastorch import bounds
+
+    name, make_rule, make_layer, signal = family()[index]
+    torch.manual_seed(index)
+    pre = (torch.rand(8, 2, 4) < 0.5).double()
+    post = (torch.rand(8, 2, 3) < 0.5).double()
+    results = {}
+    for mode in ("single", "multi"):
+        torch.manual_seed(100)
+        layer, source = make_layer(), nn.Identity()
+        rule = make_rule()
+        bound = getattr(bounds, bound_name)(-0.5, 2.0)
+        target = getattr(layer, rule.target)
+        with torch.no_grad():
+            target.uniform_(-0.4, 1.9)
+        learner = Learner(layer, source, rule, bound=bound, step_mode=mode, apply=True)
+        if mode == "single":
+            for t in range(8):
+                layer(pre[t])
+                source(post[t])
+                learner.step(signal, scale=50.0)
+        else:
+            layer(pre)
+            source(post)
+            learner.step(signal, scale=50.0)
+        after = getattr(layer, rule.target).detach()
+        assert bool(((after >= -0.5) & (after <= 2.0)).all()), name
+        # without a bound and without applying, a window equals its single steps
+        torch.manual_seed(200)  # the same layer for both modes
+        layer, source = make_layer(), nn.Identity()
+        learner = Learner(layer, source, make_rule(), step_mode=mode)
+        total = 0
+        for t in range(8) if mode == "single" else [None]:
+            layer(pre if t is None else pre[t])
+            source(post if t is None else post[t])
+            total = total + learner.step(signal)
+        results[mode] = total
+    torch.testing.assert_close(results["single"], results["multi"], rtol=1e-10, atol=1e-12)
