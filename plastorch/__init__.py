@@ -5,7 +5,7 @@
 >>> learner = plastorch.Learner(fc, torch.nn.Identity(), plastorch.rules.STDP(1e-3, -1e-3))
 """
 
-from . import bounds, distributed, functional, rules
+from . import bounds, distributed, functional, layers, monitors, rules
 from .functional import Update, correlate
 from .learner import Learner
 from .rules import MSTDP, MSTDPET, STDP
@@ -22,5 +22,7 @@ __all__ = [
     "correlate",
     "distributed",
     "functional",
+    "layers",
+    "monitors",
     "rules",
 ]
