@@ -221,7 +221,7 @@ def test_mstdpd_moves_a_delay_toward_aligning_pre_with_post(seed, rates, signal)
     post = torch.zeros(steps, 1, 1, dtype=torch.float64)
     pre[t_pre], post[t_pre + round(gap)] = 1.0, 1.0
     target = float(round(gap))  # the delay that makes the arrival co-occur with post
-    distance = abs(layer.delay.item() - target)
+    distance, settled = abs(layer.delay.item() - target), 0
     for _ in range(80):
         layer.reset()
         learner.reset()
@@ -230,6 +230,9 @@ def test_mstdpd_moves_a_delay_toward_aligning_pre_with_post(seed, rates, signal)
         learner.step(signal)
         new_distance = abs(layer.delay.item() - target)
         if distance > 0.5:
-            assert new_distance < distance
+            assert new_distance < distance  # every trial moves toward alignment
         distance = new_distance
-    assert distance <= 0.5
+        settled = settled + 1 if distance <= 0.5 else 0
+        if settled == 5:  # stays within half a step of alignment
+            break
+    assert settled == 5
