@@ -17,7 +17,7 @@ from torch import nn
 from plastorch import Learner, distributed
 from plastorch.bounds import Hard, Normalize, Soft
 from plastorch.neurons import LIF
-from plastorch.rules import MSTDP, MSTDPET, STDP
+from plastorch.rules import MSTDP, MSTDPET, STDP, LinearHomeostasis
 
 IN, OUT, STEPS = 12, 6, 20
 LR_POST, LR_PRE = 4e-3, -3e-3
@@ -178,6 +178,28 @@ def mstdpet_global_reward() -> dict[str, torch.Tensor]:
     return _train_multi(rule, Hard(-1.0, 1.0), _inputs(6, 4), reward=reward)
 
 
+def homeostasis() -> dict[str, torch.Tensor]:
+    """LinearHomeostasis of weights (mean over a batch of 5 split 3/2, per-output targets)
+    and of the bias (sum over the batch, target passed at every step), on one layer."""
+    layer, neuron = _network()
+    torch.manual_seed(11)
+    layer.bias = nn.Parameter(torch.zeros(OUT, dtype=torch.float64))
+    targets = torch.tensor([40.0, 60.0, 80.0, 100.0, 120.0, 140.0], dtype=torch.float64)
+    weights = distributed.data_parallel(
+        Learner(
+            layer, neuron, LinearHomeostasis(2e-3, targets, tau_rate=10.0), Hard(0.0, 1.0),
+            step_mode="multi", apply=True,
+        )
+    )  # fmt: skip
+    rule = LinearHomeostasis(1e-3, None, "bias", tau_rate=10.0, batch_reduction="sum")
+    bias = distributed.data_parallel(Learner(layer, neuron, rule, step_mode="multi", apply=True))
+    for window in _inputs(5, 4):
+        neuron(layer(window))
+        weights.step()
+        bias.step(targets * 0.8)
+    return {"weight": layer.weight.detach().clone(), "bias": layer.bias.detach().clone()}
+
+
 def ddp_plasticity_and_backprop() -> dict[str, torch.Tensor]:
     """STDP on the first layer, cross-entropy by backprop on a readout, under DDP.
 
@@ -250,6 +272,7 @@ SCENARIOS = {
         "collectives",
         "mstdpet_per_sample_reward",
         "mstdpet_global_reward",
+        "homeostasis",
         "ddp_plasticity_and_backprop",
     )
 }

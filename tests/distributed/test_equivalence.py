@@ -36,6 +36,7 @@ def reference():
         "mstdp_one_half_per_rank",
         "mstdpet_per_sample_reward",
         "mstdpet_global_reward",
+        "homeostasis",
         "ddp_plasticity_and_backprop",
     ],
 )
@@ -53,7 +54,13 @@ def test_the_runs_actually_learn(reference):
     # Guard against a vacuous comparison: the weights moved, none saturated at a bound.
     torch.manual_seed(100)
     start = torch.nn.init.uniform_(torch.empty(scenarios.OUT, scenarios.IN), 0.0, 0.3).double()
-    for name in ("stdp_sum", "stdp_amax", "mstdp_per_sample_reward", "mstdpet_global_reward"):
+    for name in (
+        "stdp_sum",
+        "stdp_amax",
+        "mstdp_per_sample_reward",
+        "mstdpet_global_reward",
+        "homeostasis",
+    ):
         weight = reference[name]["weight"]
         assert (weight - start).abs().mean() > 1e-3, name
         assert bool(((weight > -1.0) & (weight < 1.0)).all()), name
