@@ -67,6 +67,7 @@ from .learner import Learner
 __all__ = [
     "DistributedError",
     "SynchronizeUpdate",
+    "all_gather_rows",
     "all_reduce_tensor",
     "broadcast_module",
     "data_parallel",
@@ -289,6 +290,41 @@ def all_reduce_tensor(
     if op == "mean":
         work = work / world_size(group)
     return work.to(tensor.device)
+
+
+def all_gather_rows(tensor: Tensor, *, group: dist.ProcessGroup | None = None) -> Tensor:
+    r"""Concatenate every rank's ``tensor`` along dim 0, in rank order, on every rank.
+
+    The blocks may differ in length (as :func:`shard` blocks do), so the
+    concatenation of each rank's block of a batch is the whole batch again,
+    e.g. per-sample spike counts ``[B_k, N]`` -> ``[B, N]`` for label statistics
+    or votes. Trailing dimensions and dtype must agree across ranks. Costs two
+    collectives (the lengths, then the padded blocks).
+
+    Examples
+    --------
+    >>> all_gather_rows(torch.tensor([[1, 2], [3, 4]]))  # one process: a copy
+    tensor([[1, 2],
+            [3, 4]])
+    """
+    if not isinstance(tensor, Tensor) or tensor.dim() < 1:
+        raise ValueError(f"tensor must be a Tensor with at least one dimension, got {tensor!r}")
+    if not is_distributed():
+        return tensor.clone()
+    size = world_size(group)
+    lengths = torch.zeros(size, dtype=torch.int64, device=tensor.device)
+    lengths[rank(group)] = tensor.shape[0]
+    lengths = all_reduce_tensor(lengths, "sum", group=group).tolist()
+    longest = max(lengths)
+    padded = tensor.new_zeros((longest, *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor
+    work = _on_backend_device(padded, group)
+    blocks = [torch.empty_like(work) for _ in range(size)]
+    _collective(
+        f"all_gather of [{tensor.shape[0]}, ...] blocks",
+        lambda: dist.all_gather(blocks, work, group=group),
+    )
+    return torch.cat([block[:n] for block, n in zip(blocks, lengths)]).to(tensor.device)
 
 
 def sum_increments(

@@ -256,6 +256,11 @@ def collectives() -> dict[str, torch.Tensor]:
     baseline = torch.tensor([1.0], dtype=torch.float64)
     out["increments"] = distributed.sum_increments(baseline + 0.5 * value, baseline)
     out["shard"] = torch.tensor(list(distributed.shard(5)))
+    # Blocks of 3 and 2 rows (as a shard of 5): the gather is the whole batch again.
+    block = distributed.shard(5)
+    out["gathered"] = distributed.all_gather_rows(
+        torch.arange(10).reshape(5, 2)[block.start : block.stop]
+    )
     out["local"] = local
     return out
 

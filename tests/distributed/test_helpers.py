@@ -135,3 +135,11 @@ def test_the_script_in_docs_distributed_md_runs_in_one_process(tmp_path, monkeyp
     initial = nn.Linear(64, 100, bias=False).weight.detach()
     assert saved.shape == (100, 64) and not torch.equal(saved, initial)  # it learned
     assert bool(((saved >= 0) & (saved <= 1)).all())  # inside the soft bound's range
+
+
+def test_all_gather_rows_in_one_process_and_argument_check():
+    rows = torch.tensor([[1.0, 2.0]])
+    out = distributed.all_gather_rows(rows)
+    assert out.tolist() == [[1.0, 2.0]] and out.data_ptr() != rows.data_ptr()
+    with pytest.raises(ValueError, match="at least one dimension"):
+        distributed.all_gather_rows(torch.tensor(1.0))
