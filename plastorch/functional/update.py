@@ -42,7 +42,9 @@ class Update:
         )
 
     def scale(self, factor: float) -> Update:
-        """Both halves times a non-negative ``factor``."""
+        """Both halves times a non-negative ``factor`` (``self`` itself when it is 1)."""
+        if factor == 1.0:
+            return self
         return Update(
             None if self.potentiation is None else self.potentiation * factor,
             None if self.depression is None else self.depression * factor,
