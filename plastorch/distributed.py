@@ -75,6 +75,7 @@ __all__ = [
     "is_distributed",
     "rank",
     "reduce_update",
+    "same_on_all_ranks",
     "shard",
     "shutdown",
     "sum_increments",
@@ -351,6 +352,33 @@ def sum_increments(
     if not is_distributed():
         return tensor.clone()
     return baseline + all_reduce_tensor(tensor - baseline, "sum", group=group)
+
+
+@torch.no_grad()
+def same_on_all_ranks(module: nn.Module, *, group: dist.ProcessGroup | None = None) -> bool:
+    """Whether every parameter and buffer of ``module`` is bit-identical on all ranks.
+
+    A check for data-parallel training (every rank applies the same updates, so
+    the weights must agree): one all-reduce MAX and one MIN of the module's
+    values (as float64, exact for float32/float16 and integers below
+    :math:`2^{53}`); empty and ``None`` tensors are skipped. Always ``True`` in
+    one process.
+
+    Examples
+    --------
+    >>> same_on_all_ranks(torch.nn.Linear(3, 2))
+    True
+    """
+    if not is_distributed():
+        return True
+    values = [t.detach().reshape(-1) for t in (*module.parameters(), *module.buffers())]
+    values = [t.to(torch.float64) for t in values if t.numel() > 0]
+    if not values:
+        return True
+    flat = torch.cat(values)
+    high = all_reduce_tensor(flat, "max", group=group)
+    low = all_reduce_tensor(flat, "min", group=group)
+    return bool(torch.equal(high, low))
 
 
 @torch.no_grad()

@@ -262,6 +262,15 @@ def collectives() -> dict[str, torch.Tensor]:
         torch.arange(10).reshape(5, 2)[block.start : block.stop]
     )
     out["local"] = local
+    same = nn.Linear(2, 2)
+    nn.init.constant_(same.weight, 0.5)
+    differs = nn.Linear(2, 2)
+    nn.init.constant_(differs.weight, 0.5 + distributed.rank())
+    for module in (same, differs):
+        nn.init.zeros_(module.bias)
+    out["same_on_all_ranks"] = torch.tensor(
+        [distributed.same_on_all_ranks(same), distributed.same_on_all_ranks(differs)]
+    )
     return out
 
 

@@ -96,5 +96,6 @@ def test_generic_collectives_on_two_ranks(ranks):
         assert got["local"].tolist() == [rank + 1.0, -2.0 * (rank + 1)]  # inputs untouched
         assert got["increments"].tolist() == [1.0 + 0.5 + 1.0]  # baseline + both increments
         assert got["gathered"].tolist() == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+        assert got["same_on_all_ranks"].tolist() == [True, False]
     assert ranks[0]["collectives"]["shard"].tolist() == [0, 1, 2]
     assert ranks[1]["collectives"]["shard"].tolist() == [3, 4]
