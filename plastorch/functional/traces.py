@@ -126,10 +126,24 @@ def trace_window(
     tensor([1.0000, 0.5000, 1.0000])
     """
     mode = check_choice("trace_mode", mode, TRACE_MODES)
-    step = trace_cumulative if mode == "cumulative" else trace_nearest
     out = torch.empty(
         spikes.shape, dtype=torch.promote_types(x.dtype, spikes.dtype), device=spikes.device
     )
+    if (
+        mode == "cumulative"
+        and amplitude == 1.0
+        and x.shape == spikes.shape[1:]
+        and x.dtype == out.dtype
+    ):
+        # Written in place, step by step: the same roundings as trace_cumulative
+        # (x * decay, then + s), two kernels and no temporaries per step.
+        previous = x
+        for t in range(spikes.shape[0]):
+            torch.mul(previous, decay, out=out[t])
+            out[t].add_(spikes[t])
+            previous = out[t]
+        return out
+    step = trace_cumulative if mode == "cumulative" else trace_nearest
     for t in range(spikes.shape[0]):
         x = step(x, spikes[t], decay, amplitude)
         out[t] = x
@@ -152,8 +166,11 @@ def discounted_reverse_sum(values: Tensor, decay: float) -> Tensor:
     tensor([1.5000, 1.0000, 2.0000])
     """
     out = torch.empty_like(values)
-    acc = torch.zeros_like(values[0])
-    for t in range(values.shape[0] - 1, -1, -1):
-        acc = values[t] + decay * acc
-        out[t] = acc
+    if values.shape[0] == 0:
+        return out
+    out[-1] = values[-1]
+    for t in range(values.shape[0] - 2, -1, -1):
+        # in place: the roundings of values[t] + decay * R(t + 1)
+        torch.mul(out[t + 1], decay, out=out[t])
+        out[t].add_(values[t])
     return out
