@@ -91,18 +91,27 @@ def _weighted(tensor: Tensor, weights: Tensor) -> Tensor:
 
 
 def correlate_weighted(
-    layer: nn.Module, term: Term, weights: Tensor | None, per_sample: bool
+    layer: nn.Module,
+    term: Term,
+    weights: Tensor | None,
+    per_sample: bool,
+    scale: float = 1.0,
 ) -> Tensor:
-    """:math:`\\sum_{t,b} w(t,b)\\, C(\\text{pre}(t,b), \\text{post}(t,b))`, per sample if asked.
+    """:math:`c \\sum_{t,b} w(t,b)\\, C(\\text{pre}(t,b), \\text{post}(t,b))`, per sample if asked.
 
-    ``weights`` is ``[T, B]`` or ``[T, 1]`` (``None`` means all ones). It multiplies
-    the smaller of the two factors; samples whose weights are all zero are
-    skipped before the correlation.
+    ``weights`` is ``[T, B]`` or ``[T, 1]`` (``None`` means all ones) and ``scale``
+    is :math:`c`. Both multiply the cheapest operand: the weights go into the
+    smaller of the two factors, and a scale without weights into that factor or,
+    when the result is smaller than it, into the result. Samples whose weights
+    are all zero are skipped before the correlation.
     """
     pre, post = term.pre, term.post
     steps, batch = pre.shape[:2]
     index = None
     if weights is not None:
+        if scale != 1.0:
+            weights = weights * scale
+            scale = 1.0
         if weights.shape[1] == batch and batch > 1 and not per_sample:
             active = weights.ne(0).any(0)
             if not bool(active.all()):
@@ -112,9 +121,19 @@ def correlate_weighted(
             pre = _weighted(pre, weights)
         else:
             post = _weighted(post, weights)
+    elif scale != 1.0:
+        result_size = layer.weight.numel() * (batch if per_sample else 1)
+        if min(pre.numel(), post.numel()) < result_size:
+            if pre.numel() <= post.numel():
+                pre = pre * scale
+            else:
+                post = post * scale
+            scale = 1.0
     if per_sample:
-        return correlate_per_sample(layer, pre, post)
-    return correlate(layer, pre.flatten(0, 1), post.flatten(0, 1))
+        value = correlate_per_sample(layer, pre, post)
+    else:
+        value = correlate(layer, pre.flatten(0, 1), post.flatten(0, 1))
+    return value if scale == 1.0 else value.mul_(scale)
 
 
 def route_terms(
@@ -140,14 +159,16 @@ def route_terms(
             signal = 1.0 if modulation is None else modulation
             if signal == 0.0:
                 continue
-            value = correlate_weighted(layer, term, None, halves.per_sample)
-            halves.add(value * (magnitude * abs(signal)), term.rate * signal >= 0)
+            value = correlate_weighted(
+                layer, term, None, halves.per_sample, magnitude * abs(signal)
+            )
+            halves.add(value, term.rate * signal >= 0)
             continue
         for weights, sign in zip(modulation, (1.0, -1.0)):
             if not bool(weights.ne(0).any()):
                 continue
-            value = correlate_weighted(layer, term, weights, halves.per_sample)
-            halves.add(value * magnitude, term.rate * sign >= 0)
+            value = correlate_weighted(layer, term, weights, halves.per_sample, magnitude)
+            halves.add(value, term.rate * sign >= 0)
 
 
 def parse_signal(
