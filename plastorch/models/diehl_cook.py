@@ -68,6 +68,7 @@ spike-timing-dependent plasticity. Frontiers in Computational Neuroscience 9:99.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import os
 import time
@@ -79,6 +80,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from .. import distributed
 from ..bounds import Bound, Exponential, Hard, Normalize, PowerLaw, Soft
 from ..data import LabeledImages
 from ..encoders import DIEHL_COOK_MAX_RATE, poisson
@@ -320,6 +322,25 @@ class DiehlCook2015(nn.Module):
             weight = torch.rand(n_neurons, n_input, generator=init)
             self.input_layer.weight.copy_(self.normalize(weight))
         self._generator = init  # the training spikes continue the same stream
+        self.synchronized = False  # set by synchronize(): one rank of a data-parallel run
+
+    def synchronize(self) -> DiehlCook2015:
+        """Train as one rank of several (``torch.distributed``); returns the model.
+
+        Each rank presents its block of every batch (:class:`DiehlCookTrainer` splits
+        them). The STDP update of every presentation is reduced over the ranks
+        (:func:`plastorch.distributed.data_parallel`), so all ranks apply the update of
+        the whole batch; after each presentation the adaptive thresholds gather every
+        rank's increments (:func:`plastorch.distributed.sum_increments`); a retry happens
+        when a sample is silent on any rank (ranks without one take part with an empty
+        batch); evaluation splits the samples and gathers the counts. Within one
+        presentation a rank's thresholds see only its own samples' spikes (the
+        thresholds are synchronised at its end, as the weights are). Outside
+        ``torch.distributed`` nothing changes. See docs/distributed.md.
+        """
+        distributed.data_parallel(self.learner)
+        self.synchronized = True
+        return self
 
     # -- random state ------------------------------------------------------------------
     def generator(self, device: torch.device) -> torch.Generator:
@@ -379,7 +400,7 @@ class DiehlCook2015(nn.Module):
         A scale above 1 means the sample was retried.
         """
         weight = self.input_layer.weight
-        if images.dim() < 1 or images[0].numel() != self.n_input:
+        if images.dim() < 1 or math.prod(images.shape[1:]) != self.n_input:
             raise ValueError(
                 f"images must be [B, ...] with {self.n_input} values per sample, got "
                 f"{tuple(images.shape)}"
@@ -396,7 +417,9 @@ class DiehlCook2015(nn.Module):
         counts = torch.zeros(batch, self.n_neurons, dtype=weight.dtype, device=weight.device)
         scale = torch.ones(batch, dtype=weight.dtype, device=weight.device)
         todo = torch.arange(batch, device=weight.device)
+        share = learn and self.synchronized and distributed.is_distributed()
         for attempt in range(self.max_retries + 1):
+            theta = self.thresholds.clone() if share else None
             spikes_in = poisson(
                 intensity[todo] * scale[todo, None],
                 self.time_steps,
@@ -408,11 +431,14 @@ class DiehlCook2015(nn.Module):
             if learn:
                 self.learner.step()
                 self.learner.reset()
+                if share:  # add every rank's threshold increments of this presentation
+                    decayed = theta * self.excitatory.neuron.decay_theta**self.time_steps
+                    self.thresholds.copy_(distributed.sum_increments(self.thresholds, decayed))
             self.excitatory.reset()  # the rest period between presentations
             found = spikes.sum(0)
             counts[todo] = found
             silent = found.sum(1) < self.min_spikes
-            if attempt == self.max_retries or not bool(silent.any()):
+            if attempt == self.max_retries or not _anywhere(silent, share):
                 break
             todo = todo[silent]
             scale[todo] += self.intensity_step
@@ -420,6 +446,13 @@ class DiehlCook2015(nn.Module):
 
     def extra_repr(self) -> str:
         return f"n_input={self.n_input}, n_neurons={self.n_neurons}, time_steps={self.time_steps}"
+
+
+def _anywhere(flags: Tensor, across_ranks: bool) -> bool:
+    """Whether any flag is set, on this rank or (``across_ranks``) on any rank."""
+    if not across_ranks:
+        return bool(flags.any())
+    return bool(distributed.all_reduce_tensor(flags.any().reshape(1).long(), "max"))
 
 
 def _bound(name: str, wmax: float, mu: float, beta: float) -> Bound:
@@ -606,6 +639,9 @@ def collect_responses(
     was_training = model.training
     model.eval()
     weight = model.input_layer.weight
+    share = model.synchronized and distributed.is_distributed()
+    if share:  # each rank answers for its block of the samples; all get every row
+        images = distributed.shard(images)
     bar = progress(total=len(images), desc=desc, unit="sample") if progress else None
     try:
         out = []
@@ -618,7 +654,8 @@ def collect_responses(
         model.train(was_training)
         if bar is not None:
             bar.close()
-    return torch.cat(out) if out else torch.zeros(0, model.n_neurons)
+    counts = torch.cat(out) if out else torch.zeros(0, model.n_neurons)
+    return distributed.all_gather_rows(counts.to(weight)) if share else counts
 
 
 def evaluate(
@@ -1020,7 +1057,17 @@ class DiehlCookTrainer:
     def _train_batch(self, index: Tensor) -> None:
         device = self.model.input_layer.weight.device
         start = time.perf_counter()
-        counts, scale = self.model.present(self.train.images[index].to(device))
+        local = index
+        if self.model.synchronized and distributed.is_distributed():
+            # this rank's block of the batch, and spikes from a stream of its own that a
+            # resumed run draws again identically (seeded by the position and the rank)
+            local = distributed.shard(index)
+            key = f"{self.seed},{self.epoch},{self.index},{distributed.rank()}".encode()
+            seed = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+            self.model.generator(device).manual_seed(seed >> 1)
+        counts, scale = self.model.present(self.train.images[local].to(device))
+        if local is not index:  # every rank scores the whole batch
+            counts, scale = distributed.all_gather_rows(counts), distributed.all_gather_rows(scale)
         self.train_seconds += time.perf_counter() - start
         self.retried += int((scale > 1).sum())
         self.online.update(counts, self.train.labels[index])
