@@ -13,11 +13,16 @@
 Ctrl-C saves a checkpoint first, and ``--resume`` continues from it to the same weights
 an uninterrupted run would reach. ``run`` dispatches to the experiments registered in
 :mod:`plastorch.experiments`.
+
+``torchrun --nproc-per-node N -m plastorch train diehl-cook ...`` trains data-parallel:
+each batch is split across the ranks and only rank 0 writes (docs/distributed.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import resource
@@ -159,6 +164,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
                        help="weight dependence of STDP (hard)")  # fmt: skip
     _add_machine_options(train)
     train.add_argument("--no-plots", action="store_true", help="do not write PNG figures")
+    train.add_argument("--dist-timeout", type=_positive_float, default=300.0,
+                       help="under torchrun: seconds a rank waits for the others before "
+                            "failing (docs/distributed.md)")  # fmt: skip
 
 
 def _add_machine_options(parser: argparse.ArgumentParser) -> None:
@@ -399,6 +407,8 @@ def _train(args: argparse.Namespace) -> int:
         progress=progress,
         log=lambda line: print(line, flush=True),
     )
+    if not _rank_zero():  # under torchrun only rank 0 writes checkpoints and shows progress
+        common.update(checkpoint_path=None, progress=None)
     for name in ("checkpoint_every", "eval_batch_size"):  # on --resume: the run's unless given
         if getattr(args, name) is not None:
             common[name] = getattr(args, name)
@@ -440,6 +450,7 @@ def _train(args: argparse.Namespace) -> int:
             flush=True,
         )
     trainer.model.to(device)
+    trainer.model.synchronize()  # a no-op outside torch.distributed
     start = time.perf_counter()
     status = 0
     try:
@@ -457,6 +468,13 @@ def _train(args: argparse.Namespace) -> int:
     metrics["peak_memory_mib"] = peak_memory_mib()
     metrics["torch_threads"] = torch.get_num_threads()
     metrics["device"] = str(device)
+    from . import distributed
+
+    if not status and distributed.world_size() > 1:
+        metrics["world_size"] = distributed.world_size()
+        metrics["ranks_identical"] = distributed.same_on_all_ranks(trainer.model)
+    if not _rank_zero():
+        return status
     write_json(metrics, out / "metrics.json")
     if status:
         return status
@@ -470,6 +488,43 @@ def _train(args: argparse.Namespace) -> int:
         )
     print(f"wrote {out / 'metrics.json'}, {checkpoint_path}" + "".join(f", {p}" for p in figures))
     return 0
+
+
+def _rank_zero() -> bool:
+    from . import distributed
+
+    return distributed.rank() == 0
+
+
+def _train_ranks(args: argparse.Namespace) -> int:
+    """``train`` in one process, or as one rank of ``torchrun --nproc-per-node N``.
+
+    Under torchrun each global batch (``--batch-size``, default one sample per rank) is
+    split across the ranks, STDP updates and thresholds are reduced over them, and only
+    rank 0 prints, writes checkpoints, metrics.json and figures (docs/distributed.md).
+    """
+    from . import distributed
+
+    cuda = args.device.startswith("cuda")
+    if not distributed.initialize("nccl" if cuda else "gloo", timeout=args.dist_timeout):
+        return _train(args)
+    try:
+        world = distributed.world_size()
+        if cuda:
+            args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+        if args.batch_size is None and not args.resume:
+            args.batch_size = world
+        elif args.batch_size is not None and args.batch_size < world:
+            raise CommandError(
+                f"--batch-size {args.batch_size} is the global batch, split across the "
+                f"{world} ranks; give at least {world}"
+            )
+        if distributed.rank() == 0:
+            return _train(args)
+        with contextlib.redirect_stdout(io.StringIO()):
+            return _train(args)
+    finally:
+        distributed.shutdown()
 
 
 # -- evaluate -----------------------------------------------------------------------------
@@ -566,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "train":
-            return _train(args)
+            return _train_ranks(args)
         if args.command == "evaluate":
             return _evaluate(args)
         if args.command == "run":
