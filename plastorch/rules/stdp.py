@@ -338,18 +338,27 @@ class MSTDPET(_PairRule):
             route_terms(layer, terms, weights, halves)
             # Carried eligibility z_0 read at every step: z_0 * sum_k M(k) d^(k+1).
             powers = decay ** torch.arange(1, steps + 1, dtype=dtype, device=pre.device)
+            # [2, B|1]: the gain of the positive and of the negative part of M
+            gains = torch.stack((positive, negative)).mul_(powers[None, :, None]).sum(1)
+            signs = (1.0, -1.0)
             for term, z0 in zip(terms, carried):
-                for part, sign in ((positive, 1.0), (negative, -1.0)):
-                    gain = (part * powers[:, None]).sum(0)  # [B] or [1]
-                    if term.rate == 0.0 or not bool(gain.ne(0).any()):
-                        continue
-                    if self.per_sample_signal:
-                        value = z0 * gain.expand(batch).reshape(batch, *([1] * (z0.dim() - 1)))
-                        if not halves.per_sample:
-                            value = value.sum(0)
-                    else:
-                        value = z0 * gain
-                    halves.add(value * abs(term.rate), term.rate * sign >= 0)
+                if term.rate == 0.0:
+                    continue
+                live = [k for k in range(2) if bool(gains[k].ne(0).any())]
+                if not live:
+                    continue
+                gain = gains[live] * abs(term.rate)
+                if self.per_sample_signal and halves.per_sample:
+                    shape = (batch, *([1] * (z0.dim() - 1)))
+                    values = [z0 * g.expand(batch).reshape(shape) for g in gain]
+                elif self.per_sample_signal:
+                    # sum_b gain_b z0_b for both signs in one contraction: z0 is read
+                    # once and no [B, *W] temporary is made
+                    values = torch.tensordot(gain.expand(len(live), batch), z0, dims=1)
+                else:
+                    values = [z0 * g for g in gain]
+                for k, value in zip(live, values):
+                    halves.add(value, term.rate * signs[k] >= 0)
 
         # Eligibility carried to the next window.
         tail = decay ** torch.arange(steps - 1, -1, -1, dtype=dtype, device=pre.device) / tau
@@ -362,5 +371,6 @@ class MSTDPET(_PairRule):
                 fresh = correlate_per_sample(layer, weighted.pre, weighted.post)
             else:
                 fresh = correlate(layer, weighted.pre.flatten(0, 1), weighted.post.flatten(0, 1))
-            new_state[name] = z0 * decay**steps + fresh
+            # z(T) = d^T z_0 + fresh, accumulated into the fresh tensor (no second copy)
+            new_state[name] = fresh.add_(z0, alpha=decay**steps)
         return halves.result(), new_state
