@@ -1,6 +1,7 @@
 """Run a function on several gloo ranks spawned on 127.0.0.1, with a deadline.
 
-Each rank is a fresh ``spawn``ed process that joins a process group over TCP on
+Each rank is a fresh process (forked from a ``forkserver`` that imported torch
+once, or spawned) that joins a process group over TCP on
 a free localhost port, runs ``target()`` and reports ``("ok", result)`` or
 ``("error", exception type name, message)`` through a queue. The parent never
 waits longer than ``deadline`` seconds: ranks still alive then are terminated
@@ -56,6 +57,16 @@ def _from_wire(value):
     return value
 
 
+def _context():
+    """Fork the ranks from one server process that imported torch once (``forkserver``);
+    ``spawn`` where that is unavailable. Never a plain fork of this (threaded) process."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["torch", "torch.distributed", "plastorch"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
 def _entry(target, rank, world_size, port, pg_timeout, results) -> None:
     interface = loopback_interface()
     if interface is not None:
@@ -86,7 +97,7 @@ def run_ranks(
     deadline: float = 180.0,
 ) -> list[Outcome]:
     """Outcome of ``target()`` on each of ``world_size`` gloo ranks (index = rank)."""
-    context = multiprocessing.get_context("spawn")
+    context = _context()
     results = context.Queue()
     port = free_port()
     processes = [
