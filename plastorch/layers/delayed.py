@@ -196,13 +196,14 @@ class DelayedLinear(nn.Linear):
         """``[out, in]`` delays in whole steps (``long``), see :func:`delay_to_steps`."""
         return delay_to_steps(self.delay, self.dt, self.history_steps)
 
-    def arrivals(self, ring: Tensor, head: int) -> Tensor:
+    def arrivals(self, ring: Tensor, head: int, delay_steps: Tensor | None = None) -> Tensor:
         """Delay-adjusted activity ``[B, out, in]`` of the step in slot ``head`` of ``ring``.
 
         ``ring`` is ``[history_steps + 1, B, in]``; see :func:`ring_arrivals`. The layer
         and the delay-adjusted rules both read arrivals through this method.
+        ``delay_steps`` defaults to :attr:`delay_steps` (pass it to reuse it over a window).
         """
-        return ring_arrivals(ring, head, self.delay_steps)
+        return ring_arrivals(ring, head, self.delay_steps if delay_steps is None else delay_steps)
 
     # -- state ------------------------------------------------------------------------
     def reset(self) -> None:
@@ -252,7 +253,7 @@ class DelayedLinear(nn.Linear):
         for t in range(window.shape[0]):
             head = (head + 1) % size
             ring[head] = window[t].detach()
-            arrived = ring_arrivals(ring, head, steps)
+            arrived = self.arrivals(ring, head, steps)
             outputs.append(torch.einsum("boi,oi->bo", arrived, self.weight))
         self.head.fill_(head)
         self.delayed_input = arrived

@@ -71,6 +71,12 @@ __all__ = [
     "steps_since_window",
 ]
 
+#: Step index standing for "no spike yet" in the delay-adjusted rules' state.
+_NEVER = -(2**62)
+
+#: Expected arrivals processed at once by the delay-adjusted rules (bounds their memory).
+_ARRIVALS_PER_CHUNK = 1 << 20
+
 #: What a delay-adjusted rule reads from its layer (see docs/architecture.md).
 DELAYED_LAYER_PROTOCOL = (
     "delay",
@@ -79,7 +85,6 @@ DELAYED_LAYER_PROTOCOL = (
     "interp_tolerance",
     "history_steps",
     "delay_steps",
-    "arrivals",
 )
 
 
@@ -375,9 +380,12 @@ class DelayAdjustedKernelSTDP(_KernelRule):
     synapse, :math:`\alpha_{oi}(t)` the steps since the *send* time of the latest
     arrival at or before :math:`t`, and :math:`\tilde a_{\text{post},o}(t)` the steps
     since the latest post spike strictly before :math:`t`; :math:`|t_\Delta| \le`
-    ``layer.interp_tolerance`` is set to 0. Cost per step: a few elementwise
-    ``[B, out, in]`` operations (per-synapse delays need them); memory: the
-    ``[B, out, in]`` arrival times plus the ring ``[N + 1, B, in]``.
+    ``layer.interp_tolerance`` is set to 0. Cost per step: the layer's gather of the
+    arrivals ``[B, out, in]`` and a scan for the nonzero ones; the kernels are
+    evaluated at the events only (arrivals, and post spikes x inputs). State: the
+    step at which the latest arrival of each synapse and sample was sent
+    (``[B, out, in]``, ``long``), the step of each output's latest spike, and a copy
+    of the ring ``[N + 1, B, in]``.
 
     The delays :math:`d` are read (clamped to ``[0, layer.max_delay]``) when the
     window is settled; within a :class:`~plastorch.Learner` they only change at
@@ -409,18 +417,16 @@ class DelayAdjustedKernelSTDP(_KernelRule):
         out_features, in_features = layer.delay.shape
         return {
             "ring": torch.zeros(size, batch, in_features, dtype=dtype, device=device),
-            "head": torch.tensor(size - 1, dtype=torch.long, device=device),
-            "steps_since_arrival": torch.full(
-                (batch, out_features, in_features), float("inf"), dtype=dtype, device=device
+            "clock": torch.tensor(-1, dtype=torch.long, device=device),
+            "arrival_sent_at": torch.full(
+                (batch, out_features, in_features), _NEVER, dtype=torch.long, device=device
             ),
-            "steps_since_post": torch.full(
-                (batch, out_features), float("inf"), dtype=dtype, device=device
-            ),
+            "post_at": torch.full((batch, out_features), _NEVER, dtype=torch.long, device=device),
         }
 
     def forward(self, layer, pre, post, state, signal=None):
         _check_delayed_layer(layer, self)
-        ring = state["ring"].clone()
+        ring = state["ring"]
         dtype = ring.dtype
         steps, batch = pre.shape[:2]
         if pre.dim() != 3 or post.dim() != 3 or ring.shape[1] != batch:
@@ -433,52 +439,128 @@ class DelayAdjustedKernelSTDP(_KernelRule):
         signal = self._signal(signal, pre, dtype)
         dt, tolerance = float(layer.dt), float(layer.interp_tolerance)
         delay = layer.delay.detach().clamp(0.0, float(layer.max_delay)).to(dtype)
-        delay_steps = layer.delay_steps.to(dtype)
-        head, size = int(state["head"]), ring.shape[0]
-        since_arrival = state["steps_since_arrival"]
-        since_post = state["steps_since_post"]
-        potentiation = torch.zeros_like(since_arrival)
-        depression = torch.zeros_like(since_arrival)
+        delay_steps = layer.delay_steps
+        clock0 = int(state["clock"])
+        sent_at = state["arrival_sent_at"].clone()
+        post_at = state["post_at"].clone()
+        potentiation = torch.zeros(sent_at.shape, dtype=dtype, device=ring.device)
+        depression = torch.zeros_like(potentiation)
 
-        def add(value: Tensor, gain) -> None:
-            value = value * gain
-            potentiation.add_(value.clamp(min=0))
-            depression.add_((-value).clamp(min=0))
+        def add(index: tuple[Tensor, ...], value: Tensor) -> None:
+            potentiation.index_put_(index, value.clamp(min=0), accumulate=True)
+            depression.index_put_(index, (-value).clamp(min=0), accumulate=True)
 
-        for t in range(steps):
-            head = (head + 1) % size
-            ring[head] = pre[t]
-            arrived = layer.arrivals(ring, head)  # [B, out, in]
-            post_before = since_post + 1
-            since_arrival = torch.where(arrived != 0, delay_steps, since_arrival + 1)
-            since_post = torch.where(post[t] != 0, torch.zeros_like(post_before), post_before)
-            if signal is None:
-                continue
-            gain = signal if isinstance(signal, float) else signal[t].reshape(-1, 1, 1)
-            # facilitate/depress on arrivals: pair with the latest post strictly before
-            valid = (arrived != 0) & torch.isfinite(post_before).unsqueeze(-1)
-            if bool(valid.any()):
-                t_delta = (delay_steps - post_before.unsqueeze(-1)) * dt - delay
-                t_delta = _co_occurring(t_delta, tolerance)
-                add(_evaluate(self.kernel_pre, "kernel_pre", t_delta, valid) * arrived, gain)
-            # on post spikes: pair with the latest arrival at or before this step
-            fired = post[t].unsqueeze(-1)
-            valid = (fired != 0) & torch.isfinite(since_arrival)
-            if bool(valid.any()):
-                t_delta = _co_occurring(since_arrival * dt - delay, tolerance)
-                add(_evaluate(self.kernel_post, "kernel_post", t_delta, valid) * fired, gain)
+        def gain_of(t: int, samples: Tensor):
+            return signal if isinstance(signal, float) else signal[t].expand(batch)[samples]
+
+        # sub-windows of about _ARRIVALS_PER_CHUNK expected arrivals bound the memory
+        synapses = sent_at.numel()
+        density = float(pre.count_nonzero()) / max(pre.numel(), 1)
+        chunk = int(min(steps, max(1, _ARRIVALS_PER_CHUNK // max(density * synapses, 1.0))))
+        for start in range(0, steps, chunk):
+            stop = min(start + chunk, steps)
+            clock = clock0 + start
+            events = _window_arrivals(ring, pre[start:stop], clock, delay_steps)
+            bounds = torch.cumsum(
+                torch.bincount(events[0] - (clock + 1), minlength=stop - start), 0
+            ).tolist()
+            for t in range(start, stop):
+                now = clock0 + 1 + t
+                # arrivals at this step: pair with the latest post spike strictly before it
+                lo, hi = (bounds[t - start - 1] if t > start else 0), bounds[t - start]
+                _, b, o, i, sent, amplitude = (x[lo:hi] for x in events)
+                if b.numel():
+                    last_post = post_at[b, o]
+                    paired = last_post != _NEVER
+                    if signal is not None and bool(paired.any()):
+                        bp, op, ip = b[paired], o[paired], i[paired]
+                        t_delta = (last_post[paired] - sent[paired]).to(dtype) * dt - delay[op, ip]
+                        value = _evaluate(
+                            self.kernel_pre,
+                            "kernel_pre",
+                            _co_occurring(t_delta, tolerance),
+                            torch.ones_like(t_delta, dtype=torch.bool),
+                        )
+                        add((bp, op, ip), value * amplitude[paired] * gain_of(t, bp))
+                    sent_at[b, o, i] = sent
+                # post spikes: pair with the latest arrival at or before this step
+                b, o = post[t].nonzero(as_tuple=True)
+                if b.numel():
+                    if signal is not None:
+                        last_sent = sent_at[b, o]  # [P, in]
+                        paired = last_sent != _NEVER
+                        if bool(paired.any()):
+                            t_delta = (now - last_sent).to(dtype) * dt - delay[o]
+                            value = _evaluate(
+                                self.kernel_post,
+                                "kernel_post",
+                                _co_occurring(t_delta, tolerance),
+                                paired,
+                            )
+                            scale = post[t, b, o] * gain_of(t, b)
+                            add((b, o), value * scale.unsqueeze(-1))
+                    post_at[b, o] = now
+            ring = _ring_after(ring, pre[start:stop], clock)
 
         new_state = {
             "ring": ring,
-            "head": torch.tensor(head, dtype=torch.long, device=ring.device),
-            "steps_since_arrival": since_arrival,
-            "steps_since_post": since_post,
+            "clock": torch.tensor(clock0 + steps, dtype=torch.long, device=ring.device),
+            "arrival_sent_at": sent_at,
+            "post_at": post_at,
         }
         halves = Halves(self.batch_reduction, batch)
         for half, potentiative in ((potentiation, True), (depression, False)):
             if bool(half.ne(0).any()):
                 halves.add(half if halves.per_sample else half.sum(0), potentiative)
         return halves.result(), new_state
+
+
+def _ring_after(ring: Tensor, pre: Tensor, clock: int) -> Tensor:
+    """The ring (slot ``s % S`` holds step ``s``) after writing the window's steps."""
+    size, steps = ring.shape[0], pre.shape[0]
+    kept = torch.arange(max(steps - size, 0), steps, device=ring.device)
+    slots = (clock + 1 + kept) % size
+    return ring.index_copy(0, slots, pre[kept])
+
+
+def _window_arrivals(ring: Tensor, pre: Tensor, clock: int, delay_steps: Tensor):
+    """Every arrival at a synapse during the window, sorted by step.
+
+    ``ring`` holds the raw spikes of steps ``clock - S + 1 .. clock`` (slot ``s % S``),
+    ``pre`` those of steps ``clock + 1 .. clock + T``. A spike sent at step ``s`` by input
+    ``i`` arrives at synapse ``(o, i)`` at ``s + n[o, i]``. Returns the tensors ``(step,
+    b, o, i, sent, amplitude)`` of the arrivals at steps ``clock + 1 .. clock + T``.
+    The synapses are sorted by (input, delay) once, so each spike finds the outputs it
+    reaches within the window as one contiguous range: the work is proportional to the
+    number of arrivals, never to steps x synapses.
+    """
+    size, steps = ring.shape[0], pre.shape[0]
+    history = size - 1
+    out_features, in_features = delay_steps.shape
+    device = ring.device
+    # raw spikes that can still arrive: sent at clock - history + 1 .. clock + T
+    past = (clock - history + 1 + torch.arange(history, device=device)) % size
+    spikes = torch.cat((ring[past], pre))
+    j, b, i = spikes.nonzero(as_tuple=True)
+    amplitude = spikes[j, b, i]
+    sent = j + (clock - history + 1)
+    lowest = (clock + 1 - sent).clamp(min=0)  # delays that land inside the window
+    highest = (clock + steps - sent).clamp(max=history)
+    # synapses sorted by (input, delay): key i * S + n
+    keys = (torch.arange(in_features, device=device) * size + delay_steps).flatten()
+    order = torch.argsort(keys, stable=True)
+    starts = torch.zeros(in_features * size + 1, dtype=torch.long, device=device)
+    starts[1:] = torch.cumsum(torch.bincount(keys, minlength=in_features * size), 0)
+    first = starts[i * size + lowest]
+    count = (starts[i * size + highest + 1] - first).clamp(min=0)
+    spike = torch.repeat_interleave(torch.arange(count.numel(), device=device), count)
+    offset = torch.arange(spike.numel(), device=device) - (torch.cumsum(count, 0) - count)[spike]
+    synapse = order[first[spike] + offset]
+    o, i = synapse // in_features, i[spike]
+    sent, b, amplitude = sent[spike], b[spike], amplitude[spike]
+    step = sent + delay_steps[o, i]
+    by_step = torch.argsort(step, stable=True)
+    return tuple(x[by_step] for x in (step, b, o, i, sent, amplitude))
 
 
 class DelayAdjustedKernelSTDPD(DelayAdjustedKernelSTDP):

@@ -90,9 +90,10 @@ def test_the_hand_derived_halves_as_numbers():
     update, state = run_rule(rule, layer_2x3(), trains(PRE, 8), trains(POST, 8))
     assert update.potentiation.round(decimals=12).tolist() == [[0.5625, 2.25, 3.0], [0.0, 2.0, 1.0]]
     assert update.depression.round(decimals=12).tolist() == [[0.0, 0.0, 0.375], [0.75, 0.0, 0.375]]
-    # steps since the send time of the latest arrival, at the end (step 7)
-    assert state["steps_since_arrival"].tolist() == [[[6.0, 5.0, 3.0], [6.0, 5.0, 3.0]]]
-    assert state["steps_since_post"].tolist() == [[1.0, 5.0]]
+    # the step at which the latest arrival was sent, the latest post spikes, the clock
+    assert state["arrival_sent_at"].tolist() == [[[1, 2, 4], [1, 2, 4]]]
+    assert state["post_at"].tolist() == [[6, 2]]
+    assert state["clock"].item() == 7
 
 
 @pytest.mark.parametrize("rates, potentiation, depression", WEIGHT_MODES)

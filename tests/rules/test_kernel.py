@@ -332,3 +332,26 @@ def test_every_rule_with_every_bound_single_and_multi_step(index, bound_name):
             total = total + learner.step(signal)
         results[mode] = total
     torch.testing.assert_close(results["single"], results["multi"], rtol=1e-10, atol=1e-12)
+
+
+def test_delay_adjusted_sub_windows_and_zero_max_delay(monkeypatch):
+    import plastorch.rules.kernel as kernel_module
+
+    torch.manual_seed(12)
+    layer = delayed(torch.rand(3, 4) * 5.0, max_delay=5.0, dt=0.5)
+    pre, post = (torch.rand(16, 2, 4) < 0.4).double(), (torch.rand(16, 2, 3) < 0.4).double()
+    rule = DelayAdjustedKernelSTDP(Kernel(linear_kernel, height=1.0, slope=0.3))
+    whole, whole_state = run_rule(rule, layer, pre, post)
+    monkeypatch.setattr(kernel_module, "_ARRIVALS_PER_CHUNK", 1)  # one step per sub-window
+    chunked, chunked_state = run_rule(rule, layer, pre, post)
+    assert torch.equal(whole.potentiation, chunked.potentiation)
+    assert torch.equal(whole.depression, chunked.depression)
+    for name in whole_state:
+        assert torch.equal(whole_state[name], chunked_state[name])
+    # no room for delays: the rule is undelayed kernel STDP
+    flat = delayed(torch.zeros(3, 4), max_delay=0.0, dt=0.5)
+    expected, _ = run_rule(
+        KernelSTDP(Kernel(linear_kernel, height=1.0, slope=0.3), dt=0.5), flat, pre, post
+    )
+    got, _ = run_rule(rule, flat, pre, post)
+    torch.testing.assert_close(got.delta(), expected.delta(), rtol=1e-12, atol=1e-12)
