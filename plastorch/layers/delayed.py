@@ -27,8 +27,8 @@ or skipped if a delay jumps by more than a step, as in a simulator's ring buffer
 
 How the delay-adjusted rules (:mod:`plastorch.rules.kernel`) read this layer is a
 small duck-typed protocol, documented in ``docs/architecture.md``: ``delay``, ``dt``,
-``max_delay``, ``interp_tolerance``, ``history_steps``, ``delay_steps`` and
-:meth:`DelayedLinear.arrivals`.
+``max_delay``, ``interp_tolerance``, ``history_steps`` and ``delay_steps`` (the rules
+keep their own copy of the ring, so they never depend on the layer's per-step state).
 """
 
 from __future__ import annotations
@@ -199,8 +199,7 @@ class DelayedLinear(nn.Linear):
     def arrivals(self, ring: Tensor, head: int, delay_steps: Tensor | None = None) -> Tensor:
         """Delay-adjusted activity ``[B, out, in]`` of the step in slot ``head`` of ``ring``.
 
-        ``ring`` is ``[history_steps + 1, B, in]``; see :func:`ring_arrivals`. The layer
-        and the delay-adjusted rules both read arrivals through this method.
+        ``ring`` is ``[history_steps + 1, B, in]``; see :func:`ring_arrivals`.
         ``delay_steps`` defaults to :attr:`delay_steps` (pass it to reuse it over a window).
         """
         return ring_arrivals(ring, head, self.delay_steps if delay_steps is None else delay_steps)
