@@ -37,11 +37,12 @@ __all__ = ["build_parser", "main"]
 PRESETS: dict[str, dict[str, Any]] = {
     "digits": {
         "neurons": 400,
-        "epochs": 2,
-        "batch_size": 1,
+        "epochs": 3,
+        "batch_size": 16,
         "time_ms": 250,
-        "weight_sum": 30.0,
+        "weight_sum": 15.0,
         "max_rate": 127.5,
+        "theta_plus": 0.5,
         "n_train": 1000,
     },
     "mnist": {
@@ -51,6 +52,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "time_ms": 350,
         "weight_sum": 78.4,
         "max_rate": 63.75,
+        "theta_plus": 0.05,
         "n_train": None,
     },
 }
@@ -127,9 +129,10 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--neurons", type=_positive_int, default=None,
                      help="excitatory neurons (default: 400 on digits, 100 on mnist)")  # fmt: skip
     run.add_argument("--epochs", type=_nonnegative_int, default=None,
-                     help="epochs (default: 2 on digits, 1 on mnist)")  # fmt: skip
+                     help="epochs (default: 3 on digits, 1 on mnist)")  # fmt: skip
     run.add_argument("--batch-size", type=_positive_int, default=None,
-                     help="samples per training presentation (default 1)")  # fmt: skip
+                     help="samples presented side by side, one summed STDP update per "
+                          "batch (default: 16 on digits, 1 on mnist)")  # fmt: skip
     run.add_argument("--time-ms", type=_positive_int, default=None,
                      help="presentation time per sample in ms, dt = 1 ms "
                           "(default: 250 on digits, 350 on mnist)")  # fmt: skip
@@ -147,14 +150,15 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     model = train.add_argument_group("model (defaults: the preset of the data set)")
     model.add_argument("--weight-sum", type=_positive_float, default=None,
                        help="each neuron's input weights are normalised to this sum "
-                            "(digits 30, mnist 78.4)")  # fmt: skip
+                            "(digits 15, mnist 78.4)")  # fmt: skip
     model.add_argument("--max-rate", type=_positive_float, default=None,
                        help="input rate in Hz of a full-intensity pixel "
                             "(digits 127.5, mnist 63.75)")  # fmt: skip
     model.add_argument("--inhibition", type=float, default=None,
                        help="lateral inhibition per spike in mV (17.5)")  # fmt: skip
     model.add_argument("--theta-plus", type=float, default=None,
-                       help="adaptive-threshold increment per spike in mV (0.05)")  # fmt: skip
+                       help="adaptive-threshold increment per spike in mV "
+                            "(digits 0.5, mnist 0.05)")  # fmt: skip
     model.add_argument("--lr-post", type=float, default=None,
                        help="STDP potentiation rate (1e-2)")  # fmt: skip
     model.add_argument("--lr-pre", type=float, default=None,
@@ -327,9 +331,10 @@ def _train_settings(args: argparse.Namespace) -> tuple[dict, dict, dict]:
         "time_steps": pick("time_ms"),
         "weight_sum": pick("weight_sum"),
         "max_rate": pick("max_rate"),
+        "theta_plus": pick("theta_plus"),
         "seed": 0 if args.seed is None else args.seed,
     }
-    for name in ("inhibition", "theta_plus", "lr_post", "lr_pre", "weight_dependence"):
+    for name in ("inhibition", "lr_post", "lr_pre", "weight_dependence"):
         if getattr(args, name) is not None:
             config[name] = getattr(args, name)
     trainer = {

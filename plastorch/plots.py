@@ -83,7 +83,8 @@ def plot_receptive_fields(
         mosaic[r * (height + 1) : r * (height + 1) + height, c * (width + 1) :][:, :width] = tiles[
             index
         ]
-    figure = Figure(figsize=(7.5, 7.0))
+    side = min(14.0, max(6.0, 0.5 * cols + 3.0))
+    figure = Figure(figsize=(side + 0.8, side))
     axes = figure.add_subplot()
     image = axes.imshow(mosaic, cmap="hot_r", vmin=0.0, vmax=float(weights.max()) or 1.0)
     axes.set_xticks([])
@@ -177,12 +178,13 @@ def plot_accuracy(metrics: dict[str, Any], path: str | os.PathLike[str]) -> Path
     ):
         values = [100 * row[key] for row in epochs]
         if values:
-            axes.plot(seen, values, marker=marker, lw=1.8, label=label)
-            axes.annotate(f"{values[-1]:.1f}%", (seen[-1], values[-1]),
-                          textcoords="offset points", xytext=(4, 4))  # fmt: skip
+            axes.plot(
+                seen, values, marker=marker, lw=1.8, label=f"{label} (last {values[-1]:.1f}%)"
+            )
     axes.set_xlabel("training samples presented")
     axes.set_ylabel("accuracy (%)")
     axes.set_ylim(0, 100)
+    axes.set_xlim(left=0)
     axes.grid(alpha=0.3)
     axes.set_title("Accuracy over training")
     axes.legend(loc="lower right", fontsize=8)

@@ -746,8 +746,12 @@ class OnlineAccuracy:
 
     @property
     def accuracy(self) -> float | None:
-        """Accuracy over every scored sample so far (``None`` before the first)."""
+        """Accuracy over the samples scored since :meth:`new_epoch` (``None`` before one)."""
         return self.correct / self.scored if self.scored else None
+
+    def new_epoch(self) -> None:
+        """Restart :attr:`accuracy` (the assignment, buffer and history carry on)."""
+        self.scored = self.correct = 0
 
     def update(self, responses: Tensor, labels: Tensor) -> None:
         """Score ``responses`` ``[B, N]`` against ``labels`` ``[B]``, then buffer them."""
@@ -1023,6 +1027,8 @@ class DiehlCookTrainer:
                         unit="sample",
                     )
                 last_saved = self.index
+                if self.index == 0:
+                    self.online.new_epoch()
                 try:
                     while self.index < len(self.train):
                         snapshot = self.state_dict() if self.checkpoint_path else None
