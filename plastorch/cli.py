@@ -504,8 +504,8 @@ def _rank_zero() -> bool:
 def _train_ranks(args: argparse.Namespace) -> int:
     """``train`` in one process, or as one rank of ``torchrun --nproc-per-node N``.
 
-    Under torchrun each global batch (``--batch-size``, default one sample per rank) is
-    split across the ranks, STDP updates and thresholds are reduced over them, and only
+    Under torchrun each global batch (``--batch-size``: the preset's, or one sample per
+    rank if that is more) is split across the ranks, STDP updates and thresholds are reduced over them, and only
     rank 0 prints, writes checkpoints, metrics.json and figures (docs/distributed.md).
     """
     from . import distributed
@@ -517,8 +517,9 @@ def _train_ranks(args: argparse.Namespace) -> int:
         world = distributed.world_size()
         if cuda:
             args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
-        if args.batch_size is None and not args.resume:
-            args.batch_size = world
+        preset = PRESETS[args.dataset or "digits"]["batch_size"]
+        if args.batch_size is None and not args.resume and preset < world:
+            args.batch_size = world  # at least one sample per rank
         elif args.batch_size is not None and args.batch_size < world:
             raise CommandError(
                 f"--batch-size {args.batch_size} is the global batch, split across the "
