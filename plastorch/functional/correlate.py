@@ -32,8 +32,9 @@ into the weight entry they belong to with ``torch.nn.functional.embedding_bag``
 
 Which path runs is chosen per call by the ``sparse`` argument or, when that is
 ``None``, by :func:`sparse_mode` (default ``"auto"``): on CPU, ``"auto"`` counts
-the non-zeros of both factors and takes the sparse path when its estimated cost
-(:func:`sparse_cost_ratio`) is below the dense one. On other devices ``"auto"``
+the non-zeros of both factors (on a strided sample of at most 65536 entries for
+large factors) and takes the sparse path when its estimated time
+(:func:`estimate_costs`) is below the dense one. On other devices ``"auto"``
 stays dense (counting non-zeros synchronises the device, and the crossover has
 not been measured there); ``sparse=True`` or ``sparse_mode("sparse")`` forces it.
 Both paths compute the same sum; only the order of the additions differs.
@@ -57,19 +58,30 @@ __all__ = [
     "correlate",
     "correlate_per_sample",
     "get_sparse_mode",
-    "sparse_cost_ratio",
+    "estimate_costs",
     "sparse_mode",
 ]
 
 SPARSE_MODES: tuple[str, ...] = ("auto", "sparse", "dense")
 _MODE: contextvars.ContextVar[str] = contextvars.ContextVar("plastorch_sparse_mode", default="auto")
 
-#: Cost of one looked-up row in the sparse path, in dense multiply-adds, is
-#: ``(row length + _ROW_OVERHEAD) * _SPARSE_MAC_COST``: a gathered, scattered
-#: row is slower per element than a GEMM and has a fixed cost per lookup.
-#: Calibrated on a 2-core x86 CPU (docs/performance.md, "crossover").
-_ROW_OVERHEAD = 24.0
-_SPARSE_MAC_COST = 3.0
+#: Cost model of the two paths, nanoseconds on one x86 core with AVX2
+#: (measured, docs/performance.md "crossover"). The dense path is a GEMM or a
+#: oneDNN convolution weight gradient: ``_DENSE_MAC`` per multiply-add (convolutions
+#: ``_CONV_FACTOR`` times that). The sparse path reads its factor once to find the
+#: non-zeros (``_SCAN`` per entry), costs ``_LOOKUP`` per looked-up row (index
+#: arithmetic; more for convolutions), ``_SPARSE_ADD`` per element added, copies
+#: the other factor channels-last for convolutions and permutes the result into
+#: the weight's layout where needed (``_COPY`` per element), plus ``_FIXED``.
+_DENSE_MAC = {torch.float32: 0.03, torch.float64: 0.06, torch.bfloat16: 0.1, torch.float16: 0.1}
+_SPARSE_ADD = {torch.float32: 0.16, torch.float64: 1.0, torch.bfloat16: 0.12, torch.float16: 0.12}
+_CONV_FACTOR = 1.5
+_SCAN = 2.0
+_LOOKUP = {"linear": 10.0, "conv": 80.0}
+_COPY = 1.5
+_FIXED = 40_000.0
+_COUNT_SAMPLE = 1 << 16
+_PERMUTED_SCAN = 1 << 18
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -83,7 +95,7 @@ def sparse_mode(mode: str) -> Iterator[None]:
     ----------
     mode : {"auto", "sparse", "dense"}
         ``"auto"`` (the default outside any ``with``): on CPU, the sparse path when
-        :func:`sparse_cost_ratio` says it is cheaper, else dense; dense on other
+        :func:`estimate_costs` says it is faster, else dense; dense on other
         devices. ``"sparse"``: always the sparse path (for Linear and
         convolutions; other layers are always dense). ``"dense"``: never.
 
@@ -216,7 +228,7 @@ def correlate_per_sample(
         _check_linear(layer, pre, post)
         pre_f = pre.reshape(steps * batch, -1)
         post_f = post.reshape(steps * batch, -1)
-        side = _choose_path(sparse, post_f, pre_f, weight.shape, 1, 1)
+        side = _choose_path(sparse, post_f, pre_f, weight.shape, 1, 1, batch)
         if side is not None:
             return _sparse_weight_grad(post_f, pre_f, _Geometry.linear(weight.shape), side, batch)
         return torch.einsum(
@@ -226,7 +238,9 @@ def correlate_per_sample(
         pre_f, post_f = _conv_samples(layer, pre.flatten(0, 1), post.flatten(0, 1))
         geometry = _Geometry.conv(layer, weight.shape, layer.groups, pre_f, post_f)
         a, b = geometry.a_of(pre_f, post_f), geometry.b_of(pre_f, post_f)
-        side = _choose_path(sparse, a, b, weight.shape, geometry.positions, geometry.kernel_size)
+        side = _choose_path(
+            sparse, a, b, weight.shape, geometry.positions, geometry.kernel_size, batch
+        )
         if side is not None:
             return _sparse_weight_grad(a, b, geometry, side, batch)
         # Each sample becomes its own group: channels [B * C] with groups B * g,
@@ -241,32 +255,67 @@ def correlate_per_sample(
     return torch.func.vmap(lambda p, q: _vjp_correlate(layer, p, q), in_dims=1)(pre, post)
 
 
-def sparse_cost_ratio(
-    density: float, row_length: int, *, kernel_size: int = 1, dense_positions: int = 1
-) -> float:
-    r"""Estimated cost of the sparse path relative to the dense one (< 1: sparse is cheaper).
-
-    The dense correlation costs one multiply-add per sample, output unit,
-    position, kernel offset and input channel; the sparse path costs, per
-    non-zero of the sparse factor and kernel offset, one looked-up row of
-    ``row_length`` values plus a fixed overhead:
+def estimate_costs(
+    *,
+    dtype: torch.dtype,
+    conv: bool,
+    dense_macs: int,
+    sparse_numel: int,
+    nnz: int,
+    kernel_size: int,
+    row_length: int,
+    table_numel: int,
+    permuted_numel: int,
+) -> tuple[float, float]:
+    r"""Estimated nanoseconds of the dense and the sparse path of one correlation (CPU).
 
     .. math::
 
-        \frac{\rho\, K\, (L + c_0)\, c_1}{K L} = \rho\, c_1 (1 + c_0 / L)
+        t_\text{dense} &= c_\text{mac} \cdot \text{MACs} \quad (\times 1.5 \text{ for convolutions}) \\
+        t_\text{sparse} &= c_\text{scan} N_s + L\, (c_\text{lookup} + c_\text{add}\, \ell)
+            + c_\text{copy} (N_\text{table} + N_\text{perm}) + c_\text{fixed}
 
-    with :math:`\rho` the density of the sparse factor, :math:`L` the row length
-    (the other factor's channels per group), :math:`c_0, c_1` calibrated on CPU
-    (``_ROW_OVERHEAD``, ``_SPARSE_MAC_COST``). ``kernel_size`` and
-    ``dense_positions`` are accepted for the record; they cancel out.
+    with :math:`N_s` the size of the sparse factor, :math:`L = \text{nnz} \cdot K` the
+    looked-up rows of length :math:`\ell`, :math:`N_\text{table}` the entries of
+    the other factor copied channels-last (convolutions) and :math:`N_\text{perm}`
+    those of the result permuted into the weight's layout. The constants are the
+    module's ``_DENSE_MAC``, ``_SPARSE_ADD``, ``_SCAN``, ``_LOOKUP``, ``_COPY`` and
+    ``_FIXED``, measured on one x86 core; only their ratios matter for the choice.
+
+    Returns
+    -------
+    (dense, sparse) : tuple of float
 
     Examples
     --------
-    >>> round(sparse_cost_ratio(0.02, 784), 3)  # LTP of STDP 784 -> 400 at 2 % post spikes
-    0.062
+    >>> # LTP of STDP, Linear 784 -> 400, batch 64, 2 % post spikes (512 of 25600)
+    >>> dense, sparse = estimate_costs(dtype=torch.float32, conv=False,
+    ...     dense_macs=64 * 400 * 784, sparse_numel=64 * 400, nnz=512, kernel_size=1,
+    ...     row_length=784, table_numel=0, permuted_numel=0)
+    >>> round(dense), round(sparse)
+    (602112, 160545)
     """
-    del kernel_size, dense_positions
-    return density * _SPARSE_MAC_COST * (1.0 + _ROW_OVERHEAD / max(row_length, 1))
+    dense = _DENSE_MAC.get(dtype, 0.1) * dense_macs * (_CONV_FACTOR if conv else 1.0)
+    lookups = nnz * kernel_size
+    add = _SPARSE_ADD.get(dtype, 1.0)
+    sparse = (
+        _SCAN * sparse_numel
+        + lookups * (_LOOKUP["conv" if conv else "linear"] + add * row_length)
+        + _COPY * (table_numel + permuted_numel)
+        + _FIXED
+    )
+    return dense, sparse
+
+
+def _count_nonzero(x: Tensor) -> int:
+    """Non-zeros of ``x``: exact up to 65536 entries, else estimated from a strided sample."""
+    numel = x.numel()
+    if numel <= _COUNT_SAMPLE:
+        return int(torch.count_nonzero(x))
+    # an odd prime stride does not lock onto rows or channels
+    stride = next(p for p in (1009, 211, 97, 31, 7, 3) if numel // p >= _COUNT_SAMPLE // 2)
+    sample = x.reshape(-1)[::stride]
+    return round(int(torch.count_nonzero(sample)) * numel / sample.numel())
 
 
 def _choose_path(
@@ -276,8 +325,10 @@ def _choose_path(
     weight_shape: torch.Size,
     positions: int,
     kernel_size: int,
+    per: int = 1,
 ) -> str | None:
     """``"a"`` or ``"b"`` (the side whose non-zeros the sparse path walks) or ``None`` (dense)."""
+    del positions
     if sparse is None:
         mode = _MODE.get()
         if mode == "dense" or (mode == "auto" and a.device.type != "cpu"):
@@ -287,16 +338,30 @@ def _choose_path(
         raise TypeError(f"sparse must be None, True or False, got {sparse!r}")
     if sparse is False or a.numel() == 0 or b.numel() == 0:
         return None
-    nnz_a = int(torch.count_nonzero(a))
-    nnz_b = int(torch.count_nonzero(b))
-    # Row lengths: a-side lookups read the b factor's channels per group (the
-    # weight's second dimension), b-side lookups the a factor's per group.
+    conv = len(weight_shape) > 2
     groups = max(1, b.shape[1] // weight_shape[1]) if b.dim() > 1 else 1
-    len_a, len_b = weight_shape[1], max(1, weight_shape[0] // groups)
-    ratio_a = sparse_cost_ratio(nnz_a / a.numel(), len_a)
-    ratio_b = sparse_cost_ratio(nnz_b / b.numel(), len_b)
-    side, ratio = ("a", ratio_a) if ratio_a <= ratio_b else ("b", ratio_b)
-    if sparse is None and ratio >= 1.0:
+    weight_numel = math.prod(weight_shape) * per
+    dense_macs = a.numel() * math.prod(weight_shape[1:])  # N P M * Cg K
+    best = None
+    for side, tensor, other, row_length in (
+        ("a", a, b, weight_shape[1]),
+        ("b", b, a, max(1, weight_shape[0] // groups)),
+    ):
+        dense, cost = estimate_costs(
+            dtype=a.dtype,
+            conv=conv,
+            dense_macs=dense_macs,
+            sparse_numel=tensor.numel(),
+            nnz=_count_nonzero(tensor),
+            kernel_size=kernel_size,
+            row_length=row_length,
+            table_numel=other.numel() if conv else 0,
+            permuted_numel=weight_numel if (conv or side == "b") else 0,
+        )
+        if best is None or cost < best[1]:
+            best = (side, cost, dense)
+    side, cost, dense = best
+    if sparse is None and cost >= dense:
         return None
     return side
 
@@ -383,23 +448,6 @@ def _unravel(flat: Tensor, shape: tuple[int, ...]) -> list[Tensor]:
     return out[::-1]
 
 
-def _segment_sum(
-    rows: Tensor, bags: Tensor, values: Tensor, table: Tensor, num_bags: int
-) -> Tensor:
-    """``out[j] = sum_{l: bags[l] = j} values[l] * table[rows[l]]`` with ``bags`` sorted."""
-    counts = torch.bincount(bags, minlength=num_bags)
-    offsets = torch.zeros(num_bags + 1, dtype=torch.long, device=bags.device)
-    torch.cumsum(counts, 0, out=offsets[1:])
-    return F.embedding_bag(
-        rows,
-        table,
-        offsets,
-        mode="sum",
-        per_sample_weights=values.to(table.dtype),
-        include_last_offset=True,
-    )
-
-
 def _sparse_weight_grad(
     a: Tensor, b: Tensor, geo: _Geometry, side: str, batch: int | None
 ) -> Tensor:
@@ -407,6 +455,14 @@ def _sparse_weight_grad(
 
     ``a`` is ``[N, M, *P]``, ``b`` is ``[N, G Cg, *Q]``; with ``batch`` the samples
     are ``N = T B`` (time-major) and the result is per sample, ``[B, M, Cg, *K]``.
+
+    Every non-zero of the sparse factor (sample ``n``, channel ``c``, position ``p``)
+    and kernel offset ``k`` is one *lookup*: the row of the other factor, laid
+    out channels-last, at the position ``k`` pairs with ``p``, added with the
+    non-zero's value into the *bag* (output row) ``(k, [b,] c)``. Lookups are
+    ordered by bag, so one ``embedding_bag`` call sums them; a pairing that falls
+    outside the other factor (padding, stride) looks up an extra zero row that
+    ``embedding_bag`` skips (``padding_idx``).
     """
     m_total, c_group = geo.weight_shape[:2]
     groups = geo.groups
@@ -422,65 +478,109 @@ def _sparse_weight_grad(
     own_pos, other_pos = math.prod(own_shape), math.prod(other_shape)
     row_length = c_group if side == "a" else m_group
     dtype = torch.promote_types(a.dtype, b.dtype)
+    device = a.device
 
-    # Non-zeros of the sparse factor, ordered by (sample, channel) so bags are contiguous.
-    flat_sparse = sparse_t.reshape(-1)
-    flat = flat_sparse.nonzero().squeeze(1)
-    values = flat_sparse[flat]
-    position = flat % own_pos
-    channel = (flat // own_pos) % channels
-    sample = flat // (own_pos * channels)
-    owner = channel if batch is None else (sample % per) * channels + channel
-    owner, order = torch.sort(owner, stable=True)
-    sample, channel, position, values = (
-        sample[order],
-        channel[order],
-        position[order],
-        values[order],
-    )
-
-    # Table: the dense factor channels-last, one row per (sample, group, position).
-    table = (
-        dense_t.reshape(samples, groups, row_length, other_pos)
-        .transpose(2, 3)
-        .reshape(samples * groups * other_pos, row_length)
-        .to(dtype)
-    )
-    if not table.is_contiguous():
-        table = table.contiguous()
-    group = channel // (m_group if side == "a" else c_group)
-    base = (sample * groups + group) * other_pos  # [nnz]
-
-    num_owners = per * channels
-    if spatial == 0:
-        rows, bags, weights = base, owner, values
+    # Non-zeros of the sparse factor, ordered by owner ([sample,] channel), then by
+    # position in the factor. Small factors: nonzero of a view with the owner
+    # dimensions leading; large ones: nonzero of the flat factor, then a stable
+    # sort by owner (a strided scan is slower than the sort there). Both give the
+    # same order. The scan reads the floats as integers of the same size (cheaper
+    # than a float comparison; a -0.0 entry is looked up with weight -0.0).
+    as_int = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}[
+        sparse_t.element_size()
+    ]
+    if sparse_t.numel() <= _PERMUTED_SCAN:
+        if batch is None:
+            view = sparse_t.reshape(samples, channels, own_pos).transpose(0, 1)
+            channel, sample, position = view.view(as_int).nonzero(as_tuple=True)
+            values = view[channel, sample, position]
+            owner = channel
+        else:
+            view = sparse_t.reshape(samples // per, per, channels, own_pos).permute(1, 2, 0, 3)
+            which, channel, step, position = view.view(as_int).nonzero(as_tuple=True)
+            values = view[which, channel, step, position]
+            sample = step * per + which
+            owner = which * channels + channel
     else:
+        flat_sparse = sparse_t.reshape(-1)
+        flat = flat_sparse.view(as_int).nonzero().squeeze(1)
+        channel = (flat // own_pos) % channels
+        owner = (
+            channel if batch is None else (flat // (own_pos * channels) % per) * channels + channel
+        )
+        owner, order = torch.sort(owner, stable=True)
+        flat = flat[order]
+        channel = channel[order]
+        values = flat_sparse[flat]
+        sample = flat // (own_pos * channels)
+        position = flat % own_pos
+    values = values.to(dtype)
+    nnz = values.numel()
+    # spikes are 0/1: then the row sums need no per-lookup weights
+    weighted = not bool((values == 1).all())
+    num_owners = per * channels
+    owner_start = torch.zeros(num_owners + 1, dtype=torch.long, device=device)
+    torch.cumsum(torch.bincount(owner, minlength=num_owners), 0, out=owner_start[1:])
+
+    if spatial == 0:  # Linear: the other factor itself is the table, one lookup per non-zero
+        table = dense_t.to(dtype)
+        if not table.is_contiguous():
+            table = table.contiguous()
+        out = F.embedding_bag(
+            sample,
+            table,
+            owner_start,
+            mode="sum",
+            per_sample_weights=values if weighted else None,
+            include_last_offset=True,
+        )
+    else:
+        group = channel // (m_group if side == "a" else c_group)
+        # Table: the other factor channels-last, one row per (sample, group, position),
+        # plus a zero row for pairings that fall outside it.
+        rows_total = samples * groups * other_pos
+        table = torch.empty(rows_total + 1, row_length, dtype=dtype, device=device)
+        table[:rows_total].view(samples, groups, other_pos, row_length).copy_(
+            dense_t.reshape(samples, groups, row_length, other_pos).transpose(2, 3)
+        )
+        table[rows_total].zero_()
+        base = (sample * groups + group) * other_pos  # [nnz]
         offsets = torch.stack(
-            torch.meshgrid(*[torch.arange(k, device=a.device) for k in kernel], indexing="ij")
+            torch.meshgrid(*[torch.arange(k, device=device) for k in kernel], indexing="ij")
         ).reshape(spatial, k_total)  # [spatial, K]
         own_idx = _unravel(position, own_shape)
         valid = None
-        other_idx = []
+        other_flat = None
         for j in range(spatial):
             s, d, pad = geo.stride[j], geo.dilation[j], geo.padding[j]
             kd = offsets[j][:, None] * d  # [K, 1]
             if side == "a":  # q = p s + k d - pad
-                q = own_idx[j][None, :] * s + kd - pad
+                q = own_idx[j][None, :] * s - pad + kd
                 ok = (q >= 0) & (q < other_shape[j])
             else:  # p s = q + pad - k d
                 num = own_idx[j][None, :] + pad - kd
-                q = torch.div(num, s, rounding_mode="floor")
-                ok = (num >= 0) & (num % s == 0) & (q < other_shape[j])
+                if s == 1:
+                    q = num
+                    ok = (num >= 0) & (num < other_shape[j])
+                else:
+                    q = torch.div(num, s, rounding_mode="floor")
+                    ok = (num >= 0) & (num % s == 0) & (q < other_shape[j])
             valid = ok if valid is None else valid & ok
-            other_idx.append(q)
-        other_flat = other_idx[0]
-        for j in range(1, spatial):
-            other_flat = other_flat * other_shape[j] + other_idx[j]
-        k_index = torch.arange(k_total, device=a.device)[:, None]
-        rows = (base[None, :] + other_flat)[valid]
-        bags = (k_index * num_owners + owner[None, :]).expand(k_total, -1)[valid]
-        weights = values[None, :].expand(k_total, -1)[valid]
-    out = _segment_sum(rows, bags, weights, table, k_total * num_owners)
+            other_flat = q if other_flat is None else other_flat * other_shape[j] + q
+        rows = torch.where(valid, base[None, :] + other_flat, rows_total).reshape(-1)
+        weights = values[None, :].expand(k_total, nnz).reshape(-1) if weighted else None
+        # bag (k, owner) starts at k * nnz + owner_start[owner]
+        starts = torch.arange(k_total, device=device)[:, None] * nnz + owner_start[None, :-1]
+        bag_offsets = torch.cat((starts.reshape(-1), torch.tensor([k_total * nnz], device=device)))
+        out = F.embedding_bag(
+            rows,
+            table,
+            bag_offsets,
+            mode="sum",
+            per_sample_weights=weights,
+            include_last_offset=True,
+            padding_idx=rows_total,
+        )
     # out: [K, per, channels, row_length] -> [per, M, Cg, K]
     out = out.reshape(k_total, per, channels, row_length)
     if side == "a":  # channels = M, row_length = Cg

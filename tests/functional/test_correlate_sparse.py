@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from plastorch.functional import correlate, correlate_per_sample
-from plastorch.functional.correlate import get_sparse_mode, sparse_cost_ratio, sparse_mode
+from plastorch.functional.correlate import estimate_costs, get_sparse_mode, sparse_mode
 
 from .test_correlate import CONVS, TRANSPOSED, conv_reference
 
@@ -47,9 +47,13 @@ def factors(layer, shape, sparse_side, steps, batch, generator):
     return pre, post
 
 
+@pytest.mark.parametrize("scan", ["permuted", "flat"])
 @pytest.mark.parametrize("sparse_side", ["pre", "post"])
 @pytest.mark.parametrize("make, shape", LAYERS)
-def test_sparse_equals_dense_exactly(make, shape, sparse_side):
+def test_sparse_equals_dense_exactly(make, shape, sparse_side, scan, monkeypatch):
+    # "flat": the scan used for large factors (flat nonzero + stable sort by owner)
+    if scan == "flat":
+        monkeypatch.setattr(correlate_module, "_PERMUTED_SCAN", 0)
     layer = make().double()
     generator = torch.Generator().manual_seed(7)
     pre, post = factors(layer, shape, sparse_side, 3, 2, generator)
@@ -150,10 +154,36 @@ def test_mode_selects_the_path(monkeypatch):
     assert calls == ["a", "b"]
 
 
-def test_cost_ratio_hand_value():
-    # rho * c1 * (1 + c0 / L) with c0 = 24, c1 = 3
-    assert sparse_cost_ratio(0.02, 784) == pytest.approx(0.02 * 3.0 * (1.0 + 24.0 / 784.0))
-    assert sparse_cost_ratio(0.5, 8) > 1.0  # half-dense short rows: dense wins
+def test_cost_model_hand_values():
+    # dense: 0.03 ns per multiply-add; sparse: 2 ns per scanned entry, per lookup
+    # 10 ns + 0.16 ns per added element, 1.5 ns per copied entry, 40 us fixed
+    dense, sparse = estimate_costs(
+        dtype=torch.float32,
+        conv=False,
+        dense_macs=1000,
+        sparse_numel=100,
+        nnz=10,
+        kernel_size=1,
+        row_length=50,
+        table_numel=0,
+        permuted_numel=20,
+    )
+    assert dense == pytest.approx(30.0)
+    assert sparse == pytest.approx(200.0 + 10 * (10.0 + 8.0) + 30.0 + 40_000.0)
+    # convolutions: 1.5x per dense multiply-add, 80 ns per lookup
+    dense, sparse = estimate_costs(
+        dtype=torch.float32,
+        conv=True,
+        dense_macs=1000,
+        sparse_numel=0,
+        nnz=1,
+        kernel_size=9,
+        row_length=0,
+        table_numel=0,
+        permuted_numel=0,
+    )
+    assert dense == pytest.approx(45.0)
+    assert sparse == pytest.approx(9 * 80.0 + 40_000.0)
 
 
 def test_errors():
