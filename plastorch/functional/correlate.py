@@ -313,7 +313,8 @@ def _count_nonzero(x: Tensor) -> int:
     if numel <= _COUNT_SAMPLE:
         return int(torch.count_nonzero(x))
     # an odd prime stride does not lock onto rows or channels
-    stride = next(p for p in (1009, 211, 97, 31, 7, 3) if numel // p >= _COUNT_SAMPLE // 2)
+    # (stride 1, the exact count, when even stride 3 would leave less than half a sample)
+    stride = next((p for p in (1009, 211, 97, 31, 7, 3) if numel // p >= _COUNT_SAMPLE // 2), 1)
     sample = x.reshape(-1)[::stride]
     return round(int(torch.count_nonzero(sample)) * numel / sample.numel())
 

@@ -171,3 +171,12 @@ def test_shape_errors_name_both_shapes():
         correlate(nn.ReLU(), torch.zeros(1), torch.zeros(1))
     with pytest.raises(ValueError, match=r"\[T, B"):
         correlate_per_sample(nn.Linear(2, 2), torch.zeros(2, 3, 2), torch.zeros(2, 4, 2))
+
+
+def test_factor_between_one_and_one_and_a_half_samples_is_correlated():
+    # 100 x 800 = 80000 entries: above the exact-count limit (65536) but too few for a
+    # stride-3 sample of 32768; the density estimate falls back to the exact count.
+    fc = nn.Linear(800, 3, bias=False).double()
+    pre = (torch.rand(100, 800, dtype=torch.float64) < 0.01).double()
+    post = torch.rand(100, 3, dtype=torch.float64)
+    torch.testing.assert_close(correlate(fc, pre, post), post.t() @ pre)
