@@ -129,18 +129,19 @@ def trace_window(
     out = torch.empty(
         spikes.shape, dtype=torch.promote_types(x.dtype, spikes.dtype), device=spikes.device
     )
-    if (
-        mode == "cumulative"
-        and amplitude == 1.0
-        and x.shape == spikes.shape[1:]
-        and x.dtype == out.dtype
+    if x.shape == spikes.shape[1:] and x.dtype == out.dtype and (
+        mode == "nearest" or amplitude == 1.0
     ):
-        # Written in place, step by step: the same roundings as trace_cumulative
-        # (x * decay, then + s), two kernels and no temporaries per step.
+        # Written in place, step by step, with the roundings of trace_cumulative
+        # (x * decay, then + s) or trace_nearest (x * decay, then the amplitude where
+        # a spike is): two or three kernels and no temporaries per step.
         previous = x
         for t in range(spikes.shape[0]):
             torch.mul(previous, decay, out=out[t])
-            out[t].add_(spikes[t])
+            if mode == "cumulative":
+                out[t].add_(spikes[t])
+            else:
+                out[t].masked_fill_(spikes[t] != 0, amplitude)
             previous = out[t]
         return out
     step = trace_cumulative if mode == "cumulative" else trace_nearest
