@@ -1,9 +1,12 @@
 """The plastorch command: train / evaluate / resume / Ctrl-C / run, on tiny runs."""
 
+import gzip
 import json
+import struct
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,6 +115,31 @@ def test_resume_without_checkpoint_and_missing_mnist_files_are_clear_errors(tmp_
     with pytest.raises(SystemExit):
         cli.main(["train", "diehl-cook", "--dataset", "mnist"])
     assert "--data-dir" in capsys.readouterr().err
+
+
+def write_idx(path, array):
+    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def test_mnist_from_idx_files_with_the_papers_input_size(tmp_path, capsys):
+    # 24 training / 12 test "images" of 28 x 28 as gzipped IDX files, written here.
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 24), ("t10k", 12)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    out = tmp_path / "run"
+    argv = ["train", "diehl-cook", "--dataset", "mnist", "--data-dir", str(tmp_path),
+            "--neurons", "5", "--time-ms", "20", "--n-test", "10", "--out", str(out),
+            "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["train"]["n_train"], metrics["train"]["n_test"]) == (24, 10)
+    assert metrics["config"]["n_input"] == 784 and metrics["config"]["weight_sum"] == 78.4
+    assert (out / "receptive_fields.png").exists()
+    assert "mnist" in capsys.readouterr().out
 
 
 def fake_experiment(name):
