@@ -84,6 +84,20 @@ class CommandError(Exception):
 
 
 # -- parser -------------------------------------------------------------------------------
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default when it has a real one (not None, not a False flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            action.option_strings
+            and "%(default)" not in text
+            and action.default not in (None, False, argparse.SUPPRESS)
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -110,7 +124,7 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
         "train",
         help="train a reference model",
         description="Train a reference model, evaluating it after each epoch.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     train.add_argument("model", choices=["diehl-cook"], help="which model")
     data = train.add_argument_group("data")
@@ -188,7 +202,7 @@ def _add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         help="test a trained checkpoint",
         description="Assign labels on the training split and report the test accuracy of a "
         "checkpoint written by 'plastorch train'.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     evaluate.add_argument("--checkpoint", required=True, help="checkpoint.pt of a training run")
     evaluate.add_argument("--data-dir", default=None,
@@ -219,7 +233,7 @@ def _add_run_parser(commands: argparse._SubParsersAction, experiments: dict | No
             help=experiment.help,
             description=experiment.help,
             conflict_handler="resolve",
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=_HelpFormatter,
         )
         parser.add_argument("--out", default=f"runs/{name}", help="output directory")
         experiment.add_arguments(parser)
