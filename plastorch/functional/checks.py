@@ -66,7 +66,7 @@ def check_finite(name: str, tensor: Tensor) -> Tensor:
     """
     if not tensor.is_floating_point() or tensor.numel() == 0:
         return tensor
-    if bool(torch.isfinite(tensor.sum())):
+    if math.isfinite(tensor.sum().item()):
         return tensor
     if not bool(torch.isfinite(tensor).all()):
         raise ValueError(f"{name} contains NaN or inf (shape {tuple(tensor.shape)})")
