@@ -82,7 +82,10 @@ def stdp_factors(
     """
     x_pre = trace_window(trace_pre, pre, decay_pre, 1.0, trace_mode)
     x_post = trace_window(trace_post, post, decay_post, 1.0, trace_mode)
-    x_post_before = torch.empty_like(x_post)
-    torch.mul(trace_post.to(x_post.dtype), decay_post, out=x_post_before[0])
-    torch.mul(x_post[:-1], decay_post, out=x_post_before[1:])
+    if x_post.shape[0] == 1:
+        x_post_before = (trace_post.to(x_post.dtype) * decay_post).unsqueeze(0)
+    else:
+        x_post_before = torch.empty_like(x_post)
+        torch.mul(trace_post.to(x_post.dtype), decay_post, out=x_post_before[0])
+        torch.mul(x_post[:-1], decay_post, out=x_post_before[1:])
     return STDPFactors(x_pre, x_post_before, x_pre[-1], x_post[-1])

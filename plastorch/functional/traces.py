@@ -71,7 +71,7 @@ def trace_cumulative(x: Tensor, spikes: Tensor, decay: float, amplitude: float =
     >>> trace_cumulative(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0]), 0.5)
     tensor([1.5000, 1.0000])
     """
-    return x * decay + amplitude * spikes
+    return x * decay + (spikes if amplitude == 1.0 else amplitude * spikes)
 
 
 def trace_nearest(x: Tensor, spikes: Tensor, decay: float, amplitude: float = 1.0) -> Tensor:
@@ -126,6 +126,9 @@ def trace_window(
     tensor([1.0000, 0.5000, 1.0000])
     """
     mode = check_choice("trace_mode", mode, TRACE_MODES)
+    if spikes.shape[0] == 1 and x.shape == spikes.shape[1:] and x.dtype == spikes.dtype:
+        # one step (the common single-step case): no scan
+        return trace(x, spikes[0], decay, amplitude, mode).unsqueeze(0)
     out = torch.empty(
         spikes.shape, dtype=torch.promote_types(x.dtype, spikes.dtype), device=spikes.device
     )
