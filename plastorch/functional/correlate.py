@@ -79,7 +79,7 @@ _CONV_FACTOR = 1.5
 _SCAN = 2.0
 _LOOKUP = {"linear": 10.0, "conv": 80.0}
 _COPY = 1.5
-_FIXED = 40_000.0
+_FIXED = 400_000.0
 _COUNT_SAMPLE = 1 << 16
 _PERMUTED_SCAN = 1 << 18
 
@@ -293,7 +293,7 @@ def estimate_costs(
     ...     dense_macs=64 * 400 * 784, sparse_numel=64 * 400, nnz=512, kernel_size=1,
     ...     row_length=784, table_numel=0, permuted_numel=0)
     >>> round(dense), round(sparse)
-    (602112, 160545)
+    (602112, 520545)
     """
     dense = _DENSE_MAC.get(dtype, 0.1) * dense_macs * (_CONV_FACTOR if conv else 1.0)
     lookups = nnz * kernel_size

@@ -135,19 +135,19 @@ def test_mode_selects_the_path(monkeypatch):
 
     monkeypatch.setattr(correlate_module, "_sparse_weight_grad", spy)
     fc = nn.Linear(400, 300, bias=False)
-    spikes = torch.zeros(64, 300)
+    spikes = torch.zeros(1024, 300)  # e.g. a window, time folded into the batch
     spikes[::7, ::11] = 1.0  # density ~ 0.013
-    traces = torch.rand(64, 400)
+    traces = torch.rand(1024, 400)
     correlate(fc, traces, spikes)  # auto: post spikes are sparse
     assert calls == ["a"]
-    correlate(fc, traces, torch.rand(64, 300))  # auto: nothing sparse -> dense
+    correlate(fc, traces, torch.rand(1024, 300))  # auto: nothing sparse -> dense
     assert calls == ["a"]
     with sparse_mode("dense"):
         correlate(fc, traces, spikes)
         assert get_sparse_mode() == "dense"
     assert calls == ["a"]
     with sparse_mode("sparse"):
-        correlate(fc, (traces < 0.05).float(), torch.rand(64, 300))  # pre is the sparse side
+        correlate(fc, (traces < 0.05).float(), torch.rand(1024, 300))  # pre is the sparse side
     assert calls == ["a", "b"]
     assert get_sparse_mode() == "auto"
     correlate(fc, traces, spikes, sparse=False)  # the argument wins over the mode
@@ -156,7 +156,7 @@ def test_mode_selects_the_path(monkeypatch):
 
 def test_cost_model_hand_values():
     # dense: 0.03 ns per multiply-add; sparse: 2 ns per scanned entry, per lookup
-    # 10 ns + 0.16 ns per added element, 1.5 ns per copied entry, 40 us fixed
+    # 10 ns + 0.16 ns per added element, 1.5 ns per copied entry, 400 us fixed
     dense, sparse = estimate_costs(
         dtype=torch.float32,
         conv=False,
@@ -169,7 +169,7 @@ def test_cost_model_hand_values():
         permuted_numel=20,
     )
     assert dense == pytest.approx(30.0)
-    assert sparse == pytest.approx(200.0 + 10 * (10.0 + 8.0) + 30.0 + 40_000.0)
+    assert sparse == pytest.approx(200.0 + 10 * (10.0 + 8.0) + 30.0 + 400_000.0)
     # convolutions: 1.5x per dense multiply-add, 80 ns per lookup
     dense, sparse = estimate_costs(
         dtype=torch.float32,
@@ -183,7 +183,7 @@ def test_cost_model_hand_values():
         permuted_numel=0,
     )
     assert dense == pytest.approx(45.0)
-    assert sparse == pytest.approx(9 * 80.0 + 40_000.0)
+    assert sparse == pytest.approx(9 * 80.0 + 400_000.0)
 
 
 def test_errors():
