@@ -1,0 +1,776 @@
+r"""The benchmark cases: plastorch, the bare-arithmetic limit, and the peers, on the same inputs.
+
+Every STDP case uses :math:`\eta_\text{post} = 10^{-3}`, :math:`\eta_\text{pre} = -10^{-3}`,
+:math:`\tau = 20` ms, :math:`\Delta t = 1` ms, presynaptic spike probability 0.05
+and postsynaptic 0.02 per step (the issue's setting), float32 unless the case
+says otherwise. plastorch is timed through :class:`~plastorch.Learner`
+(``step()`` after the forward pass its hooks record, writing ``.grad``), once
+with the default path choice (``"auto"``: sparse where it is cheaper) and once
+forced dense. Its traces are warmed up by earlier steps so they are dense, as
+in a running network.
+
+The *limit* is the arithmetic no implementation can skip on the dense path:
+the two weight-gradient products of the update (``torch.mm`` /
+``torch.nn.grad.convNd_weight``) on precomputed traces, rates folded in.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..functional import sparse_mode
+from ..rules import MSTDP, MSTDPET, STDP
+from .common import (
+    Case,
+    CaseSetup,
+    Check,
+    Config,
+    Contender,
+    LearnerDriver,
+    spike_patterns,
+    stdp_reference,
+)
+from .peer_cases import (
+    LR,
+    TAU,
+    bindsnet_diehl_cook,
+    bindsnet_stdp,
+    inferno_stdp_dense,
+    peer_rows,
+    spikingjelly_stdp,
+)
+from .timing import AllocationTracker
+
+__all__ = ["CASES", "case_names"]
+
+P_PRE, P_POST = 0.05, 0.02
+DECAY = math.exp(-1.0 / TAU)
+
+
+def _rule() -> STDP:
+    return STDP(lr_post=LR, lr_pre=-LR, tau_post=TAU, tau_pre=TAU)
+
+
+def _tolerances(dtype: torch.dtype) -> tuple[float, float]:
+    return {
+        torch.float64: (1e-10, 1e-12),
+        torch.float32: (1e-4, 1e-7),
+        torch.bfloat16: (3e-2, 3e-4),
+    }[dtype]
+
+
+def _linear_grad(a: Tensor, b: Tensor) -> Tensor:
+    """Weight gradient of a Linear layer at input ``a`` with upstream ``b``: ``b^T a``."""
+    return b.double().t() @ a.double()
+
+
+def _conv_grad(layer: nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
+    """Weight gradient of a convolution, by ``torch.nn.grad.convNd_weight`` in float64."""
+    spatial = layer.weight.dim() - 2
+
+    def grad(a: Tensor, b: Tensor) -> Tensor:
+        fn = {
+            1: torch.nn.grad.conv1d_weight,
+            2: torch.nn.grad.conv2d_weight,
+            3: torch.nn.grad.conv3d_weight,
+        }[spatial]
+        return fn(
+            a.double(),
+            layer.weight.shape,
+            b.double(),
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            layer.groups,
+        )
+
+    return grad
+
+
+def _dense_traces(shape, generator, device, dtype) -> Tensor:
+    """Uniform [0, 1) traces: what a warmed-up trace looks like to a GEMM."""
+    return torch.rand(tuple(shape), generator=generator).to(device=device, dtype=dtype)
+
+
+def _stdp_checks(
+    make_layer: Callable[[], nn.Module],
+    grad: Callable[[nn.Module], Callable[[Tensor, Tensor], Tensor]] | None,
+    pres: list[Tensor],
+    posts: list[Tensor],
+    *,
+    step_mode: str,
+    dtype: torch.dtype,
+) -> Callable[[], list[Check]]:
+    """plastorch's Learner on every path against :func:`stdp_reference` from the same state."""
+
+    def checks() -> list[Check]:
+        rtol, atol = _tolerances(dtype)
+        out = []
+        for mode in ("auto", "sparse", "dense"):
+            layer = make_layer()
+            driver = LearnerDriver(
+                layer, _rule(), pres, posts, step_mode=step_mode, warm=3, mode=mode
+            )
+            trace_pre = driver.learner.trace_pre.clone()
+            trace_post = driver.learner.trace_post.clone()
+            i = driver.index % len(pres)
+            driver.record()
+            delta = driver.step()
+            pre, post = pres[i], posts[i]
+            if step_mode == "single":
+                pre, post = pre[None], post[None]
+            expected = stdp_reference(
+                _linear_grad if grad is None else grad(layer),
+                pre.double(),
+                post.double(),
+                trace_pre.double(),
+                trace_post.double(),
+                decay_pre=DECAY,
+                decay_post=DECAY,
+                lr_post=LR,
+                lr_pre=-LR,
+            )
+            scale = float(expected.abs().max())
+            out.append(
+                Check(
+                    f"Learner.step() on the {mode} path == bare-arithmetic STDP",
+                    delta,
+                    expected,
+                    rtol,
+                    atol * max(scale, 1.0) if dtype == torch.bfloat16 else atol,
+                )
+            )
+        return out
+
+    return checks
+
+
+def _plastorch_rows(
+    make_layer: Callable[[], nn.Module],
+    pres: list[Tensor],
+    posts: list[Tensor],
+    *,
+    step_mode: str,
+    warm: int,
+) -> list[Contender]:
+    rows = []
+    for name, mode in (("plastorch", None), ("plastorch, dense path", "dense")):
+        driver = LearnerDriver(
+            make_layer(), _rule(), pres, posts, step_mode=step_mode, warm=warm, mode=mode
+        )
+        rows.append(Contender(name, "plastorch", driver.step, driver.record))
+    return rows
+
+
+# -- dense (Linear) ------------------------------------------------------------------------
+
+
+def _linear_setup(config: Config, *, steps: int | None, dtype: torch.dtype, patterns: int):
+    quick = config.quick
+    batch, n_in, n_out = 64, 784, 400
+    if quick:
+        batch, n_in, n_out = 16, 196, 100
+        steps = None if steps is None else 10
+    generator = config.generator()
+    lead = (batch,) if steps is None else (steps, batch)
+    device = config.device
+    pres = spike_patterns(patterns, (*lead, n_in), P_PRE, generator, device=device, dtype=dtype)
+    posts = spike_patterns(patterns, (*lead, n_out), P_POST, generator, device=device, dtype=dtype)
+    base = nn.Linear(n_in, n_out, bias=False)
+    with torch.no_grad():
+        base.weight.uniform_(0.0, 0.1, generator=generator)
+    base = base.to(device=device, dtype=dtype)
+    make_layer = lambda: copy.deepcopy(base)  # noqa: E731
+    return batch, n_in, n_out, steps, generator, pres, posts, make_layer
+
+
+def _linear_limit(pres, posts, generator, config, dtype) -> Contender:
+    pre, post = pres[0], posts[0]
+    x_pre = _dense_traces(pre.shape, generator, config.device, dtype)
+    x_post = _dense_traces(post.shape, generator, config.device, dtype)
+    n_in, n_out = pre.shape[-1], post.shape[-1]
+    pre2, post2 = pre.reshape(-1, n_in), post.reshape(-1, n_out)
+    x_pre2, x_post2 = x_pre.reshape(-1, n_in), x_post.reshape(-1, n_out)
+
+    def limit() -> Tensor:
+        delta = torch.mm(post2.t(), x_pre2)
+        return delta.addmm_(x_post2.t(), pre2, beta=LR, alpha=-LR)
+
+    label = "limit: two GEMMs" if pre.dim() == 2 else "limit: two fused GEMMs (T folded)"
+    return Contender(label, "limit", limit)
+
+
+def dense_step(config: Config, dtype: torch.dtype = torch.float32) -> CaseSetup:
+    batch, n_in, n_out, _, generator, pres, posts, make_layer = _linear_setup(
+        config, steps=None, dtype=dtype, patterns=16
+    )
+    rows = [_linear_limit(pres, posts, generator, config, dtype)]
+    rows += _plastorch_rows(
+        make_layer, pres, posts, step_mode="single", warm=100 if not config.quick else 5
+    )
+    if dtype == torch.float32:
+        traces_pre = [_dense_traces(p.shape, generator, config.device, dtype) for p in pres]
+        traces_post = [_dense_traces(p.shape, generator, config.device, dtype) for p in posts]
+        rows += peer_rows(
+            config,
+            {
+                "spikingjelly": lambda: spikingjelly_stdp(
+                    config, make_layer(), pres, posts, step_mode="single"
+                ),
+                "bindsnet": lambda: bindsnet_stdp(
+                    config, "dense", pres, posts, traces_pre, traces_post
+                ),
+                "inferno": lambda: inferno_stdp_dense(config, pres, n_out),
+            },
+        )
+    return CaseSetup(
+        rows,
+        _stdp_checks(make_layer, None, pres, posts, step_mode="single", dtype=dtype),
+        repeats=100 if not config.quick else 3,
+    )
+
+
+def dense_window(config: Config, dtype: torch.dtype = torch.float32) -> CaseSetup:
+    batch, n_in, n_out, steps, generator, pres, posts, make_layer = _linear_setup(
+        config, steps=100, dtype=dtype, patterns=2
+    )
+    rows = [_linear_limit(pres, posts, generator, config, dtype)]
+    rows += _plastorch_rows(make_layer, pres, posts, step_mode="multi", warm=1)
+    if dtype == torch.float32:
+        traces_pre = [_dense_traces(p.shape, generator, config.device, dtype) for p in pres]
+        traces_post = [_dense_traces(p.shape, generator, config.device, dtype) for p in posts]
+        rows += peer_rows(
+            config,
+            {
+                "spikingjelly": lambda: spikingjelly_stdp(
+                    config, make_layer(), pres, posts, step_mode="multi", warm=1
+                ),
+                "bindsnet": lambda: bindsnet_stdp(
+                    config, "dense", pres, posts, traces_pre, traces_post, window=True
+                ),
+            },
+        )
+    return CaseSetup(
+        rows,
+        _stdp_checks(make_layer, None, pres, posts, step_mode="multi", dtype=dtype),
+        repeats=10 if not config.quick else 2,
+    )
+
+
+# -- convolutions ---------------------------------------------------------------------------
+
+
+def _conv_case(
+    config: Config,
+    make: Callable[[], nn.Module],
+    in_shape: tuple[int, ...],
+    *,
+    bindsnet_kind: str | None,
+    repeats: int,
+    dtype: torch.dtype = torch.float32,
+) -> CaseSetup:
+    generator = config.generator()
+    base = make()
+    with torch.no_grad():
+        base.weight.uniform_(0.0, 0.1, generator=generator)
+    base = base.to(device=config.device, dtype=dtype)
+    make_layer = lambda: copy.deepcopy(base)  # noqa: E731
+    with torch.no_grad():
+        out_shape = tuple(base(torch.zeros(in_shape, device=config.device, dtype=dtype)).shape)
+    pres = spike_patterns(8, in_shape, P_PRE, generator, device=config.device, dtype=dtype)
+    posts = spike_patterns(8, out_shape, P_POST, generator, device=config.device, dtype=dtype)
+    x_pre = _dense_traces(in_shape, generator, config.device, dtype)
+    x_post = _dense_traces(out_shape, generator, config.device, dtype)
+    spatial = base.weight.dim() - 2
+    weight_grad = {
+        1: torch.nn.grad.conv1d_weight,
+        2: torch.nn.grad.conv2d_weight,
+        3: torch.nn.grad.conv3d_weight,
+    }[spatial]
+    args = (base.stride, base.padding, base.dilation, base.groups)
+
+    def limit() -> Tensor:
+        ltp = weight_grad(x_pre, base.weight.shape, posts[0], *args)
+        ltd = weight_grad(pres[0], base.weight.shape, x_post, *args)
+        return ltp.mul_(LR).sub_(ltd, alpha=LR)
+
+    rows = [Contender(f"limit: conv{spatial}d_weight x2", "limit", limit)]
+    rows += _plastorch_rows(
+        make_layer, pres, posts, step_mode="single", warm=60 if not config.quick else 5
+    )
+    builders: dict[str, Callable[[], Contender]] = {
+        "spikingjelly": lambda: spikingjelly_stdp(
+            config, make_layer(), pres, posts, step_mode="single"
+        ),
+    }
+    if bindsnet_kind is not None:
+        traces_pre = [_dense_traces(in_shape, generator, config.device, dtype) for _ in pres]
+        traces_post = [_dense_traces(out_shape, generator, config.device, dtype) for _ in posts]
+        builders["bindsnet"] = lambda: bindsnet_stdp(
+            config,
+            bindsnet_kind,
+            [p[:, :] for p in pres],
+            posts,
+            traces_pre,
+            traces_post,
+            kernel_size=base.kernel_size,
+            padding=base.padding,
+            stride=base.stride,
+        )
+    rows += peer_rows(config, builders)
+    return CaseSetup(
+        rows,
+        _stdp_checks(make_layer, _conv_grad, pres, posts, step_mode="single", dtype=dtype),
+        repeats=repeats if not config.quick else 3,
+    )
+
+
+def conv2d_small(config: Config) -> CaseSetup:
+    return _conv_case(
+        config,
+        lambda: nn.Conv2d(2, 32, 5, padding=2, bias=False),
+        (16, 2, 28, 28) if not config.quick else (4, 2, 14, 14),
+        bindsnet_kind="conv2d",
+        repeats=40,
+    )
+
+
+def conv2d_large(config: Config) -> CaseSetup:
+    return _conv_case(
+        config,
+        lambda: nn.Conv2d(32, 64, 3, padding=1, bias=False),
+        (16, 32, 14, 14) if not config.quick else (4, 32, 7, 7),
+        bindsnet_kind="conv2d",
+        repeats=40,
+    )
+
+
+def conv3d(config: Config) -> CaseSetup:
+    return _conv_case(
+        config,
+        lambda: nn.Conv3d(4, 16, 3, padding=1, bias=False),
+        (8, 4, 16, 16, 16) if not config.quick else (2, 4, 8, 8, 8),
+        bindsnet_kind="conv3d",
+        repeats=20,
+    )
+
+
+def conv2d_dilated(config: Config) -> CaseSetup:
+    setup = _conv_case(
+        config,
+        lambda: nn.Conv2d(16, 32, 3, padding=2, dilation=2, bias=False),
+        (16, 16, 28, 28) if not config.quick else (4, 16, 14, 14),
+        bindsnet_kind=None,
+        repeats=20,
+    )
+    setup.contenders = [
+        _mark_bindsnet(c, "unsupported: PostPre ignores dilation") for c in setup.contenders
+    ]
+    return setup
+
+
+def conv2d_grouped(config: Config) -> CaseSetup:
+    setup = _conv_case(
+        config,
+        lambda: nn.Conv2d(32, 64, 3, padding=1, groups=4, bias=False),
+        (16, 32, 14, 14) if not config.quick else (4, 32, 7, 7),
+        bindsnet_kind=None,
+        repeats=20,
+    )
+    setup.contenders = [
+        _mark_bindsnet(c, "unsupported: no grouped connection") for c in setup.contenders
+    ]
+    return setup
+
+
+def _mark_bindsnet(contender: Contender, status: str) -> Contender:
+    if contender.role == "peer" and contender.name.startswith("bindsnet") and contender.fn is None:
+        if contender.status.startswith("not benchmarked"):
+            contender.status = status
+    return contender
+
+
+# -- dtypes ----------------------------------------------------------------------------------
+
+
+def dense_step_float64(config: Config) -> CaseSetup:
+    return dense_step(config, torch.float64)
+
+
+def dense_window_float64(config: Config) -> CaseSetup:
+    return dense_window(config, torch.float64)
+
+
+def dense_step_bfloat16(config: Config) -> CaseSetup:
+    return dense_step(config, torch.bfloat16)
+
+
+def dense_window_bfloat16(config: Config) -> CaseSetup:
+    return dense_window(config, torch.bfloat16)
+
+
+# -- MSTDP-ET with per-sample reward ----------------------------------------------------------
+
+
+def _reward(batch: int, generator: torch.Generator, device) -> Tensor:
+    """Per-sample reward of either sign, ``[B]``."""
+    return (torch.rand(batch, generator=generator) * 2.0 - 1.0).to(device)
+
+
+def mstdpet_reference(layer, rule, pre, post, signal, state) -> tuple[Tensor, Tensor]:
+    r"""MSTDP-ET by the step-by-step per-sample recursion (bare arithmetic, Linear only).
+
+    :math:`z_b(t) = d z_b(t-1) + \xi_b(t)/\tau_z` for both terms, and every step adds
+    :math:`|\eta M_b(t)| z_b(t)` to the half the sign of :math:`\eta M_b(t)` selects.
+    Returns ``(potentiation, depression)`` in float64.
+    """
+    steps, batch = pre.shape[:2]
+    pre, post, signal = pre.double(), post.double(), signal.double()
+    x_pre = state["trace_pre"].double()
+    x_post = state["trace_post"].double()
+    z = [state["eligibility_post"].double().clone(), state["eligibility_pre"].double().clone()]
+    d = rule.decay_eligibility
+    pot = torch.zeros(layer.weight.shape, dtype=torch.float64)
+    dep = torch.zeros_like(pot)
+    for t in range(steps):
+        before = rule.decay_post * x_post
+        x_pre = rule.decay_pre * x_pre + pre[t]
+        x_post = rule.decay_post * x_post + post[t]
+        xi = [
+            torch.einsum("bo,bi->boi", post[t], x_pre),
+            torch.einsum("bo,bi->boi", before, pre[t]),
+        ]
+        m = signal[t] if signal.dim() == 2 else signal
+        for k, rate in enumerate((rule.lr_post, rule.lr_pre)):
+            z[k] = d * z[k] + xi[k] / rule.tau_eligibility
+            gain = rate * m  # [B]
+            pot += torch.einsum("b,boi->oi", gain.clamp(min=0), z[k])
+            dep += torch.einsum("b,boi->oi", (-gain).clamp(min=0), z[k])
+    return pot, dep
+
+
+def mstdpet_window(config: Config) -> CaseSetup:
+    batch, n_in, n_out, steps, generator, pres, posts, make_layer = _linear_setup(
+        config, steps=100, dtype=torch.float32, patterns=2
+    )
+    rewards = [_reward(batch, generator, config.device) for _ in range(4)]
+    signal = lambda index: rewards[index % len(rewards)]  # noqa: E731
+
+    def make_rule() -> MSTDPET:
+        return MSTDPET(LR, -LR, TAU, TAU, 25.0, per_sample_signal=True)
+
+    rows = [_linear_limit(pres, posts, generator, config, torch.float32)]
+    for name, mode in (("plastorch MSTDP-ET", None), ("plastorch MSTDP-ET, dense path", "dense")):
+        driver = LearnerDriver(
+            make_layer(),
+            make_rule(),
+            pres,
+            posts,
+            step_mode="multi",
+            warm=1,
+            signal=signal,
+            mode=mode,
+        )
+        rows.append(Contender(name, "plastorch", driver.step, driver.record))
+    stdp = LearnerDriver(make_layer(), _rule(), pres, posts, step_mode="multi", warm=1)
+    rows.append(Contender("plastorch STDP (same window)", "plastorch", stdp.step, stdp.record))
+    rows += peer_rows(
+        config,
+        {
+            "spikingjelly": lambda: Contender(
+                "spikingjelly",
+                "peer",
+                None,
+                status="unsupported: MSTDPETLearner takes a scalar reward, unbatched, single step",
+            ),
+        },
+    )
+
+    def checks() -> list[Check]:
+        small = Config(quick=True, device=config.device, seed=config.seed)
+        b, _, _, t, gen, small_pres, small_posts, small_layer = _linear_setup(
+            small, steps=100, dtype=torch.float64, patterns=2
+        )
+        layer = small_layer()
+        rule = MSTDPET(LR, -LR, TAU, TAU, 25.0, per_sample_signal=True).double()
+        state = rule.initial_state(layer, small_pres[0][0], small_posts[0][0])
+        # a first window carries eligibility into the checked one
+        reward0 = _reward(b, gen, config.device).double()
+        _, state = rule(layer, small_pres[0], small_posts[0], state, reward0)
+        reward = _reward(b, gen, config.device).double()
+        out = []
+        for mode in ("auto", "sparse", "dense"):
+            with sparse_mode(mode):
+                update, _ = rule(layer, small_pres[1], small_posts[1], state, reward)
+            pot, dep = mstdpet_reference(layer, rule, small_pres[1], small_posts[1], reward, state)
+            out.append(
+                Check(
+                    f"MSTDP-ET potentiation, {mode} path == per-sample recursion",
+                    update.potentiation,
+                    pot,
+                    1e-10,
+                    1e-12,
+                )
+            )
+            out.append(
+                Check(
+                    f"MSTDP-ET depression, {mode} path == per-sample recursion",
+                    update.depression,
+                    dep,
+                    1e-10,
+                    1e-12,
+                )
+            )
+        return out
+
+    return CaseSetup(
+        rows,
+        checks,
+        repeats=10 if not config.quick else 2,
+        baseline="plastorch STDP (same window)",
+        notes=["per-sample reward [B] of both signs; MSTDPET(per_sample_signal=True)"],
+    )
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+
+def window_memory(config: Config) -> CaseSetup:
+    """Peak bytes allocated while settling one window, for several rules and batch sizes."""
+    n_in, n_out = 784, 400
+    steps = 100 if not config.quick else 10
+    batches = (16, 64) if not config.quick else (4, 8)
+    values: dict[str, float] = {}
+    notes = []
+    generator = config.generator(11)
+    for batch in batches:
+        synapses = batch * n_out * n_in * 4
+        values[f"B={batch}: B x out x in x 4 bytes (reference)"] = synapses
+        pre = spike_patterns(
+            1, (steps, batch, n_in), P_PRE, generator, device=config.device, dtype=torch.float32
+        )[0]
+        post = spike_patterns(
+            1, (steps, batch, n_out), P_POST, generator, device=config.device, dtype=torch.float32
+        )[0]
+        layer = nn.Linear(n_in, n_out, bias=False).to(config.device)
+        reward_tb = (torch.rand(steps, batch, generator=generator) * 2 - 1).to(config.device)
+        reward_b = _reward(batch, generator, config.device)
+        rules = {
+            "STDP": (_rule(), None),
+            "MSTDP, [T, B] reward": (MSTDP(LR, -LR), reward_tb),
+            "MSTDP-ET, scalar reward": (MSTDPET(LR, -LR), 1.0),
+            "MSTDP-ET, per-sample [B] reward": (MSTDPET(LR, -LR, per_sample_signal=True), reward_b),
+        }
+        for name, (rule, signal) in rules.items():
+            for mode in ("auto", "dense"):
+                state = rule.initial_state(layer, pre[0], post[0])
+                with torch.no_grad(), sparse_mode(mode), AllocationTracker() as tracker:
+                    update, new_state = rule(layer, pre, post, state, signal)
+                    del update, new_state
+                values[f"B={batch}: {name}, {mode} path: peak bytes"] = tracker.peak
+                values[f"B={batch}: {name}, {mode} path: largest tensor bytes"] = tracker.largest
+    notes.append(
+        "peak = most bytes of tensors allocated inside rule.forward alive at once "
+        f"(window of T={steps} steps, Linear {n_in}->{n_out}, float32)"
+    )
+    return CaseSetup([], unit="bytes", repeats=0, values=values, notes=notes)
+
+
+# -- crossover ----------------------------------------------------------------------------------
+
+
+def crossover(config: Config, steps: int | None = None) -> CaseSetup:
+    """STDP at equal pre/post density, sparse vs dense path (Linear 784 -> 400, batch 64).
+
+    ``steps=None``: one step; else a window of ``steps`` steps (time folded into the batch).
+    """
+    densities = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2) if not config.quick else (0.02, 0.2)
+    batch, n_in, n_out = (64, 784, 400) if not config.quick else (16, 196, 100)
+    if config.quick and steps is not None:
+        steps = 5
+    lead = (batch,) if steps is None else (steps, batch)
+    generator = config.generator(5)
+    base = nn.Linear(n_in, n_out, bias=False).to(config.device)
+    dtype = torch.float32
+    full = [torch.ones((*lead, n_in), device=config.device)]
+    rows = [
+        _linear_limit(
+            full, [torch.ones((*lead, n_out), device=config.device)], generator, config, dtype
+        )
+    ]
+    patterns = 8 if steps is None else 2
+    for density in densities:
+        pres = spike_patterns(
+            patterns, (*lead, n_in), density, generator, device=config.device, dtype=dtype
+        )
+        posts = spike_patterns(
+            patterns, (*lead, n_out), density, generator, device=config.device, dtype=dtype
+        )
+        for path in ("sparse", "dense"):
+            driver = LearnerDriver(
+                copy.deepcopy(base),
+                _rule(),
+                pres,
+                posts,
+                step_mode="single" if steps is None else "multi",
+                warm=(60 if steps is None else 1) if not config.quick else 2,
+                mode=path,
+            )
+            rows.append(
+                Contender(
+                    f"{path} path, density {density:g}", "plastorch", driver.step, driver.record
+                )
+            )
+
+    def summarize(medians: dict[str, float]) -> dict[str, float]:
+        ratios = []
+        for density in densities:
+            sparse = medians.get(f"sparse path, density {density:g}")
+            dense = medians.get(f"dense path, density {density:g}")
+            if sparse and dense:
+                ratios.append((density, sparse / dense))
+        out = {f"sparse/dense at density {d:g}": r for d, r in ratios}
+        out["crossover density (sparse = dense)"] = _crossing(ratios)
+        return out
+
+    setup = CaseSetup(
+        rows,
+        repeats=(30 if steps is None else 5) if not config.quick else 2,
+        baseline="dense path, density 0.02",
+    )
+    setup.summarize = summarize  # type: ignore[attr-defined]
+    return setup
+
+
+def crossover_window(config: Config) -> CaseSetup:
+    return crossover(config, steps=25)
+
+
+def _crossing(ratios: list[tuple[float, float]]) -> float:
+    """Density where sparse/dense crosses 1, interpolated in log density (nan if it does not)."""
+    for (d0, r0), (d1, r1) in zip(ratios, ratios[1:]):
+        if r0 < 1.0 <= r1:
+            f = (1.0 - r0) / (r1 - r0)
+            return math.exp(math.log(d0) + f * (math.log(d1) - math.log(d0)))
+    return float("nan")
+
+
+# -- Diehl & Cook end to end -------------------------------------------------------------------
+
+
+def _digits(device) -> Tensor:
+    """scikit-learn's 8x8 digits, intensities in [0, 1], ``[1797, 8, 8]``."""
+    from sklearn.datasets import load_digits
+
+    return torch.tensor(load_digits().images, dtype=torch.float32, device=device) / 16.0
+
+
+def diehl_cook(config: Config) -> CaseSetup:
+    """Training throughput of Diehl & Cook (64 inputs, 100 neurons, 250 steps of 1 ms)."""
+    try:
+        from ..models import DiehlCook2015
+    except ImportError:
+        return CaseSetup(
+            [
+                Contender(
+                    "plastorch", "plastorch", None, status="pending: plastorch.models.DiehlCook2015"
+                )
+            ],
+            repeats=0,
+        )
+    steps = 250 if not config.quick else 25
+    images = _digits(config.device)
+    rows = []
+    batches = (1, 16, 64) if not config.quick else (1, 4)
+    for batch in batches:
+        model = DiehlCook2015(
+            n_input=64, n_neurons=100, time_steps=steps, max_retries=0, seed=config.seed
+        ).to(config.device)
+        model.train()
+        cursor = [0]
+
+        def present(model=model, batch=batch, cursor=cursor) -> None:
+            start = cursor[0] % (images.shape[0] - batch)
+            cursor[0] += batch
+            model(images[start : start + batch])
+
+        rows.append(
+            Contender(f"plastorch, batch {batch}", "plastorch", present, items_per_call=batch)
+        )
+    rows += peer_rows(config, {"bindsnet": lambda: bindsnet_diehl_cook(config, images, steps)})
+    return CaseSetup(
+        rows,
+        unit="items/s",
+        repeats=5 if not config.quick else 2,
+        notes=[
+            "one training presentation per sample, no retries (max_retries=0), "
+            "Poisson encoding included; vs column: time per sample relative to plastorch batch 1"
+        ],
+    )
+
+
+# -- registry ---------------------------------------------------------------------------------
+
+CASES: tuple[Case, ...] = (
+    Case("dense_step", "STDP Linear 784->400, batch 64, one step (LTP+LTD)", dense_step),
+    Case("dense_window", "STDP Linear 784->400, window T=100, batch 64", dense_window),
+    Case("conv2d_2_32", "STDP Conv2d 2->32 k5 pad2 on 16x2x28x28, one step", conv2d_small),
+    Case("conv2d_32_64", "STDP Conv2d 32->64 k3 pad1 on 16x32x14x14, one step", conv2d_large),
+    Case("conv3d", "STDP Conv3d 4->16 k3 pad1 on 8x4x16x16x16, one step", conv3d),
+    Case(
+        "conv2d_dilated",
+        "STDP Conv2d 16->32 k3 dilation 2 on 16x16x28x28, one step",
+        conv2d_dilated,
+    ),
+    Case(
+        "conv2d_grouped", "STDP Conv2d 32->64 k3 groups 4 on 16x32x14x14, one step", conv2d_grouped
+    ),
+    Case(
+        "mstdpet_window",
+        "MSTDP-ET Linear 784->400, T=100, batch 64, per-sample reward",
+        mstdpet_window,
+    ),
+    Case(
+        "dense_step_float64",
+        "STDP Linear 784->400, batch 64, one step, float64",
+        dense_step_float64,
+    ),
+    Case(
+        "dense_window_float64",
+        "STDP Linear 784->400, T=100, batch 64, float64",
+        dense_window_float64,
+    ),
+    Case(
+        "dense_step_bfloat16",
+        "STDP Linear 784->400, batch 64, one step, bfloat16",
+        dense_step_bfloat16,
+    ),
+    Case(
+        "dense_window_bfloat16",
+        "STDP Linear 784->400, T=100, batch 64, bfloat16",
+        dense_window_bfloat16,
+    ),
+    Case("diehl_cook", "Diehl & Cook training, 64 inputs, 100 neurons, 250 ms at dt=1", diehl_cook),
+    Case("window_memory", "Peak memory of one window (T=100), Linear 784->400", window_memory),
+    Case(
+        "crossover",
+        "Sparse vs dense path by spike density, STDP step 784->400, batch 64",
+        crossover,
+    ),
+)
+
+
+def case_names() -> list[str]:
+    """Names of all cases, in run order.
+
+    Examples
+    --------
+    >>> case_names()[:2]
+    ['dense_step', 'dense_window']
+    """
+    return [case.name for case in CASES]

@@ -1,0 +1,279 @@
+"""The peers' implementations of the benchmark cases, driven through their public APIs.
+
+Each builder returns a :class:`~plastorch.bench.common.Contender`; when the peer
+is not installed, cannot import, or cannot express the case, the contender has
+no ``fn`` and its ``status`` says why. What each one times:
+
+- SpikingJelly: ``STDPLearner.step(on_grad=True)`` after the forward pass that
+  its monitors record (single step ``"s"`` or multi-step ``"m"``, which loops
+  over the steps of the window); traces decay by Euler inside ``step``.
+- BindsNET: ``Connection.update()`` (``PostPre``) with the nodes' spikes ``s``
+  and traces ``x`` set beforehand (BindsNET updates traces in the nodes' forward
+  pass, which is not timed); a window is ``T`` such updates.
+- inferno: the ``STDP`` trainer's update (``trainer()``) and the connection's
+  updater applying it, after a forward pass of a ``Serial(LinearDense, LIF)``
+  layer that its monitors record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .common import Config, Contender, Replay
+from .peers import load_peer
+
+__all__ = [
+    "bindsnet_diehl_cook",
+    "bindsnet_stdp",
+    "inferno_stdp_dense",
+    "peer_rows",
+    "spikingjelly_stdp",
+]
+
+LR = 1e-3
+TAU = 20.0
+
+
+def _unavailable(name: str, status: str) -> Contender:
+    peer = load_peer(name)
+    return Contender(peer.label, "peer", None, status=status if peer.available else peer.status)
+
+
+def _peer_or_status(name: str, config: Config):
+    peer = load_peer(name)
+    if name not in config.peers:
+        return peer, Contender(peer.label, "peer", None, status="skipped (--peers)")
+    if not peer.available:
+        return peer, Contender(peer.label, "peer", None, status=peer.status)
+    return peer, None
+
+
+def spikingjelly_stdp(
+    config: Config,
+    layer: nn.Module,
+    pres: list[Tensor],
+    posts: list[Tensor],
+    *,
+    step_mode: str,
+    warm: int = 2,
+) -> Contender:
+    """SpikingJelly ``STDPLearner`` on ``layer`` (Linear, Conv1d, Conv2d; no groups/dilation)."""
+    peer, missing = _peer_or_status("spikingjelly", config)
+    if missing is not None:
+        return missing
+    if isinstance(layer, nn.Conv3d):
+        return Contender(peer.label, "peer", None, status="unsupported: no Conv3d learner")
+    if isinstance(layer, nn.Conv2d | nn.Conv1d) and (
+        layer.groups != 1 or any(d != 1 for d in layer.dilation)
+    ):
+        return Contender(
+            peer.label, "peer", None, status="unsupported: STDP needs groups=1 and dilation=1"
+        )
+    if next(layer.parameters()).dtype != torch.float32:
+        return Contender(peer.label, "peer", None, status="not compared (float32 only here)")
+    source = Replay()
+    learner = peer.module.STDPLearner(
+        "m" if step_mode == "multi" else "s",
+        layer,
+        source,
+        tau_pre=TAU,
+        tau_post=TAU,
+        f_pre=lambda weight: LR,
+        f_post=lambda weight: LR,
+    )
+    index = [0]
+
+    def setup() -> None:
+        i = index[0] % len(pres)
+        index[0] += 1
+        with torch.no_grad():
+            source.value = posts[i]
+            source(layer(pres[i]))
+
+    def fn() -> None:
+        learner.step(on_grad=True)
+
+    for _ in range(warm):
+        setup()
+        fn()
+    layer.weight.grad = None
+    return Contender(peer.label, "peer", fn, setup)
+
+
+def bindsnet_stdp(
+    config: Config,
+    kind: str,
+    pres: list[Tensor],
+    posts: list[Tensor],
+    traces_pre: list[Tensor],
+    traces_post: list[Tensor],
+    *,
+    window: bool = False,
+    **conv,
+) -> Contender:
+    """BindsNET ``PostPre`` on a ``Connection`` / ``Conv2dConnection`` / ``Conv3dConnection``.
+
+    ``pres``/``posts`` are ``[B, ...]`` steps (or ``[T, B, ...]`` windows when
+    ``window``), ``traces_*`` the matching traces BindsNET's nodes would hold.
+    ``kind`` is ``"dense"``, ``"conv2d"`` or ``"conv3d"``; ``conv`` holds
+    ``kernel_size``, ``padding`` and ``stride``.
+    """
+    peer, missing = _peer_or_status("bindsnet", config)
+    if missing is not None:
+        return missing
+    if pres[0].dtype != torch.float32:
+        return Contender(peer.label, "peer", None, status="not compared (float32 only here)")
+    from bindsnet.learning import PostPre
+    from bindsnet.network.nodes import Input, LIFNodes
+    from bindsnet.network.topology import Connection, Conv2dConnection, Conv3dConnection
+
+    step_shape_pre = pres[0].shape[1:] if not window else pres[0].shape[2:]
+    step_shape_post = posts[0].shape[1:] if not window else posts[0].shape[2:]
+    batch = pres[0].shape[0] if not window else pres[0].shape[1]
+    source = Input(shape=tuple(step_shape_pre), traces=True, tc_trace=TAU)
+    target = LIFNodes(shape=tuple(step_shape_post), traces=True, tc_trace=TAU)
+    source.set_batch_size(batch)
+    target.set_batch_size(batch)
+    device = pres[0].device
+    source.to(device)
+    target.to(device)
+    common = dict(update_rule=PostPre, nu=(LR, LR), reduction=torch.sum)
+    if kind == "dense":
+        connection = Connection(source, target, **common)
+    elif kind == "conv2d":
+        connection = Conv2dConnection(source, target, **conv, **common)
+    elif kind == "conv3d":
+        connection = Conv3dConnection(source, target, **conv, **common)
+    else:
+        raise ValueError(f"kind must be 'dense', 'conv2d' or 'conv3d', got {kind!r}")
+    connection.to(device)
+    index = [0]
+    bool_pres = [p.bool() for p in pres]
+    bool_posts = [p.bool() for p in posts]
+
+    def set_step(i: int, t: int | None) -> None:
+        pick = (lambda x: x) if t is None else (lambda x: x[t])
+        source.s, target.s = pick(bool_pres[i]), pick(bool_posts[i])
+        source.x, target.x = pick(traces_pre[i]), pick(traces_post[i])
+
+    if not window:
+
+        def setup() -> None:
+            i = index[0] % len(pres)
+            index[0] += 1
+            set_step(i, None)
+
+        def fn() -> None:
+            connection.update(learning=True)
+
+        return Contender(peer.label, "peer", fn, setup)
+
+    def fn_window() -> None:
+        i = index[0] % len(pres)
+        index[0] += 1
+        for t in range(pres[i].shape[0]):
+            set_step(i, t)
+            connection.update(learning=True)
+
+    return Contender(peer.label + f" ({pres[0].shape[0]} updates)", "peer", fn_window)
+
+
+def inferno_stdp_dense(config: Config, pres: list[Tensor], n_out: int) -> Contender:
+    """inferno ``STDP`` trainer on ``Serial(LinearDense, LIF)``: the update and its application."""
+    peer, missing = _peer_or_status("inferno", config)
+    if missing is not None:
+        return missing
+    if pres[0].dtype != torch.float32:
+        return Contender(peer.label, "peer", None, status="not compared (float32 only here)")
+    from inferno.learn import STDP as InfernoSTDP
+    from inferno.neural import LIF, DeltaCurrent, LinearDense, Serial
+
+    batch, n_in = pres[0].shape
+    connection = LinearDense(
+        n_in,
+        n_out,
+        1.0,
+        synapse=DeltaCurrent.partialconstructor(1.0),
+        batch_size=batch,
+        weight_init=lambda w: torch.rand_like(w) * 0.5,
+    )
+    connection.updater = connection.defaultupdater()
+    neuron = LIF(
+        n_out,
+        1.0,
+        rest_v=-65.0,
+        reset_v=-65.0,
+        thresh_v=-52.0,
+        refrac_t=2.0,
+        time_constant=20.0,
+        batch_size=batch,
+    )
+    layer = Serial(connection, neuron)
+    trainer = InfernoSTDP(LR, -LR, TAU, TAU, batch_reduction=torch.sum)
+    trainer.register_cell("layer", layer.cell)
+    layer.to(pres[0].device)
+    trainer.to(pres[0].device)
+    layer.train()
+    trainer.train()
+    index = [0]
+
+    def setup() -> None:
+        i = index[0] % len(pres)
+        index[0] += 1
+        with torch.no_grad():
+            layer(pres[i])
+
+    def fn() -> None:
+        trainer()
+        layer.cell.updater()
+
+    for _ in range(2):
+        setup()
+        fn()
+    return Contender(peer.label, "peer", fn, setup)
+
+
+def bindsnet_diehl_cook(config: Config, images: Tensor, steps: int) -> Contender:
+    """BindsNET's ``DiehlAndCook2015`` model trained on one sample per ``network.run``."""
+    peer, missing = _peer_or_status("bindsnet", config)
+    if missing is not None:
+        return missing
+    from bindsnet.encoding import poisson
+    from bindsnet.models import DiehlAndCook2015
+
+    network = DiehlAndCook2015(
+        n_inpt=64,
+        n_neurons=100,
+        exc=22.5,
+        inh=17.5,
+        dt=1.0,
+        norm=6.4,
+        theta_plus=0.05,
+        inpt_shape=(1, 8, 8),
+        device=str(images.device),
+    )
+    network.train(True)
+    cursor = [0]
+
+    def present() -> None:
+        image = images[cursor[0] % images.shape[0]]
+        cursor[0] += 1
+        spikes = poisson(datum=image.view(1, 8, 8) * 63.75, time=steps, dt=1.0)
+        network.run(inputs={"X": spikes.unsqueeze(1).to(images.device)}, time=steps)
+        network.reset_state_variables()
+
+    return Contender(peer.label + ", batch 1", "peer", present, items_per_call=1)
+
+
+def peer_rows(config: Config, builders: dict[str, Callable[[], Contender]]) -> list[Contender]:
+    """Contenders for every peer: built by ``builders[name]`` or a status row."""
+    rows = []
+    for name in ("spikingjelly", "bindsnet", "inferno"):
+        if name in builders:
+            rows.append(builders[name]())
+        else:
+            rows.append(_unavailable(name, "not benchmarked for this case"))
+    return rows

@@ -1,0 +1,207 @@
+"""Run benchmark cases, compute medians and ratios, print the table, write JSON."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+import traceback
+from collections.abc import Sequence
+
+import torch
+
+from .cases import CASES
+from .common import CaseSetup, Config
+from .peers import PEER_NAMES, load_peer
+from .timing import interleaved
+
+__all__ = ["format_case", "machine_info", "run_case", "run_suite"]
+
+
+def machine_info(config: Config) -> dict:
+    """What the numbers were measured on."""
+    info = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "device": str(config.device),
+        "cuda_available": torch.cuda.is_available(),
+        "quick": config.quick,
+        "load_average_start": _load(),
+        "peers": {name: load_peer(name).status for name in PEER_NAMES},
+        "peer_versions": {name: load_peer(name).version for name in PEER_NAMES},
+    }
+    if config.device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(config.device)
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _load() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def run_case(case, config: Config, *, check: bool = True) -> dict:
+    """Build, check and time one case; return its JSON-serialisable result."""
+    result: dict = {"name": case.name, "title": case.title}
+    try:
+        setup: CaseSetup = case.build(config)
+    except Exception as error:  # noqa: BLE001 - report and go on with the other cases
+        result["error"] = f"{type(error).__name__}: {error}"
+        result["traceback"] = traceback.format_exc()
+        return result
+    result["unit"] = setup.unit
+    result["notes"] = list(setup.notes)
+    if check:
+        try:
+            checks = setup.checks()
+            result["checks"] = [
+                {"name": c.name, "passed": c.passed(), "max_abs_error": c.error()} for c in checks
+            ]
+        except Exception as error:  # noqa: BLE001
+            result["checks"] = [
+                {
+                    "name": "checks raised",
+                    "passed": False,
+                    "error": f"{type(error).__name__}: {error}",
+                }
+            ]
+    timed = {c.name: (c.setup, c.fn) for c in setup.contenders if c.fn is not None}
+    repeats = config.repeats if config.repeats is not None else setup.repeats
+    timings = (
+        interleaved(timed, repeats=repeats, warmup=config.warmup, device=config.device)
+        if timed and repeats
+        else {}
+    )
+    medians = {name: timing.median for name, timing in timings.items()}
+    limit = next((c.name for c in setup.contenders if c.role == "limit"), None)
+    baseline = setup.baseline or next(
+        (c.name for c in setup.contenders if c.role == "plastorch"), None
+    )
+    rows = []
+    for contender in setup.contenders:
+        row = {"name": contender.name, "role": contender.role, "status": contender.status}
+        if contender.name in timings:
+            timing = timings[contender.name]
+            row["median_s"] = timing.median
+            row["spread"] = timing.spread
+            row["samples_s"] = timing.seconds
+            if limit in medians and contender.role != "peer":
+                row["vs_limit"] = timing.median / medians[limit]
+            if baseline in medians and contender.name != limit:
+                base_items = next(c.items_per_call for c in setup.contenders if c.name == baseline)
+                row["vs_baseline"] = (timing.median / contender.items_per_call) / (
+                    medians[baseline] / base_items
+                )
+            if setup.unit == "items/s":
+                row["items_per_s"] = contender.items_per_call / timing.median
+        rows.append(row)
+    result["contenders"] = rows
+    result["limit"] = limit
+    result["baseline"] = baseline
+    values = dict(setup.values)
+    summarize = getattr(setup, "summarize", None)
+    if summarize is not None:
+        values.update(summarize(medians))
+    if values:
+        result["values"] = values
+    return result
+
+
+def run_suite(
+    config: Config, names: Sequence[str] | None = None, *, check: bool = True, echo=print
+) -> dict:
+    """Run the cases named (all by default; only ``Case.quick`` ones in quick mode)."""
+    selected = [
+        case
+        for case in CASES
+        if (names is None or case.name in names)
+        and (names is not None or not config.quick or case.quick)
+    ]
+    unknown = set(names or ()) - {case.name for case in CASES}
+    if unknown:
+        raise ValueError(f"unknown cases {sorted(unknown)}; choose from {[c.name for c in CASES]}")
+    report = {"machine": machine_info(config), "cases": []}
+    start = time.perf_counter()
+    for case in selected:
+        result = run_case(case, config, check=check)
+        report["cases"].append(result)
+        if echo is not None:
+            echo(format_case(result))
+    report["machine"]["load_average_end"] = _load()
+    report["machine"]["wall_seconds"] = time.perf_counter() - start
+    return report
+
+
+def _time(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "-"
+    if seconds >= 1.0:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g} ms" if seconds < 0.1 else f"{seconds * 1e3:.0f} ms"
+    return f"{seconds * 1e6:.0f} us"
+
+
+def _ratio(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return ""
+    return f"{value:.2f}x" if value < 10 else f"{value:.0f}x"
+
+
+def _bytes(value: float) -> str:
+    return f"{value / 2**20:.1f} MiB"
+
+
+def format_case(result: dict) -> str:
+    """The case as a text table."""
+    lines = [f"== {result['name']}: {result['title']}"]
+    if "error" in result:
+        lines.append(f"   ERROR {result['error']}")
+        return "\n".join(lines)
+    for note in result.get("notes", []):
+        lines.append(f"   ({note})")
+    rows = result.get("contenders", [])
+    if rows:
+        baseline = result.get("baseline") or "plastorch"
+        lines.append(
+            f"   {'contender':<44} {'median':>10} {'vs limit':>9} {'vs ' + baseline[:22]:>26}  status"
+        )
+        for row in rows:
+            median = _time(row["median_s"]) if "median_s" in row else "-"
+            if "items_per_s" in row:
+                median = f"{row['items_per_s']:.3g}/s"
+            status = "" if row["status"] == "ok" else row["status"]
+            lines.append(
+                f"   {row['name'][:44]:<44} {median:>10} {_ratio(row.get('vs_limit')):>9} "
+                f"{_ratio(row.get('vs_baseline')):>26}  {status}"
+            )
+    for name, value in result.get("values", {}).items():
+        text = _bytes(value) if "bytes" in name else f"{value:.3g}"
+        lines.append(f"   {name:<70} {text:>12}")
+    checks = result.get("checks")
+    if checks is not None:
+        passed = sum(c["passed"] for c in checks)
+        worst = max((c.get("max_abs_error", 0.0) for c in checks), default=0.0)
+        lines.append(f"   checks: {passed}/{len(checks)} passed (max abs error {worst:.2g})")
+        for c in checks:
+            if not c["passed"]:
+                lines.append(f"   FAILED {c['name']} {c.get('error', c.get('max_abs_error'))}")
+    return "\n".join(lines)

@@ -1,0 +1,155 @@
+"""Interleaved timing and allocation tracking for the benchmark suite.
+
+Machine noise (other processes, frequency scaling) drifts over seconds, so the
+contenders of one case are timed round-robin: repetition ``r`` runs every
+contender once before repetition ``r + 1`` starts, and each contender's median
+is taken over its repetitions. Ratios between medians of one run are what the
+suite reports; absolute times move with the machine.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+__all__ = ["AllocationTracker", "Timing", "interleaved", "synchronize"]
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued work on ``device`` (a no-op on CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Timing:
+    """Seconds of every timed repetition of one contender."""
+
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        """Median seconds (``nan`` when nothing was timed)."""
+        return statistics.median(self.seconds) if self.seconds else float("nan")
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range relative to the median (0 for fewer than 4 samples)."""
+        if len(self.seconds) < 4:
+            return 0.0
+        q = statistics.quantiles(self.seconds, n=4)
+        return (q[2] - q[0]) / q[1] if q[1] > 0 else 0.0
+
+
+def interleaved(
+    contenders: dict[str, tuple[Callable[[], object] | None, Callable[[], object]]],
+    *,
+    repeats: int,
+    warmup: int = 1,
+    device: torch.device | str = "cpu",
+) -> dict[str, Timing]:
+    """Time ``fn`` of every contender round-robin, ``warmup + repeats`` rounds.
+
+    Parameters
+    ----------
+    contenders : dict
+        ``name -> (setup, fn)``; ``setup`` (may be ``None``) runs untimed right
+        before each ``fn`` call (e.g. the forward pass that records spikes).
+    repeats, warmup : int
+        Timed and untimed rounds.
+
+    Returns
+    -------
+    dict
+        ``name -> Timing``.
+
+    Examples
+    --------
+    >>> out = interleaved({"add": (None, lambda: 1 + 1)}, repeats=3)
+    >>> len(out["add"].seconds)
+    3
+    """
+    timings = {name: Timing() for name in contenders}
+    for round_index in range(warmup + repeats):
+        for name, (setup, fn) in contenders.items():
+            if setup is not None:
+                setup()
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            elapsed = time.perf_counter() - start
+            if round_index >= warmup:
+                timings[name].seconds.append(elapsed)
+    return timings
+
+
+class AllocationTracker(TorchDispatchMode):
+    """Track the bytes of tensor storage allocated by ATen ops inside the ``with`` block.
+
+    Every op output whose storage was not seen before counts as an allocation;
+    the storage counts as freed when the last tensor object that was seen
+    holding it is collected. ``peak`` is the largest total of live allocations
+    (bytes allocated before the block do not count), ``largest`` the largest
+    single allocation, ``sizes`` every allocation in order.
+
+    Examples
+    --------
+    >>> with AllocationTracker() as tracker:
+    ...     a = torch.zeros(1000)          # 4000 bytes
+    ...     b = torch.zeros(500)           # 2000 bytes, both alive
+    ...     del a
+    ...     c = torch.zeros(250)           # 1000 bytes
+    ...     _ = c.add_(1.0).view(25, 10)   # in place and a view: no new memory
+    >>> tracker.peak, tracker.largest, tracker.sizes
+    (6000, 4000, [4000, 2000, 1000])
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.current = 0
+        self.peak = 0
+        self.largest = 0
+        self.sizes: list[int] = []
+        self._holders: dict[int, int] = {}
+        self._bytes: dict[int, int] = {}
+
+    def _release(self, key: int) -> None:
+        self._holders[key] -= 1
+        if self._holders[key] == 0:
+            self.current -= self._bytes.pop(key)
+            del self._holders[key]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        inputs = {
+            t.untyped_storage().data_ptr()
+            for t in tree_flatten((args, kwargs))[0]
+            if isinstance(t, torch.Tensor) and t.device.type != "meta"
+        }
+        out = func(*args, **kwargs)
+        for tensor in tree_flatten(out)[0]:
+            if not isinstance(tensor, torch.Tensor) or tensor.device.type == "meta":
+                continue
+            storage = tensor.untyped_storage()
+            key, nbytes = storage.data_ptr(), storage.nbytes()
+            if nbytes == 0 or (key in inputs and key not in self._holders):
+                continue  # a view of, or an in-place op on, memory from before the block
+            if key not in self._holders:
+                self._holders[key] = 0
+                self._bytes[key] = nbytes
+                self.current += nbytes
+                self.sizes.append(nbytes)
+                self.peak = max(self.peak, self.current)
+                self.largest = max(self.largest, nbytes)
+            self._holders[key] += 1
+            weakref.finalize(tensor, self._release, key)
+        return out

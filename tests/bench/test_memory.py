@@ -1,0 +1,75 @@
+"""Memory of a window: no [B, out, in] tensor where the math does not need one.
+
+A tensor-size hook (AllocationTracker, a TorchDispatchMode) records every storage
+allocated while a rule settles one window. STDP and MSTDP never need a
+per-synapse, per-sample tensor; MSTDP-ET with per-sample rewards needs exactly
+one per eligibility trace (post- and pre-triggered), the state carried to the
+next window, and nothing else of that size inside the window.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from plastorch.bench.timing import AllocationTracker
+from plastorch.functional import sparse_mode
+from plastorch.rules import MSTDP, MSTDPET, STDP
+
+N_IN, N_OUT, BATCH = 60, 40, 8
+
+
+def window(steps, generator):
+    pre = (torch.rand(steps, BATCH, N_IN, generator=generator) < 0.1).double()
+    post = (torch.rand(steps, BATCH, N_OUT, generator=generator) < 0.1).double()
+    return pre, post
+
+
+def settle(rule, signal, steps, mode):
+    generator = torch.Generator().manual_seed(0)
+    layer = nn.Linear(N_IN, N_OUT, bias=False).double()
+    rule = rule.double()
+    pre, post = window(steps, generator)
+    state = rule.initial_state(layer, pre[0], post[0])
+    with sparse_mode(mode):
+        _, state = rule(layer, pre, post, state, signal)  # non-zero carried state
+        pre, post = window(steps, generator)
+        with torch.no_grad(), AllocationTracker() as tracker:
+            update, new_state = rule(layer, pre, post, state, signal)
+    return tracker, new_state
+
+
+SYNAPSES_PER_SAMPLE = BATCH * N_OUT * N_IN * 8  # bytes of one [B, out, in] float64 tensor
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse"])
+@pytest.mark.parametrize(
+    "rule, signal",
+    [
+        (STDP(1.0, -1.0), None),
+        (MSTDP(1.0, -1.0), torch.randn(20, BATCH, generator=torch.Generator().manual_seed(2))),
+        (MSTDPET(1.0, -1.0), 0.5),
+    ],
+    ids=["STDP", "MSTDP-[T,B]", "MSTDP-ET-scalar"],
+)
+def test_no_per_sample_synapse_tensor(rule, signal, mode):
+    tracker, _ = settle(rule, signal, 20, mode)
+    assert tracker.largest < SYNAPSES_PER_SAMPLE
+    # weight-sized results only (out x in), never B of them
+    assert tracker.largest <= max(20 * BATCH * N_IN * 8, N_OUT * N_IN * 8)
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse"])
+@pytest.mark.parametrize("steps", [5, 30])
+def test_mstdpet_per_sample_only_the_carried_state(steps, mode):
+    reward = torch.tensor([1.0, -1.0, 0.5, -0.5, 2.0, 0.0, -2.0, 1.0], dtype=torch.float64)
+    rule = MSTDPET(1.0, -1.0, per_sample_signal=True)
+    tracker, new_state = settle(rule, reward, steps, mode)
+    big = [size for size in tracker.sizes if size >= SYNAPSES_PER_SAMPLE]
+    carried = [new_state["eligibility_post"], new_state["eligibility_pre"]]
+    assert all(t.shape == (BATCH, N_OUT, N_IN) for t in carried)
+    # the two carried eligibilities, plus at most one layout copy each on the sparse
+    # path (it sums into [B, in, out] rows for the pre-triggered term): never one per step
+    assert 2 <= len(big) <= (2 if mode == "dense" else 4)
+    assert all(size == SYNAPSES_PER_SAMPLE for size in big)
+    # alive at once: the two carried states and at most one transient of that size
+    assert tracker.peak < 3 * SYNAPSES_PER_SAMPLE + 2 * steps * BATCH * (N_IN + N_OUT) * 8 * 4

@@ -1,0 +1,89 @@
+"""The benchmark suite in --quick mode: every case builds, every correctness check passes.
+
+Nothing here asserts anything about speed; the checks compare plastorch's update
+with a bare-arithmetic reference computed on the same inputs.
+"""
+
+import json
+
+import pytest
+import torch
+
+from plastorch.bench import CASES, Config, run_case, run_suite
+from plastorch.bench.__main__ import main
+from plastorch.bench.suite import format_case
+
+QUICK = Config(quick=True, repeats=1, warmup=0, peers=())
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_case_builds_checks_and_runs(case):
+    torch.set_num_threads(2)
+    result = run_case(case, QUICK)
+    assert "error" not in result, result.get("traceback")
+    for check in result.get("checks", []):
+        assert check["passed"], check
+    for row in result.get("contenders", []):
+        if row["status"] == "ok":
+            assert len(row["samples_s"]) == 1 and row["median_s"] > 0.0
+        else:
+            assert "median_s" not in row  # a contender that cannot run is reported, not timed
+    json.dumps(result)  # the --json output is plain data
+    text = format_case(result)
+    assert text.startswith(f"== {case.name}: ")
+
+
+def test_stdp_cases_check_all_three_paths():
+    result = run_case(CASES[0], QUICK)
+    names = [check["name"] for check in result["checks"]]
+    assert names == [
+        f"Learner.step() on the {mode} path == bare-arithmetic STDP"
+        for mode in ("auto", "sparse", "dense")
+    ]
+    roles = {row["name"]: row["role"] for row in result["contenders"]}
+    assert roles["limit: two GEMMs"] == "limit"
+    assert roles["plastorch"] == roles["plastorch, dense path"] == "plastorch"
+
+
+def test_peers_without_library_get_a_status_row():
+    result = run_case(CASES[0], QUICK)  # peers=() -> skipped
+    peers = [row for row in result["contenders"] if row["role"] == "peer"]
+    assert [row["name"].split()[0] for row in peers] == ["spikingjelly", "bindsnet", "inferno"]
+    assert all("median_s" not in row for row in peers)
+
+
+def test_cli_list_and_json(tmp_path, capsys):
+    assert main(["--list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(case.name in listed for case in CASES)
+    out = tmp_path / "bench.json"
+    code = main(
+        [
+            "--quick",
+            "--cases",
+            "dense_step",
+            "--peers",
+            "none",
+            "--repeats",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert [case["name"] for case in report["cases"]] == ["dense_step"]
+    assert report["machine"]["threads"] == 2
+    assert report["machine"]["device"] == "cpu"
+
+
+def test_unknown_case_is_rejected():
+    with pytest.raises(ValueError, match="unknown cases"):
+        run_suite(QUICK, ["no_such_case"], echo=None)
+
+
+def test_cuda_request_without_cuda_fails_cleanly(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    assert main(["--device", "cuda", "--quick", "--cases", "dense_step"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err

@@ -1,0 +1,95 @@
+"""The suite's instruments: round-robin timing, allocation tracking, crossover, references."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from plastorch.bench.cases import _crossing, mstdpet_reference
+from plastorch.bench.common import stdp_reference
+from plastorch.bench.peers import load_peer
+from plastorch.bench.timing import AllocationTracker, Timing, interleaved
+from plastorch.rules import MSTDPET
+
+
+def test_interleaved_runs_round_robin_with_setup_before_each_call():
+    calls = []
+    contenders = {
+        "a": (lambda: calls.append("setup a"), lambda: calls.append("a")),
+        "b": (None, lambda: calls.append("b")),
+    }
+    timings = interleaved(contenders, repeats=2, warmup=1)
+    assert calls == ["setup a", "a", "b"] * 3
+    assert len(timings["a"].seconds) == len(timings["b"].seconds) == 2
+
+
+def test_timing_median_and_spread():
+    timing = Timing([3.0, 1.0, 2.0, 10.0])
+    assert timing.median == 2.5
+    q1, q2, q3 = 1.25, 2.5, 8.25  # statistics.quantiles(n=4), exclusive: 1 + .25, 3 + .75 * 7
+    assert timing.spread == pytest.approx((q3 - q1) / q2)
+    assert math.isnan(Timing().median)
+
+
+def test_tracker_counts_new_storage_only():
+    before = torch.zeros(100)  # allocated outside: never counted
+    with AllocationTracker() as tracker:
+        a = torch.ones(256)  # 1024 bytes
+        before.add_(1.0)  # in place on old memory
+        view = a.view(16, 16)  # a view: same storage
+        b = a * 2.0  # 1024 bytes, peak 2048
+        del a, view
+        c = b + 1.0  # a's storage freed: 2048 again
+        del b, c
+        d = torch.empty(10, dtype=torch.float64)  # 80 bytes
+    assert tracker.sizes == [1024, 1024, 1024, 80]
+    assert tracker.peak == 2048
+    assert tracker.largest == 1024
+    del d
+
+
+def test_crossing_interpolates_in_log_density():
+    # ratio 0.5 at 0.01 and 2.0 at 0.04: crosses 1 a third of the way, 0.01 * 4^(1/3)
+    assert _crossing([(0.01, 0.5), (0.04, 2.0)]) == pytest.approx(0.01 * 4 ** (1 / 3))
+    assert math.isnan(_crossing([(0.01, 0.5), (0.04, 0.9)]))
+
+
+def test_stdp_reference_hand_values():
+    # pre spike at step 0, post spike at step 1, decays 1/2: LTP = 1/2; a pre spike at
+    # step 2 sees the post trace before it, 1/2: LTD = 1/2. rates 2 and -3.
+    pre = torch.tensor([1.0, 0.0, 1.0]).reshape(3, 1, 1)
+    post = torch.tensor([0.0, 1.0, 0.0]).reshape(3, 1, 1)
+    grad = lambda a, b: b.t() @ a  # noqa: E731
+    delta = stdp_reference(
+        grad,
+        pre,
+        post,
+        torch.zeros(1, 1),
+        torch.zeros(1, 1),
+        decay_pre=0.5,
+        decay_post=0.5,
+        lr_post=2.0,
+        lr_pre=-3.0,
+    )
+    assert delta.item() == pytest.approx(2.0 * 0.5 - 3.0 * 0.5)
+
+
+def test_mstdpet_reference_matches_the_fused_rule():
+    torch.manual_seed(1)
+    layer = nn.Linear(5, 3, bias=False).double()
+    rule = MSTDPET(0.7, -0.4, 10.0, 15.0, 20.0, per_sample_signal=True).double()
+    pre = (torch.rand(6, 2, 5) < 0.4).double()
+    post = (torch.rand(6, 2, 3) < 0.4).double()
+    reward = torch.tensor([1.5, -0.5], dtype=torch.float64)
+    state = rule.initial_state(layer, pre[0], post[0])
+    _, state = rule(layer, pre, post, state, reward)  # carry eligibility in
+    update, _ = rule(layer, pre.flip(0), post.flip(0), state, reward)
+    pot, dep = mstdpet_reference(layer, rule, pre.flip(0), post.flip(0), reward, state)
+    torch.testing.assert_close(update.potentiation, pot)
+    torch.testing.assert_close(update.depression, dep)
+
+
+def test_unknown_peer_name():
+    with pytest.raises(ValueError, match="peer must be one of"):
+        load_peer("brian2")
