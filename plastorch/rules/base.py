@@ -33,7 +33,7 @@ from ..functional.update import add_optional as _add
 
 BatchReduction = str | Callable[[Tensor, int], Tensor]
 
-__all__ = ["BatchReduction", "Rule", "Term", "Update", "route_terms"]
+__all__ = ["BatchReduction", "Rule", "Term", "Update", "pair_trace_state", "route_terms"]
 
 
 class Term(NamedTuple):
@@ -212,6 +212,18 @@ def parse_signal(
 def split_signal(signal: Tensor) -> tuple[Tensor, Tensor]:
     """Positive and negative parts, ``(max(M, 0), max(-M, 0))``."""
     return signal.clamp(min=0), (-signal).clamp(min=0)
+
+
+def pair_trace_state(layer: nn.Module, pre: Tensor, post: Tensor) -> dict[str, Tensor]:
+    """Zero pre and post traces ``{"trace_pre": [B, *in], "trace_post": [B, *out]}``.
+
+    The initial state of every pair-trace rule, in the dtype of the layer's weight.
+    """
+    dtype = layer.weight.dtype
+    return {
+        "trace_pre": torch.zeros(pre.shape, dtype=dtype, device=pre.device),
+        "trace_post": torch.zeros(post.shape, dtype=dtype, device=post.device),
+    }
 
 
 class Rule(nn.Module):

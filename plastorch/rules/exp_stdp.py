@@ -37,7 +37,7 @@ from ..functional import correlate, correlate_per_sample, stdp_factors
 from ..functional.checks import check_choice, check_nonnegative, check_positive
 from ..functional.traces import TRACE_MODES, decay_factor
 from ..functional.update import Update
-from .base import BatchReduction, Halves, Rule, check_batch_reduction
+from .base import BatchReduction, Halves, Rule, check_batch_reduction, pair_trace_state
 
 __all__ = ["ExpSTDP", "ExpSTDPBound"]
 
@@ -123,11 +123,7 @@ class ExpSTDP(Rule):
         )
 
     def initial_state(self, layer: nn.Module, pre: Tensor, post: Tensor) -> dict[str, Tensor]:
-        dtype = layer.weight.dtype
-        return {
-            "trace_pre": torch.zeros(pre.shape, dtype=dtype, device=pre.device),
-            "trace_post": torch.zeros(post.shape, dtype=dtype, device=post.device),
-        }
+        return pair_trace_state(layer, pre, post)
 
     def forward(self, layer, pre, post, state, signal=None):
         if signal is not None:

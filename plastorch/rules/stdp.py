@@ -48,6 +48,7 @@ from .base import (
     Rule,
     Term,
     check_batch_reduction,
+    pair_trace_state,
     parse_signal,
     route_terms,
     split_signal,
@@ -87,11 +88,7 @@ class _PairRule(Rule):
         )
 
     def initial_state(self, layer: nn.Module, pre: Tensor, post: Tensor) -> dict[str, Tensor]:
-        dtype = layer.weight.dtype
-        return {
-            "trace_pre": torch.zeros(pre.shape, dtype=dtype, device=pre.device),
-            "trace_post": torch.zeros(post.shape, dtype=dtype, device=post.device),
-        }
+        return pair_trace_state(layer, pre, post)
 
     def _terms(self, pre: Tensor, post: Tensor, state: dict[str, Tensor]):
         factors = stdp_factors(
