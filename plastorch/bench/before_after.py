@@ -1,0 +1,165 @@
+"""Time this plastorch against an older copy of itself, interleaved in one process.
+
+Export an older commit's package under another name and point ``--old`` at it::
+
+    git archive <commit> plastorch | tar -x -C /tmp/old && mv /tmp/old/plastorch /tmp/old/plastorch_old
+    python -m plastorch.bench.before_after --old /tmp/old
+
+Both versions run ``Learner.step()`` on the same spikes (same cases as the suite:
+STDP Linear one step and T=100 window, the two Conv2d steps, MSTDP-ET window with
+per-sample reward); the table gives medians and old/new.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import sys
+
+import torch
+from torch import nn
+
+from .common import spike_patterns
+from .timing import interleaved
+
+__all__ = ["main"]
+
+
+class _Replay(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.value = None
+
+    def forward(self, current):
+        return self.value
+
+
+def _driver(package, layer, rule, pres, posts, step_mode, warm, signal=None):
+    source = _Replay()
+    learner = package.Learner(layer, source, rule, step_mode=step_mode)
+    index = [0]
+
+    def record():
+        i = index[0] % len(pres)
+        index[0] += 1
+        with torch.no_grad():
+            source.value = posts[i]
+            source(layer(pres[i]))
+
+    def step():
+        return learner.step() if signal is None else learner.step(signal=signal)
+
+    for _ in range(warm):
+        record()
+        step()
+    layer.weight.grad = None
+    return record, step
+
+
+def _cases():
+    generator = torch.Generator().manual_seed(0)
+    linear = nn.Linear(784, 400, bias=False)
+    step_pres = spike_patterns(16, (64, 784), 0.05, generator, device="cpu", dtype=torch.float32)
+    step_posts = spike_patterns(16, (64, 400), 0.02, generator, device="cpu", dtype=torch.float32)
+    win_pres = spike_patterns(2, (100, 64, 784), 0.05, generator, device="cpu", dtype=torch.float32)
+    win_posts = spike_patterns(
+        2, (100, 64, 400), 0.02, generator, device="cpu", dtype=torch.float32
+    )
+    conv_a = nn.Conv2d(2, 32, 5, padding=2, bias=False)
+    conv_b = nn.Conv2d(32, 64, 3, padding=1, bias=False)
+    conv_cases = []
+    for conv, shape in ((conv_a, (16, 2, 28, 28)), (conv_b, (16, 32, 14, 14))):
+        out = tuple(conv(torch.zeros(shape)).shape)
+        conv_cases.append(
+            (
+                conv,
+                spike_patterns(8, shape, 0.05, generator, device="cpu", dtype=torch.float32),
+                spike_patterns(8, out, 0.02, generator, device="cpu", dtype=torch.float32),
+            )
+        )
+    reward = torch.rand(64, generator=generator) * 2 - 1
+    stdp = lambda p: p.rules.STDP(1e-3, -1e-3)  # noqa: E731
+    mstdpet = lambda p: p.rules.MSTDPET(1e-3, -1e-3, per_sample_signal=True)  # noqa: E731
+    return [
+        (
+            "STDP Linear 784->400 B=64, one step",
+            linear,
+            stdp,
+            step_pres,
+            step_posts,
+            "single",
+            50,
+            None,
+            50,
+        ),
+        (
+            "STDP Linear 784->400 B=64, T=100",
+            linear,
+            stdp,
+            win_pres,
+            win_posts,
+            "multi",
+            1,
+            None,
+            8,
+        ),
+        (
+            "STDP Conv2d 2->32 k5, one step",
+            conv_cases[0][0],
+            stdp,
+            *conv_cases[0][1:],
+            "single",
+            30,
+            None,
+            30,
+        ),
+        (
+            "STDP Conv2d 32->64 k3, one step",
+            conv_cases[1][0],
+            stdp,
+            *conv_cases[1][1:],
+            "single",
+            30,
+            None,
+            30,
+        ),
+        (
+            "MSTDP-ET 784->400 B=64, T=100, [B] reward",
+            linear,
+            mstdpet,
+            win_pres,
+            win_posts,
+            "multi",
+            1,
+            reward,
+            5,
+        ),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m plastorch.bench.before_after")
+    parser.add_argument("--old", required=True, help="directory holding the package plastorch_old")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, args.old)
+    old = importlib.import_module("plastorch_old")
+    new = importlib.import_module("plastorch")
+    print(f"{'case':<44} {'old':>10} {'new':>10} {'old/new':>8}")
+    for name, layer, make_rule, pres, posts, mode, warm, signal, repeats in _cases():
+        contenders = {}
+        for label, package in (("old", old), ("new", new)):
+            record, step = _driver(
+                package, copy.deepcopy(layer), make_rule(package), pres, posts, mode, warm, signal
+            )
+            contenders[label] = (record, step)
+        timings = interleaved(contenders, repeats=repeats, warmup=1)
+        o, n = timings["old"].median, timings["new"].median
+        print(f"{name:<44} {o * 1e3:>8.2f}ms {n * 1e3:>8.2f}ms {o / n:>7.2f}x", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
