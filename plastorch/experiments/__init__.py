@@ -48,7 +48,11 @@ class Experiment:
 EXPERIMENTS: dict[str, Experiment] = {}
 
 # Modules (under plastorch.models) that register experiments when imported.
-_MODULES: list[str] = []
+_MODULES: list[str] = [
+    "plastorch.models.florian",
+    "plastorch.models.distal_reward",
+    "plastorch.models.delay_task",
+]
 
 
 def register(experiment: Experiment) -> Experiment:
