@@ -282,7 +282,8 @@ class FlorianXOR(nn.Module):
     .. math::
 
         h(t) = \text{LIF}\bigl(W_E\, x_E(t-1) + W_I\, x_I(t-1)\bigr), \qquad
-        o(t) = \text{LIF}\bigl(W_O\, h(t-1)\bigr)
+        o(t) = \text{LIF}\bigl(W_O\, h(t-1) + 100\, \xi(t)\bigr),
+        \quad \xi(t) \sim \text{Bernoulli}(\nu_\text{spont} \Delta t)
 
     (without that step a hidden spike and the output spike it causes fall in the same
     step, and MSTDP's pre-triggered term, which pairs a presynaptic spike with
@@ -299,6 +300,12 @@ class FlorianXOR(nn.Module):
     hidden_init, output_init : float
         Initial weight magnitudes are uniform in ``[0, hidden_init]`` and
         ``[0, output_init]`` mV.
+    spontaneous_rate : float
+        The output neuron also fires spontaneously, as a Poisson process of this rate
+        in Hz (a forced spike: +100 mV in that step). This is exploration: a reward can
+        only reach a pattern the output fires on, and without it a pattern whose output
+        fell silent early is never learned (Florian's derivation assumes stochastic
+        neurons; independent re-implementations report the same need).
     seed : int
         Seed of the initial weights.
 
@@ -322,6 +329,7 @@ class FlorianXOR(nn.Module):
         weight_max: float = 5.0,
         hidden_init: float = 5.0,
         output_init: float = 3.0,
+        spontaneous_rate: float = 5.0,
         seed: int = 0,
     ):
         super().__init__()
@@ -332,6 +340,7 @@ class FlorianXOR(nn.Module):
         half = group_size // 2
         self.half, self.rate = half, check_positive("rate", rate)
         self.weight_max = check_positive("weight_max", weight_max)
+        self.spontaneous_rate = check_nonnegative("spontaneous_rate", spontaneous_rate)
         generator = torch.Generator().manual_seed(int(seed))
         self.hidden_exc = nn.Linear(2 * half, hidden, bias=False)
         self.hidden_inh = nn.Linear(2 * half, hidden, bias=False)
@@ -359,14 +368,22 @@ class FlorianXOR(nn.Module):
         inh = poisson(intensity, steps, max_rate=self.rate, generator=generator)
         return exc, inh
 
-    def forward(self, exc: Tensor, inh: Tensor) -> tuple[Tensor, Tensor]:
-        """Hidden ``[T, B, hidden]`` and output ``[T, B, 1]`` spikes for a window of inputs."""
+    def forward(
+        self, exc: Tensor, inh: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Hidden ``[T, B, hidden]`` and output ``[T, B, 1]`` spikes for a window of inputs.
+
+        ``generator`` draws the spontaneous output spikes (torch's global one if omitted).
+        """
         self.hidden_neurons.reset()
         self.output_neuron.reset()
         current = self.hidden_exc(_delayed(exc)) + self.hidden_inh(_delayed(inh))
         hidden = self.hidden_neurons(current)
-        output = self.output_neuron(self.output(_delayed(hidden)))
-        return hidden, output
+        drive = self.output(_delayed(hidden))
+        if self.spontaneous_rate > 0.0:
+            draw = torch.rand(drive.shape, generator=generator, dtype=drive.dtype)
+            drive = drive + 100.0 * (draw < self.spontaneous_rate / 1000.0).to(drive.dtype)
+        return hidden, self.output_neuron(drive)
 
     def learners(self, rule: Callable[[], Rule]) -> list[Learner]:
         """One :class:`~plastorch.Learner` per plastic layer, with the sign's weight bound."""
@@ -435,7 +452,7 @@ def evaluate_xor(
     """Output rate (Hz) of each pattern, averaged over ``repeats`` presentations, no learning."""
     total = torch.zeros(4)
     for _ in range(repeats):
-        _, output = network(*network.encode(XOR_PATTERNS, steps, generator))
+        _, output = network(*network.encode(XOR_PATTERNS, steps, generator), generator)
         total += _rates(output)
     return total / repeats
 
@@ -505,7 +522,7 @@ def train_xor(
 
         iterator = tqdm(iterator, desc=f"florian-xor {rule}", unit="epoch", leave=False)
     for epoch in iterator:
-        _, output = network(*network.encode(XOR_PATTERNS, pattern_ms, generator))
+        _, output = network(*network.encode(XOR_PATTERNS, pattern_ms, generator), generator)
         signal = output[..., 0] * sign  # [T, 4]: +-1 at each output spike
         for learner in learners:
             learner.step(signal, scale=gamma)

@@ -20,10 +20,13 @@ import pytest
 import torch
 
 from plastorch.models.florian import (
+    XOR_PATTERNS,
+    FlorianXOR,
     florian_rules,
     single_synapse,
     single_synapse_protocol,
     spike_train,
+    train_xor,
 )
 
 
@@ -93,3 +96,49 @@ def test_single_synapse_checks_its_arguments():
         single_synapse(florian_rules()["STDP"], pre, spike_train([1], 4))
     with pytest.raises(ValueError, match="outside"):
         spike_train([5], 3)
+
+
+def test_xor_network_inputs_and_one_step_transmission():
+    net = FlorianXOR(group_size=4, hidden=3, spontaneous_rate=0.0, seed=0)
+    exc, inh = net.encode(XOR_PATTERNS, 200, torch.Generator().manual_seed(0))
+    # bit A drives inputs 0-1 of each kind, bit B inputs 2-3; a 0 bit is silent
+    assert exc[:, 0].sum() == 0 and inh[:, 0].sum() == 0
+    assert exc[:, 1, :2].sum() == 0 and exc[:, 1, 2:].sum() > 0
+    assert exc[:, 2, 2:].sum() == 0 and inh[:, 3].sum() > 0
+    # one excitatory spike of 20 mV at step 0 makes hidden neuron 0 fire at step 1, and
+    # an output weight of 20 mV makes the output fire one step after that
+    with torch.no_grad():
+        net.hidden_exc.weight.zero_()
+        net.hidden_inh.weight.zero_()
+        net.output.weight.zero_()
+        net.hidden_exc.weight[0, 0] = 20.0
+        net.output.weight[0, 0] = 20.0
+    spikes = torch.zeros(4, 1, 4)
+    spikes[0, 0, 0] = 1.0
+    hidden, output = net(spikes, torch.zeros(4, 1, 4))
+    assert hidden[:, 0, 0].tolist() == [0.0, 1.0, 0.0, 0.0]
+    assert output[:, 0, 0].tolist() == [0.0, 0.0, 1.0, 0.0]
+
+
+def test_spontaneous_output_rate():
+    net = FlorianXOR(group_size=2, hidden=2, hidden_init=0.0, output_init=0.0, seed=0)
+    silent = torch.zeros(2000, 10, 2)  # 10 independent samples of 2 s
+    _, output = net(silent, silent, torch.Generator().manual_seed(0))
+    # 5 Hz over 20 s in all: 100 spikes expected, sd 10 (the 1 ms refractory is negligible)
+    assert 70 <= output.sum().item() <= 130
+
+
+def test_reduced_xor_with_mstdp_et_separates_true_from_false():
+    # Reduced: 30 epochs of 200 ms per pattern (Florian: 500 ms, hundreds of epochs),
+    # gamma doubled to 1.25 mV for the shorter patterns. Before training the output
+    # fires at similar rates for (0,1), (1,0) and (1,1) (~20-35 Hz). Rewarded output
+    # spikes must make the true patterns fire on average at least twice as much as the
+    # false ones (their mean includes the 5 Hz spontaneous rate), and the reward per
+    # epoch (true-pattern spikes minus false-pattern spikes) must grow at least 5-fold
+    # from the first five epochs to the last five.
+    result = train_xor("MSTDP-ET", epochs=30, pattern_ms=200, gamma=1.25, eval_repeats=5)
+    before, after = result.rates_before, result.rates_after
+    assert before[1:].max() < 2 * before[1:].min()  # no pattern is favoured at first
+    assert after[1:3].mean() >= 2 * after[[0, 3]].mean()
+    assert after[1:3].mean() > before[1:3].mean()
+    assert result.reward_per_epoch[-5:].mean() >= 5 * result.reward_per_epoch[:5].mean()
