@@ -79,7 +79,7 @@ _CONV_FACTOR = 1.5
 _SCAN = 2.0
 _LOOKUP = {"linear": 10.0, "conv": 80.0}
 _COPY = 1.5
-_FIXED = 400_000.0
+_FIXED = 600_000.0
 _COUNT_SAMPLE = 1 << 16
 _PERMUTED_SCAN = 1 << 18
 
@@ -266,6 +266,7 @@ def estimate_costs(
     row_length: int,
     table_numel: int,
     permuted_numel: int,
+    threads: int | None = None,
 ) -> tuple[float, float]:
     r"""Estimated nanoseconds of the dense and the sparse path of one correlation (CPU).
 
@@ -281,6 +282,9 @@ def estimate_costs(
     those of the result permuted into the weight's layout. The constants are the
     module's ``_DENSE_MAC``, ``_SPARSE_ADD``, ``_SCAN``, ``_LOOKUP``, ``_COPY`` and
     ``_FIXED``, measured on one x86 core; only their ratios matter for the choice.
+    The GEMM and the row sums use all ``threads`` (default
+    ``torch.get_num_threads()``); the scan, the index arithmetic and the fixed cost
+    are counted as serial.
 
     Returns
     -------
@@ -291,13 +295,14 @@ def estimate_costs(
     >>> # LTP of STDP, Linear 784 -> 400, batch 64, 2 % post spikes (512 of 25600)
     >>> dense, sparse = estimate_costs(dtype=torch.float32, conv=False,
     ...     dense_macs=64 * 400 * 784, sparse_numel=64 * 400, nnz=512, kernel_size=1,
-    ...     row_length=784, table_numel=0, permuted_numel=0)
-    >>> round(dense), round(sparse)
-    (602112, 520545)
+    ...     row_length=784, table_numel=0, permuted_numel=0, threads=1)
+    >>> round(dense), round(sparse)  # dense wins at this size
+    (602112, 720545)
     """
-    dense = _DENSE_MAC.get(dtype, 0.1) * dense_macs * (_CONV_FACTOR if conv else 1.0)
+    threads = max(1, torch.get_num_threads()) if threads is None else threads
+    dense = _DENSE_MAC.get(dtype, 0.1) * dense_macs * (_CONV_FACTOR if conv else 1.0) / threads
     lookups = nnz * kernel_size
-    add = _SPARSE_ADD.get(dtype, 1.0)
+    add = _SPARSE_ADD.get(dtype, 1.0) / threads
     sparse = (
         _SCAN * sparse_numel
         + lookups * (_LOOKUP["conv" if conv else "linear"] + add * row_length)

@@ -134,6 +134,7 @@ def test_mode_selects_the_path(monkeypatch):
         return original(*args)
 
     monkeypatch.setattr(correlate_module, "_sparse_weight_grad", spy)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the model's thread count
     fc = nn.Linear(400, 300, bias=False)
     spikes = torch.zeros(1024, 300)  # e.g. a window, time folded into the batch
     spikes[::7, ::11] = 1.0  # density ~ 0.013
@@ -156,7 +157,7 @@ def test_mode_selects_the_path(monkeypatch):
 
 def test_cost_model_hand_values():
     # dense: 0.03 ns per multiply-add; sparse: 2 ns per scanned entry, per lookup
-    # 10 ns + 0.16 ns per added element, 1.5 ns per copied entry, 400 us fixed
+    # 10 ns + 0.16 ns per added element, 1.5 ns per copied entry, 600 us fixed
     dense, sparse = estimate_costs(
         dtype=torch.float32,
         conv=False,
@@ -167,9 +168,10 @@ def test_cost_model_hand_values():
         row_length=50,
         table_numel=0,
         permuted_numel=20,
+        threads=1,
     )
     assert dense == pytest.approx(30.0)
-    assert sparse == pytest.approx(200.0 + 10 * (10.0 + 8.0) + 30.0 + 400_000.0)
+    assert sparse == pytest.approx(200.0 + 10 * (10.0 + 8.0) + 30.0 + 600_000.0)
     # convolutions: 1.5x per dense multiply-add, 80 ns per lookup
     dense, sparse = estimate_costs(
         dtype=torch.float32,
@@ -181,9 +183,25 @@ def test_cost_model_hand_values():
         row_length=0,
         table_numel=0,
         permuted_numel=0,
+        threads=1,
     )
     assert dense == pytest.approx(45.0)
-    assert sparse == pytest.approx(9 * 80.0 + 400_000.0)
+    assert sparse == pytest.approx(9 * 80.0 + 600_000.0)
+    # two threads halve the GEMM and the row sums, not the scan, lookups and fixed cost
+    dense, sparse = estimate_costs(
+        dtype=torch.float32,
+        conv=False,
+        dense_macs=1000,
+        sparse_numel=100,
+        nnz=10,
+        kernel_size=1,
+        row_length=50,
+        table_numel=0,
+        permuted_numel=0,
+        threads=2,
+    )
+    assert dense == pytest.approx(15.0)
+    assert sparse == pytest.approx(200.0 + 10 * (10.0 + 4.0) + 600_000.0)
 
 
 def test_errors():
