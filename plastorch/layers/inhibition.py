@@ -207,6 +207,17 @@ class InhibitedPopulation(nn.Module):
             )
         return last
 
+    def _fusable(self) -> bool:
+        """Whether the window can run as the neuron's fused loop (no hooks to bypass)."""
+        neuron, inhibition = self.neuron, self.inhibition
+        return (
+            callable(getattr(neuron, "_window", None))
+            and type(inhibition) is LateralInhibition
+            and inhibition.dims is None
+            and not (neuron._forward_hooks or neuron._forward_pre_hooks)
+            and not (inhibition._forward_hooks or inhibition._forward_pre_hooks)
+        )
+
     def forward(self, current: Tensor) -> Tensor:
         """Spikes for the feed-forward input ``current``.
 
@@ -231,6 +242,17 @@ class InhibitedPopulation(nn.Module):
         else:
             steps = current
         last = self._previous(steps[0])
+        if self._fusable():
+            # One compiled loop over the window with the inhibition inlined (the neuron's
+            # _window, see plastorch.neurons.LIF); same equations as the loop below.
+            spikes = self.neuron._window(
+                steps.detach(),
+                inhibition=self.inhibition.strength,
+                self_inhibition=self.inhibition.self_inhibition,
+                previous=last,
+            )
+            self.last_spikes = spikes[-1]
+            return spikes[0] if self.step_mode == "single" else spikes
         spikes = torch.empty_like(steps)
         for t in range(steps.shape[0]):
             drive = steps[t] if last is None else steps[t] + self.inhibition(last)

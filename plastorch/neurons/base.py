@@ -211,6 +211,9 @@ class SpikingNeuron(nn.Module):
             return self._step(input)
         if input.shape[0] == 0:
             raise ValueError("multi-step input must have at least one time step, got T = 0")
+        window = getattr(self, "_window", None)
+        if window is not None:  # a compiled loop over the window (LIF, AdaptiveLIF)
+            return window(input)
         self._check_state(input[0])
         return torch.stack([self._step(step_input) for step_input in input])
 

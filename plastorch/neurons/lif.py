@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+import warnings
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -20,6 +22,95 @@ __all__ = ["LIF", "AdaptiveLIF"]
 # A refractory countdown below this fraction of a step counts as over, so that float
 # rounding in ``refractory - k * dt`` never adds a step (5 ms at dt = 0.1 is 50 steps).
 _REFRACTORY_TOLERANCE = 1e-3
+
+# Longest block of steps over which the adaptive threshold's increments are accumulated
+# against one reference step: their scale factor exp(steps * dt / tau_theta) stays below
+# e^20, far from float32 overflow (a window longer than that is run block by block).
+_MAX_LOG_GROWTH = 20.0
+
+
+def _refractory_steps(refractory: float, dt: float) -> int:
+    """Steps a spike keeps the neuron refractory: ``ceil(refractory / dt - tolerance)``."""
+    return max(math.ceil(refractory / dt - _REFRACTORY_TOLERANCE), 0)
+
+
+def _lif_block(
+    drive: Tensor,
+    v: Tensor,
+    last_spike: Tensor,
+    spikes: Tensor,
+    previous: Tensor,
+    threshold: Tensor,
+    increments: Tensor,
+    growth: list[float],
+    scale: list[float],
+    start: int,
+    decay: float,
+    v_reset: float,
+    refractory_steps: int,
+    inhibition: float,
+    self_inhibition: bool,
+) -> None:
+    """Steps ``start .. start + len(growth) - 1`` of a LIF window, in place (see LIF._window).
+
+    ``drive [T, B, N]`` is the input plus ``v_rest (1 - decay)``; ``v [B, N]``, the step of
+    each neuron's last spike ``last_spike [B, N]`` (int64) and ``increments`` (the
+    threshold growth of this block, ``[1, N]`` or ``[N]``, 0 at its start) are updated in
+    place; ``spikes [T, B, N]`` (bool) receives the spikes; ``previous [B, N]`` (bool) are
+    the spikes of the step before the window. The threshold of step ``t`` is
+    ``threshold[t] + scale[t - start] * increments`` and a spike adds ``growth[t - start]``
+    to its neuron's increment (when ``growth`` is empty the threshold is ``threshold[t]``).
+    """
+    adaptive = len(scale) > 0
+    steps = len(scale) if adaptive else drive.shape[0] - start
+    batch_one = v.shape[0] == 1
+    ready = torch.empty_like(last_spike, dtype=torch.bool)
+    level = torch.empty_like(increments)
+    for k in range(steps):
+        t = start + k
+        torch.add(drive[t], v, alpha=decay, out=v)  # v_rest + (v - v_rest) decay + input
+        if inhibition != 0.0:
+            last = spikes[t - 1] if t > 0 else previous
+            total = last.sum(1, keepdim=True)
+            # -w (sum_j s_j - s_i): exactly 0 where only the neuron itself fired
+            v.add_(total if self_inhibition else total - last.long(), alpha=-inhibition)
+        torch.le(last_spike, t - refractory_steps - 1, out=ready)
+        v.masked_fill_(ready.logical_not(), v_reset)  # refractory: held at v_reset
+        fired = spikes[t]
+        if adaptive:
+            torch.add(threshold[t], increments, alpha=scale[k], out=level)
+            torch.ge(v, level, out=fired)
+        else:
+            torch.ge(v, threshold[t], out=fired)
+        fired.logical_and_(ready)
+        v.masked_fill_(fired, v_reset)
+        last_spike.masked_fill_(fired, t)
+        if adaptive:
+            increments.add_(fired if batch_one else fired.sum(0), alpha=growth[k])
+
+
+_BLOCK_KERNEL: Callable[..., None] | None = None
+
+
+def _block_kernel() -> Callable[..., None]:
+    """:func:`_lif_block` compiled by TorchScript (no Python per step), else the eager one.
+
+    TorchScript is deprecated but still removes the interpreter's cost per operation,
+    about two thirds of a small population's step; ``PLASTORCH_NO_SCRIPT=1`` or any
+    failure to compile keeps the eager function, which computes the same values.
+    """
+    global _BLOCK_KERNEL
+    if _BLOCK_KERNEL is None:
+        kernel: Callable[..., None] = _lif_block
+        if os.environ.get("PLASTORCH_NO_SCRIPT", "") in ("", "0"):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    kernel = torch.jit.script(_lif_block)
+            except Exception:  # noqa: BLE001 - any TorchScript failure: run eagerly
+                kernel = _lif_block
+        _BLOCK_KERNEL = kernel
+    return _BLOCK_KERNEL
 
 
 class LIF(SpikingNeuron):
@@ -109,14 +200,89 @@ class LIF(SpikingNeuron):
     def _integrate(self, step_input: Tensor, threshold: float | Tensor) -> Tensor:
         """One LIF step against ``threshold`` (a float or a tensor broadcastable to v)."""
         refractory = self.refractory_remaining > _REFRACTORY_TOLERANCE * self.dt
-        v = self.v_rest + (self.v - self.v_rest) * self.decay_mem + step_input
-        v = torch.where(refractory, self.v_reset, v)
-        spikes = (v >= threshold) & ~refractory
-        self.v = torch.where(spikes, self.v_reset, v)
-        self.refractory_remaining = torch.where(
-            spikes, self.refractory, (self.refractory_remaining - self.dt).clamp_min(0.0)
-        )
+        drive = step_input
+        if self.v_rest != 0.0:
+            drive = step_input + self.v_rest * (1.0 - self.decay_mem)
+        # v_rest + (v - v_rest) decay + I, rounded as the window kernel rounds it
+        v = torch.add(drive, self.v, alpha=self.decay_mem)
+        v.masked_fill_(refractory, self.v_reset)
+        spikes = (v >= threshold).logical_and_(refractory.logical_not())
+        self.v = v.masked_fill_(spikes, self.v_reset)
+        remaining = (self.refractory_remaining - self.dt).clamp_min_(0.0)
+        self.refractory_remaining = remaining.masked_fill_(spikes, self.refractory)
         return spikes.to(step_input.dtype)
+
+    def _window(
+        self,
+        current: Tensor,
+        *,
+        inhibition: float = 0.0,
+        self_inhibition: bool = False,
+        previous: Tensor | None = None,
+    ) -> Tensor:
+        """Run a whole window ``[T, B, *shape]`` (already validated); return its spikes.
+
+        The same equations as ``T`` calls of :meth:`_step`, computed by one compiled
+        loop (:func:`_block_kernel`) with the state unpacked once per window: the
+        refractory countdown becomes the step of each neuron's last spike (an integer,
+        no float countdown), ``v_rest`` is folded into the input once, and the spikes
+        are written into one preallocated boolean window. With ``inhibition = w`` the
+        input of step ``t`` also gets ``-w (sum_j s_j(t-1) - s_i(t-1))`` (``-w sum_j
+        s_j(t-1)`` with ``self_inhibition``), ``s(-1) = previous`` ([B, *shape] or None
+        for none): the lateral inhibition of
+        :class:`~plastorch.layers.InhibitedPopulation`, fused into the same loop.
+        """
+        if current.dim() != 2 + len(self.shape) or tuple(current.shape[2:]) != self.shape:
+            raise ValueError(
+                f"{type(self).__name__} expects a window of shape [T, B, "
+                f"{', '.join(map(str, self.shape))}], got {tuple(current.shape)}"
+            )
+        if not current.is_floating_point():
+            raise TypeError(f"input must be a floating point tensor, got dtype {current.dtype}")
+        steps, batch = current.shape[0], current.shape[1]
+        self._check_state(current[0])
+        flat = current.reshape(steps, batch, -1)
+        decay = self.decay_mem
+        drive = flat + self.v_rest * (1.0 - decay) if self.v_rest != 0.0 else flat
+        v = self.v.reshape(batch, -1).clone()
+        refractory_steps = _refractory_steps(self.refractory, self.dt)
+        remaining = torch.ceil(self.refractory_remaining / self.dt - _REFRACTORY_TOLERANCE)
+        last_spike = remaining.reshape(batch, -1).clamp_min(0).long() - (refractory_steps + 1)
+        spikes = torch.empty(flat.shape, dtype=torch.bool, device=flat.device)
+        if previous is None:
+            previous = torch.zeros(v.shape, dtype=torch.bool, device=v.device)
+        else:
+            previous = previous.reshape(v.shape) != 0
+        self._run_blocks(
+            drive, v, last_spike, spikes, previous, float(inhibition), bool(self_inhibition)
+        )
+        self.v = v.reshape(self.v.shape)
+        left = (last_spike + (refractory_steps + 1 - steps)).clamp_min_(0)
+        # the countdown in ms that _step would hold: refractory - dt * (steps since spike)
+        remaining_ms = self.refractory - (refractory_steps - left).to(flat.dtype) * self.dt
+        self.refractory_remaining = torch.where(left > 0, remaining_ms, 0.0).reshape(
+            self.refractory_remaining.shape
+        )
+        return spikes.reshape(current.shape).to(current.dtype)
+
+    def _run_blocks(
+        self,
+        drive: Tensor,
+        v: Tensor,
+        last_spike: Tensor,
+        spikes: Tensor,
+        previous: Tensor,
+        inhibition: float,
+        self_inhibition: bool,
+    ) -> None:
+        """Run :func:`_lif_block` over the window with a fixed threshold ``v_threshold``."""
+        threshold = torch.full((1, 1), self.v_threshold, dtype=drive.dtype, device=drive.device)
+        threshold = threshold.expand(drive.shape[0], drive.shape[2])
+        _block_kernel()(
+            drive, v, last_spike, spikes, previous, threshold, threshold[0], [], [], 0,
+            self.decay_mem, self.v_reset, _refractory_steps(self.refractory, self.dt),
+            inhibition, self_inhibition,
+        )  # fmt: skip
 
     def _step(self, step_input: Tensor) -> Tensor:
         return self._integrate(step_input, self.v_threshold)
@@ -224,6 +390,63 @@ class AdaptiveLIF(LIF):
         if self.learning:
             self.theta.add_(spikes.sum(0).to(self.theta.dtype), alpha=self.theta_plus)
         return spikes
+
+    def _run_blocks(
+        self,
+        drive: Tensor,
+        v: Tensor,
+        last_spike: Tensor,
+        spikes: Tensor,
+        previous: Tensor,
+        inhibition: float,
+        self_inhibition: bool,
+    ) -> None:
+        r"""Run the window with the adaptive threshold, converting ``theta`` once per block.
+
+        With :math:`d = e^{-\Delta t/\tau_\theta}`, :math:`n(u) = \sum_b s_b(u)` and a
+        block starting at step :math:`t_0` with :math:`\theta_0`, step :math:`t = t_0 + k`
+        fires against
+
+        .. math::
+
+            v_{th} + \theta'(t) = \underbrace{v_{th} + d^{k+1} \theta_0}_{\text{float64,
+            cast once}} + d^{k} A(t), \qquad
+            A(t) = \sum_{u = t_0}^{t-1} \theta_{plus} d^{-(u - t_0)} n(u)
+
+        (:math:`A` in the input's dtype, one ``add`` per step), and at the end of the
+        block :math:`\theta \leftarrow d^{L} \theta_0 + \theta_{plus} \sum_u d^{L-1-u+t_0}
+        n(u)` in float64. Blocks are as long as :math:`d^{-k}` allows (the whole window
+        for the default :math:`\tau_\theta = 10^7` ms).
+        """
+        steps, neurons = drive.shape[0], drive.shape[2]
+        kernel = _block_kernel()
+        refractory_steps = _refractory_steps(self.refractory, self.dt)
+        common = (self.decay_mem, self.v_reset, refractory_steps, inhibition, self_inhibition)
+        theta = self.theta.reshape(neurons).to(drive.device)
+        if not self.learning:  # frozen: the threshold _step uses, cast once
+            threshold = (self.v_threshold + theta.to(drive.dtype)).expand(steps, neurons)
+            kernel(drive, v, last_spike, spikes, previous, threshold, threshold[0], [], [], 0,
+                   *common)  # fmt: skip
+            return
+        decay, rate = self.decay_theta, self.dt / self.tau_theta
+        block = steps if rate * steps <= _MAX_LOG_GROWTH else max(int(_MAX_LOG_GROWTH / rate), 1)
+        threshold = torch.empty(steps, neurons, dtype=drive.dtype, device=drive.device)
+        increments = torch.zeros(
+            (1, neurons) if v.shape[0] == 1 else (neurons,), dtype=drive.dtype, device=v.device
+        )
+        for start in range(0, steps, block):
+            length = min(block, steps - start)
+            ks = torch.arange(length + 1, dtype=torch.float64, device=theta.device)
+            powers = torch.pow(decay, ks)  # d^0 .. d^length
+            threshold[start : start + length] = self.v_threshold + powers[1:, None] * theta
+            scale = powers[:-1].tolist()
+            growth = [self.theta_plus / power for power in scale]
+            increments.zero_()
+            kernel(drive, v, last_spike, spikes, previous, threshold, increments, growth, scale,
+                   start, *common)  # fmt: skip
+            counts = spikes[start : start + length].sum(1, dtype=torch.float64)  # n(u), [L, N]
+            theta = powers[-1] * theta + self.theta_plus * (powers[:-1].flip(0) @ counts)
+        self.theta.copy_(theta.reshape(self.theta.shape))
 
     def extra_repr(self) -> str:
         return (

@@ -1,0 +1,92 @@
+"""The compiled window loop of LIF / AdaptiveLIF (``_window``) against the step-by-step path."""
+
+import pytest
+import torch
+
+from plastorch.layers import InhibitedPopulation, LateralInhibition
+from plastorch.neurons import LIF, AdaptiveLIF
+from plastorch.neurons import lif as lif_module
+
+
+def _population(neuron_kwargs, strength=2.0, hooked=False, **kwargs):
+    neuron = AdaptiveLIF(5, **neuron_kwargs)
+    if hooked:  # a hook on the neuron makes InhibitedPopulation step it one call at a time
+        neuron.register_forward_hook(lambda module, args, output: None)
+    return InhibitedPopulation(neuron, LateralInhibition(strength, **kwargs))
+
+
+@pytest.mark.parametrize(
+    "neuron_kwargs",
+    [
+        dict(theta_plus=0.5, tau_theta=1e7, refractory=2.5),
+        # tau_theta = 0.25 ms: exp(dt / tau_theta) grows too fast for one block, so the
+        # window is cut into blocks of 5 steps, each converting theta once
+        dict(theta_plus=0.5, tau_theta=0.25, refractory=0.0),
+    ],
+)
+@pytest.mark.parametrize("self_inhibition", [False, True])
+def test_fused_population_equals_the_step_by_step_loop(neuron_kwargs, self_inhibition):
+    generator = torch.Generator().manual_seed(0)
+    current = torch.rand(40, 3, 5, generator=generator) * 12.0
+    fused = _population(neuron_kwargs, self_inhibition=self_inhibition)
+    looped = _population(neuron_kwargs, hooked=True, self_inhibition=self_inhibition)
+    assert fused._fusable() and not looped._fusable()
+    halves = torch.cat([fused(current[:17]), fused(current[17:])])
+    reference = looped(current)
+    assert reference.sum() > 20  # not vacuous
+    assert torch.equal(halves, reference)
+    torch.testing.assert_close(fused.neuron.v, looped.neuron.v, rtol=0, atol=1e-4)
+    torch.testing.assert_close(fused.neuron.theta, looped.neuron.theta, rtol=1e-12, atol=0)
+    assert torch.equal(fused.neuron.refractory_remaining, looped.neuron.refractory_remaining)
+    assert torch.equal(fused.last_spikes, looped.last_spikes)
+
+
+def test_frozen_theta_is_used_but_not_changed_by_a_window():
+    alif = AdaptiveLIF(1, v_rest=0.0, v_reset=0.0, v_threshold=1.0, refractory=0.0,
+                       step_mode="multi")  # fmt: skip
+    alif.theta.fill_(0.5)
+    alif.learning = False
+    spikes = alif(torch.tensor([1.2, 1.6, 1.5]).reshape(3, 1, 1))
+    # v: 1.2 (below 1.5), then 1.2 d + 1.6 >= 1.5 fires, then 1.5 fires: theta stays 0.5
+    assert spikes.flatten().tolist() == [0.0, 1.0, 1.0]
+    assert alif.theta.item() == 0.5
+
+
+def test_theta_after_a_window_is_the_closed_form_sum():
+    # theta_plus 1, d = exp(-1/10): spikes at steps 0 and 2 of 4 leave
+    # theta = d^3 + d^1 (the float64 value of theta after the window)
+    alif = AdaptiveLIF(1, theta_plus=1.0, tau_theta=10.0, v_rest=0.0, v_reset=0.0,
+                       v_threshold=1.0, refractory=0.0, step_mode="multi")  # fmt: skip
+    spikes = alif(torch.tensor([5.0, 0.0, 5.0, 0.0]).reshape(4, 1, 1))
+    assert spikes.flatten().tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert alif.theta.item() == pytest.approx(0.7408182206817179 + 0.9048374180359595, abs=1e-15)
+
+
+@pytest.mark.parametrize(("spike_step", "remaining"), [(4, 2.5), (3, 1.5), (2, 0.5), (1, 0.0)])
+def test_refractory_countdown_in_ms_after_a_window(spike_step, remaining):
+    # refractory 2.5 ms at dt = 1 ms is 3 steps; the countdown holds 2.5 - 1 per step since
+    lif = LIF(1, v_rest=0.0, v_reset=0.0, v_threshold=1.0, refractory=2.5, step_mode="multi")
+    current = torch.zeros(5, 1, 1)
+    current[spike_step] = 2.0
+    lif(current)
+    assert lif.refractory_remaining.item() == remaining
+
+
+def test_compiled_and_eager_kernels_agree(monkeypatch):
+    generator = torch.Generator().manual_seed(1)
+    current = torch.rand(30, 2, 5, generator=generator) * 12.0
+    kwargs = dict(theta_plus=0.5, tau_theta=50.0, refractory=3.0)
+    compiled = _population(kwargs)(current)
+    monkeypatch.setattr(lif_module, "_BLOCK_KERNEL", lif_module._lif_block)
+    eager = _population(kwargs)(current)
+    assert compiled.sum() > 10
+    assert torch.equal(compiled, eager)
+
+
+def test_window_rejects_a_wrong_shape_with_both_shapes():
+    lif = LIF(5, step_mode="multi")
+    population = InhibitedPopulation(LIF(5), LateralInhibition(1.0))
+    with pytest.raises(ValueError, match=r"\[T, B, 5\], got \(2, 1, 4\)"):
+        population(torch.zeros(2, 1, 4))
+    with pytest.raises(ValueError, match=r"got \(2, 1, 4\)"):
+        lif(torch.zeros(2, 1, 4))
