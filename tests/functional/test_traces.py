@@ -94,3 +94,28 @@ def test_bad_dt_and_mode():
         trace(torch.zeros(1), torch.zeros(1), 0.5, mode="closest")
     with pytest.raises(TypeError, match="tau"):
         decay_factor(1.0, "10")
+
+
+@pytest.mark.parametrize("closed_form_max", [0, 1 << 20])  # scan loop / closed form
+def test_nearest_window_both_paths_equal_the_recursion_in_float64(monkeypatch, closed_form_max):
+    import plastorch.functional.traces as traces
+
+    monkeypatch.setattr(traces, "_CLOSED_FORM_MAX_NUMEL", closed_form_max)
+    generator = torch.Generator().manual_seed(5)
+    spikes = (torch.rand(40, 2, 3, generator=generator) < 0.1).double()
+    spikes[:, 0, 0] = 0.0  # one trace never spikes: x(-1) d^(t + 1) to the end
+    x = torch.rand(2, 3, dtype=torch.float64, generator=generator)
+    window = trace_window(x, spikes, 0.9, 2.5, "nearest")
+    expected, state = [], x
+    for t in range(40):
+        state = torch.where(spikes[t] != 0, 2.5, state * 0.9)
+        expected.append(state)
+    assert torch.equal(window, torch.stack(expected))
+
+
+def test_nearest_window_closed_form_hand_values():
+    # spikes at steps 1 and 3, carried trace 4, decay 0.5, amplitude 2:
+    # 4 * 0.5 = 2, spike -> 2, 1, spike -> 2, 1, 0.5
+    spikes = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 0.0])[:, None]
+    out = trace_window(torch.tensor([4.0]), spikes, 0.5, amplitude=2.0, mode="nearest")
+    assert out.flatten().tolist() == [2.0, 2.0, 1.0, 2.0, 1.0, 0.5]
