@@ -101,6 +101,7 @@ def run_case(case, config: Config, *, check: bool = True) -> dict:
         if contender.name in timings:
             timing = timings[contender.name]
             row["median_s"] = timing.median
+            row["low_decile_s"] = timing.low
             row["spread"] = timing.spread
             row["samples_s"] = timing.seconds
             if limit in medians and contender.role != "peer":

@@ -41,6 +41,14 @@ class Timing:
         return statistics.median(self.seconds) if self.seconds else float("nan")
 
     @property
+    def low(self) -> float:
+        """Lower decile (``nan`` when nothing was timed): the run least disturbed by others."""
+        if not self.seconds:
+            return float("nan")
+        ordered = sorted(self.seconds)
+        return ordered[(len(ordered) - 1) // 10]
+
+    @property
     def spread(self) -> float:
         """Interquartile range relative to the median (0 for fewer than 4 samples)."""
         if len(self.seconds) < 4:

@@ -29,7 +29,9 @@ def test_timing_median_and_spread():
     assert timing.median == 2.5
     q1, q2, q3 = 1.25, 2.5, 8.25  # statistics.quantiles(n=4), exclusive: 1 + .25, 3 + .75 * 7
     assert timing.spread == pytest.approx((q3 - q1) / q2)
-    assert math.isnan(Timing().median)
+    assert timing.low == 1.0  # lower decile of 4 samples: the smallest
+    assert Timing([float(i) for i in range(20, 0, -1)]).low == 2.0  # 2nd of 20
+    assert math.isnan(Timing().median) and math.isnan(Timing().low)
 
 
 def test_tracker_counts_new_storage_only():
