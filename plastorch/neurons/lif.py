@@ -39,6 +39,7 @@ def _lif_block(
     v: Tensor,
     last_spike: Tensor,
     spikes: Tensor,
+    flags: Tensor,
     previous: Tensor,
     threshold: Tensor,
     increments: Tensor,
@@ -50,43 +51,59 @@ def _lif_block(
     refractory_steps: int,
     inhibition: float,
     self_inhibition: bool,
+    exclusive: bool,
 ) -> None:
     """Steps ``start .. start + len(growth) - 1`` of a LIF window, in place (see LIF._window).
 
     ``drive [T, B, N]`` is the input plus ``v_rest (1 - decay)``; ``v [B, N]``, the step of
     each neuron's last spike ``last_spike [B, N]`` (int64) and ``increments`` (the
     threshold growth of this block, ``[1, N]`` or ``[N]``, 0 at its start) are updated in
-    place; ``spikes [T, B, N]`` (bool) receives the spikes; ``previous [B, N]`` (bool) are
-    the spikes of the step before the window. The threshold of step ``t`` is
-    ``threshold[t] + scale[t - start] * increments`` and a spike adds ``growth[t - start]``
-    to its neuron's increment (when ``growth`` is empty the threshold is ``threshold[t]``).
+    place; ``spikes [T, B, N]`` (uint8, with ``flags`` its bool view) receives the spikes;
+    ``previous [B, N]`` (uint8) are the spikes of the step before the window. The
+    threshold of step ``t`` is ``threshold[t] + scale[t - start] * increments`` and a
+    spike adds ``growth[t - start]`` to its neuron's increment (when ``growth`` is empty
+    the threshold is ``threshold[t]`` and the block runs to the end of the window).
+    ``exclusive``: ``v_reset`` is below every threshold, so a refractory neuron (held at
+    ``v_reset``) cannot cross it and needs no extra mask.
+
+    Operations that would change nothing are skipped: the inhibition after a step without
+    spikes, the refractory mask when no neuron is refractory, the resets and threshold
+    increments after a step without spikes.
     """
     adaptive = len(scale) > 0
     steps = len(scale) if adaptive else drive.shape[0] - start
     batch_one = v.shape[0] == 1
-    ready = torch.empty_like(last_spike, dtype=torch.bool)
+    blocked = torch.empty_like(last_spike, dtype=torch.bool)
     level = torch.empty_like(increments)
+    busy_until = int(last_spike.max()) + refractory_steps
+    fired_before = bool(previous.any()) if start == 0 else bool(spikes[start - 1].any())
     for k in range(steps):
         t = start + k
         torch.add(drive[t], v, alpha=decay, out=v)  # v_rest + (v - v_rest) decay + input
-        if inhibition != 0.0:
+        if inhibition != 0.0 and fired_before:
             last = spikes[t - 1] if t > 0 else previous
             total = last.sum(1, keepdim=True)
             # -w (sum_j s_j - s_i): exactly 0 where only the neuron itself fired
-            v.add_(total if self_inhibition else total - last.long(), alpha=-inhibition)
-        torch.le(last_spike, t - refractory_steps - 1, out=ready)
-        v.masked_fill_(ready.logical_not(), v_reset)  # refractory: held at v_reset
-        fired = spikes[t]
+            v.add_(total if self_inhibition else total - last, alpha=-inhibition)
+        refractory = t <= busy_until
+        if refractory:  # held at v_reset
+            torch.gt(last_spike, t - refractory_steps - 1, out=blocked)
+            v.masked_fill_(blocked, v_reset)
+        fired = flags[t]
         if adaptive:
             torch.add(threshold[t], increments, alpha=scale[k], out=level)
             torch.ge(v, level, out=fired)
         else:
             torch.ge(v, threshold[t], out=fired)
-        fired.logical_and_(ready)
-        v.masked_fill_(fired, v_reset)
-        last_spike.masked_fill_(fired, t)
-        if adaptive:
-            increments.add_(fired if batch_one else fired.sum(0), alpha=growth[k])
+        if refractory and not exclusive:
+            fired.logical_and_(blocked.logical_not())
+        fired_before = bool(fired.any())
+        if fired_before:
+            v.masked_fill_(fired, v_reset)
+            last_spike.masked_fill_(fired, t)
+            busy_until = t + refractory_steps
+            if adaptive:
+                increments.add_(spikes[t] if batch_one else spikes[t].sum(0), alpha=growth[k])
 
 
 _BLOCK_KERNEL: Callable[..., None] | None = None
@@ -248,11 +265,11 @@ class LIF(SpikingNeuron):
         refractory_steps = _refractory_steps(self.refractory, self.dt)
         remaining = torch.ceil(self.refractory_remaining / self.dt - _REFRACTORY_TOLERANCE)
         last_spike = remaining.reshape(batch, -1).clamp_min(0).long() - (refractory_steps + 1)
-        spikes = torch.empty(flat.shape, dtype=torch.bool, device=flat.device)
+        spikes = torch.empty(flat.shape, dtype=torch.uint8, device=flat.device)
         if previous is None:
-            previous = torch.zeros(v.shape, dtype=torch.bool, device=v.device)
+            previous = torch.zeros(v.shape, dtype=torch.uint8, device=v.device)
         else:
-            previous = previous.reshape(v.shape) != 0
+            previous = (previous.reshape(v.shape) != 0).to(torch.uint8)
         self._run_blocks(
             drive, v, last_spike, spikes, previous, float(inhibition), bool(self_inhibition)
         )
@@ -279,9 +296,9 @@ class LIF(SpikingNeuron):
         threshold = torch.full((1, 1), self.v_threshold, dtype=drive.dtype, device=drive.device)
         threshold = threshold.expand(drive.shape[0], drive.shape[2])
         _block_kernel()(
-            drive, v, last_spike, spikes, previous, threshold, threshold[0], [], [], 0,
-            self.decay_mem, self.v_reset, _refractory_steps(self.refractory, self.dt),
-            inhibition, self_inhibition,
+            drive, v, last_spike, spikes, spikes.view(torch.bool), previous, threshold,
+            threshold[0], [], [], 0, self.decay_mem, self.v_reset,
+            _refractory_steps(self.refractory, self.dt), inhibition, self_inhibition, True,
         )  # fmt: skip
 
     def _step(self, step_input: Tensor) -> Tensor:
@@ -422,11 +439,13 @@ class AdaptiveLIF(LIF):
         kernel = _block_kernel()
         refractory_steps = _refractory_steps(self.refractory, self.dt)
         common = (self.decay_mem, self.v_reset, refractory_steps, inhibition, self_inhibition)
+        flags = spikes.view(torch.bool)
         theta = self.theta.reshape(neurons).to(drive.device)
         if not self.learning:  # frozen: the threshold _step uses, cast once
             threshold = (self.v_threshold + theta.to(drive.dtype)).expand(steps, neurons)
-            kernel(drive, v, last_spike, spikes, previous, threshold, threshold[0], [], [], 0,
-                   *common)  # fmt: skip
+            exclusive = bool(threshold[0].min() > self.v_reset)
+            kernel(drive, v, last_spike, spikes, flags, previous, threshold, threshold[0],
+                   [], [], 0, *common, exclusive)  # fmt: skip
             return
         decay, rate = self.decay_theta, self.dt / self.tau_theta
         block = steps if rate * steps <= _MAX_LOG_GROWTH else max(int(_MAX_LOG_GROWTH / rate), 1)
@@ -442,8 +461,10 @@ class AdaptiveLIF(LIF):
             scale = powers[:-1].tolist()
             growth = [self.theta_plus / power for power in scale]
             increments.zero_()
-            kernel(drive, v, last_spike, spikes, previous, threshold, increments, growth, scale,
-                   start, *common)  # fmt: skip
+            # theta_plus >= 0: the threshold only grows within the block
+            exclusive = bool(threshold[start : start + length].min() > self.v_reset)
+            kernel(drive, v, last_spike, spikes, flags, previous, threshold, increments,
+                   growth, scale, start, *common, exclusive)  # fmt: skip
             counts = spikes[start : start + length].sum(1, dtype=torch.float64)  # n(u), [L, N]
             theta = powers[-1] * theta + self.theta_plus * (powers[:-1].flip(0) @ counts)
         self.theta.copy_(theta.reshape(self.theta.shape))

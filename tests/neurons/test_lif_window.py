@@ -90,3 +90,16 @@ def test_window_rejects_a_wrong_shape_with_both_shapes():
         population(torch.zeros(2, 1, 4))
     with pytest.raises(ValueError, match=r"got \(2, 1, 4\)"):
         lif(torch.zeros(2, 1, 4))
+
+
+@pytest.mark.parametrize("step_mode", ["single", "multi"])
+def test_refractory_neurons_stay_silent_even_above_a_threshold_below_reset(step_mode):
+    # theta = -2 puts the threshold (-1) below v_reset (0): every non-refractory step
+    # fires, and the 2 refractory steps after each spike stay silent.
+    alif = AdaptiveLIF(1, v_rest=0.0, v_reset=0.0, v_threshold=1.0, refractory=2.0,
+                       step_mode=step_mode)  # fmt: skip
+    alif.theta.fill_(-2.0)
+    alif.learning = False
+    current = torch.zeros(7, 1, 1)
+    spikes = alif(current) if step_mode == "multi" else torch.stack([alif(x) for x in current])
+    assert spikes.flatten().tolist() == [1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0]
