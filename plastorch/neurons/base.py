@@ -105,6 +105,7 @@ class SpikingNeuron(nn.Module):
         if value not in _STEP_MODES:
             raise ValueError(f"step_mode must be 'single' or 'multi', got {value!r}")
         self._step_mode = value
+        self._forget_checks()
 
     # -- state ---------------------------------------------------------------------------
 
@@ -112,8 +113,17 @@ class SpikingNeuron(nn.Module):
         for name in self._state_names:
             yield name, getattr(self, name)
 
+    def _forget_checks(self) -> None:
+        """Make the next single step check its input and the state in full again."""
+        self.__dict__.pop("_checked_input", None)
+
+    def _apply(self, fn, recurse=True):  # .to(), .double(), ...: check the next step again
+        self._forget_checks()
+        return super()._apply(fn, recurse)
+
     def reset(self) -> None:
         """Forget the per-sample state; the next call sizes it again to its batch."""
+        self._forget_checks()
         for name, tensor in self._state_tensors():
             setattr(self, name, torch.empty(0, dtype=tensor.dtype, device=tensor.device))
 
@@ -166,6 +176,7 @@ class SpikingNeuron(nn.Module):
         error_msgs: list,
     ) -> None:
         # The lazily sized state takes whatever batch shape was saved.
+        self._forget_checks()
         for name, tensor in self._state_tensors():
             saved = state_dict.get(prefix + name)
             if isinstance(saved, Tensor):
@@ -194,6 +205,12 @@ class SpikingNeuron(nn.Module):
         Tensor
             Spikes, 1.0 where a neuron fired during the step and 0.0 elsewhere.
         """
+        if self.step_mode == "single" and isinstance(input, Tensor):
+            checked = self.__dict__.get("_checked_input")
+            if checked is not None and checked == (input.shape, input.dtype, input.device):
+                # the input of the previous single step and a state sized for it: the
+                # checks below passed then and nothing has reset or moved the state since
+                return self._step(input.detach())
         if not isinstance(input, Tensor):
             raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
         if not input.is_floating_point():
@@ -208,7 +225,9 @@ class SpikingNeuron(nn.Module):
         input = input.detach()
         if self.step_mode == "single":
             self._check_state(input)
-            return self._step(input)
+            spikes = self._step(input)
+            self.__dict__["_checked_input"] = (input.shape, input.dtype, input.device)
+            return spikes
         if input.shape[0] == 0:
             raise ValueError("multi-step input must have at least one time step, got T = 0")
         window = getattr(self, "_window", None)

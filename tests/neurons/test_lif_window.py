@@ -103,3 +103,18 @@ def test_refractory_neurons_stay_silent_even_above_a_threshold_below_reset(step_
     current = torch.zeros(7, 1, 1)
     spikes = alif(current) if step_mode == "multi" else torch.stack([alif(x) for x in current])
     assert spikes.flatten().tolist() == [1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0]
+
+
+def test_single_steps_check_again_after_reset_move_or_batch_change():
+    lif = LIF(3)
+    lif(torch.zeros(2, 3))
+    lif(torch.zeros(2, 3))  # checked once, then the lean path
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(4, 3\)"):
+        lif(torch.zeros(4, 3))  # a new batch size is still caught
+    with pytest.raises(TypeError, match="dtype"):
+        lif(torch.zeros(2, 3, dtype=torch.float64))
+    lif.reset()
+    assert lif(torch.zeros(4, 3)).shape == (4, 3)
+    lif.double()  # moving the state makes the next step check again
+    with pytest.raises(TypeError, match="dtype"):
+        lif(torch.zeros(4, 3))
