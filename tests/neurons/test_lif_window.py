@@ -76,7 +76,10 @@ def test_compiled_and_eager_kernels_agree(monkeypatch):
     generator = torch.Generator().manual_seed(1)
     current = torch.rand(30, 2, 5, generator=generator) * 12.0
     kwargs = dict(theta_plus=0.5, tau_theta=50.0, refractory=3.0)
-    compiled = _population(kwargs)(current)
+    # TorchScript profiles the first calls and optimises from the third on: compare that
+    runs = [_population(kwargs)(current) for _ in range(3)]
+    compiled = runs[-1]
+    assert all(torch.equal(run, compiled) for run in runs)
     monkeypatch.setattr(lif_module, "_BLOCK_KERNEL", lif_module._lif_block)
     eager = _population(kwargs)(current)
     assert compiled.sum() > 10
