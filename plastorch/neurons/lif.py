@@ -258,6 +258,9 @@ class LIF(SpikingNeuron):
             raise TypeError(f"input must be a floating point tensor, got dtype {current.dtype}")
         steps, batch = current.shape[0], current.shape[1]
         self._check_state(current[0])
+        if batch == 0:  # e.g. a data-parallel rank without samples: only time passes
+            self._idle(steps)
+            return torch.zeros_like(current)
         flat = current.reshape(steps, batch, -1)
         decay = self.decay_mem
         drive = flat + self.v_rest * (1.0 - decay) if self.v_rest != 0.0 else flat
@@ -281,6 +284,9 @@ class LIF(SpikingNeuron):
             self.refractory_remaining.shape
         )
         return spikes.reshape(current.shape).to(current.dtype)
+
+    def _idle(self, steps: int) -> None:
+        """Advance the per-neuron (not per-sample) state by ``steps`` steps without samples."""
 
     def _run_blocks(
         self,
@@ -407,6 +413,10 @@ class AdaptiveLIF(LIF):
         if self.learning:
             self.theta.add_(spikes.sum(0).to(self.theta.dtype), alpha=self.theta_plus)
         return spikes
+
+    def _idle(self, steps: int) -> None:
+        if self.learning:  # theta decays with or without samples
+            self.theta.mul_(self.decay_theta**steps)
 
     def _run_blocks(
         self,

@@ -121,3 +121,14 @@ def test_single_steps_check_again_after_reset_move_or_batch_change():
     lif.double()  # moving the state makes the next step check again
     with pytest.raises(TypeError, match="dtype"):
         lif(torch.zeros(4, 3))
+
+
+def test_an_empty_batch_only_decays_theta():
+    # a data-parallel rank without samples still runs its window: theta decays by d^T
+    alif = AdaptiveLIF(2, tau_theta=10.0, step_mode="multi")
+    alif.theta.fill_(1.0)
+    spikes = alif(torch.zeros(5, 0, 2))
+    assert spikes.shape == (5, 0, 2)
+    assert alif.theta.tolist() == pytest.approx([0.6065306597126334] * 2, rel=1e-15)
+    population = InhibitedPopulation(AdaptiveLIF(2), LateralInhibition(1.0))
+    assert population(torch.zeros(5, 0, 2)).shape == (5, 0, 2)
