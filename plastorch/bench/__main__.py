@@ -11,7 +11,7 @@ import torch
 from .cases import CASES
 from .common import Config
 from .peers import PEER_NAMES
-from .suite import run_suite
+from .suite import format_markdown, run_suite
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -21,6 +21,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="small shapes, few repetitions (CI)")
     parser.add_argument("--json", metavar="PATH", help="also write the full results as JSON")
+    parser.add_argument("--markdown", metavar="PATH", help="also write the tables as Markdown")
     parser.add_argument(
         "--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)"
     )
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(format_markdown(report))
     failed = [
         c["name"] for case in report["cases"] for c in case.get("checks", []) if not c["passed"]
     ] + [case["name"] for case in report["cases"] if "error" in case]

@@ -16,7 +16,7 @@ from .common import CaseSetup, Config
 from .peers import PEER_NAMES, load_peer
 from .timing import interleaved
 
-__all__ = ["format_case", "machine_info", "run_case", "run_suite"]
+__all__ = ["format_case", "format_markdown", "machine_info", "run_case", "run_suite"]
 
 
 def machine_info(config: Config) -> dict:
@@ -205,4 +205,53 @@ def format_case(result: dict) -> str:
         for c in checks:
             if not c["passed"]:
                 lines.append(f"   FAILED {c['name']} {c.get('error', c.get('max_abs_error'))}")
+    return "\n".join(lines)
+
+
+def format_markdown(report: dict) -> str:
+    """The whole report as Markdown tables (one per case), for docs/performance.md."""
+    machine = report["machine"]
+    lines = [
+        f"torch {machine['torch']}, {machine['threads']} threads, {machine['device']} "
+        f"({machine['processor']}, {machine['cpu_count']} cores), load average "
+        f"{machine['load_average_start']} -> {machine.get('load_average_end')}",
+        "",
+    ]
+    for result in report["cases"]:
+        lines.append(f"**{result['name']}**: {result['title']}")
+        lines.append("")
+        if "error" in result:
+            lines += [f"error: {result['error']}", ""]
+            continue
+        rows = result.get("contenders", [])
+        if rows:
+            baseline = result.get("baseline") or "plastorch"
+            throughput = result.get("unit") == "items/s"
+            lines.append(
+                f"| contender | {'samples/s' if throughput else 'median'} | vs limit | "
+                f"vs {baseline} |"
+            )
+            lines.append("| --- | --- | --- | --- |")
+            for row in rows:
+                if "items_per_s" in row:
+                    value = f"{row['items_per_s']:.3g}"
+                elif "median_s" in row:
+                    value = _time(row["median_s"])
+                else:
+                    value = row["status"]
+                lines.append(
+                    f"| {row['name']} | {value} | {_ratio(row.get('vs_limit'))} | "
+                    f"{_ratio(row.get('vs_baseline'))} |"
+                )
+        values = result.get("values", {})
+        if values:
+            lines += ["", "| quantity | value |", "| --- | --- |"]
+            for name, value in values.items():
+                text = _bytes(value) if "bytes" in name else f"{value:.3g}"
+                lines.append(f"| {name} | {text} |")
+        checks = result.get("checks")
+        if checks:
+            passed = sum(c["passed"] for c in checks)
+            lines += ["", f"checks: {passed}/{len(checks)} passed"]
+        lines.append("")
     return "\n".join(lines)

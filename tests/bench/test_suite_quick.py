@@ -57,20 +57,12 @@ def test_cli_list_and_json(tmp_path, capsys):
     listed = capsys.readouterr().out
     assert all(case.name in listed for case in CASES)
     out = tmp_path / "bench.json"
-    code = main(
-        [
-            "--quick",
-            "--cases",
-            "dense_step",
-            "--peers",
-            "none",
-            "--repeats",
-            "1",
-            "--json",
-            str(out),
-        ]
-    )
+    markdown = tmp_path / "bench.md"
+    args = ["--quick", "--cases", "dense_step", "--peers", "none", "--repeats", "1"]
+    code = main(args + ["--json", str(out), "--markdown", str(markdown)])
     assert code == 0
+    table = markdown.read_text()
+    assert "| limit: two GEMMs |" in table and "checks: 3/3 passed" in table
     report = json.loads(out.read_text())
     assert [case["name"] for case in report["cases"]] == ["dense_step"]
     assert report["machine"]["threads"] == 2
