@@ -13,6 +13,16 @@ from plastorch.models.distal_reward import (
 )
 
 
+@pytest.fixture
+def one_thread():
+    """Step-by-step simulations of small populations: one thread avoids oversubscribing
+    a shared machine (with two busy cores, two threads made these runs ~8x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_network_wiring_follows_the_paper():
     net = DistalRewardNetwork(40, 10, 6, seed=1)
     mask = net.mask
@@ -52,7 +62,7 @@ def test_dopamine_rule_constants():
     assert settings["learning_rate"] == 20.0 and settings["window"] == 50
 
 
-def test_reduced_run_grows_only_the_rewarded_synapse():
+def test_reduced_run_grows_only_the_rewarded_synapse(one_thread):
     # 80 + 20 neurons, 10 synapses each, 8 s; the reward pathway runs 20 x faster than
     # in the paper (rewards 50-150 ms after the pairing, tau_c = 50 ms, tau_d = 10 ms)
     # and n1, n2 get a drive that raises their rate to about 7 Hz, so a few seconds hold

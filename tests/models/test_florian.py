@@ -30,6 +30,16 @@ from plastorch.models.florian import (
 )
 
 
+@pytest.fixture
+def one_thread():
+    """Step-by-step simulations of small populations: one thread avoids oversubscribing
+    a shared machine (with two busy cores, two threads made these runs ~8x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def S(a, b):
     return sum(math.exp(-k / 25) for k in range(a, b))
 
@@ -98,15 +108,15 @@ def test_single_synapse_checks_its_arguments():
         spike_train([5], 3)
 
 
-def test_xor_network_inputs_and_one_step_transmission():
+def test_xor_network_inputs_and_same_step_transmission():
     net = FlorianXOR(group_size=4, hidden=3, spontaneous_rate=0.0, seed=0)
     exc, inh = net.encode(XOR_PATTERNS, 200, torch.Generator().manual_seed(0))
     # bit A drives inputs 0-1 of each kind, bit B inputs 2-3; a 0 bit is silent
     assert exc[:, 0].sum() == 0 and inh[:, 0].sum() == 0
     assert exc[:, 1, :2].sum() == 0 and exc[:, 1, 2:].sum() > 0
     assert exc[:, 2, 2:].sum() == 0 and inh[:, 3].sum() > 0
-    # one excitatory spike of 20 mV at step 0 makes hidden neuron 0 fire at step 1, and
-    # an output weight of 20 mV makes the output fire one step after that
+    # one excitatory spike of 20 mV at step 1 (16 mV reach threshold) makes hidden
+    # neuron 0 fire in that step, and its 20 mV output synapse the output too
     with torch.no_grad():
         net.hidden_exc.weight.zero_()
         net.hidden_inh.weight.zero_()
@@ -114,10 +124,15 @@ def test_xor_network_inputs_and_one_step_transmission():
         net.hidden_exc.weight[0, 0] = 20.0
         net.output.weight[0, 0] = 20.0
     spikes = torch.zeros(4, 1, 4)
-    spikes[0, 0, 0] = 1.0
+    spikes[1, 0, 0] = 1.0
     hidden, output = net(spikes, torch.zeros(4, 1, 4))
-    assert hidden[:, 0, 0].tolist() == [0.0, 1.0, 0.0, 0.0]
-    assert output[:, 0, 0].tolist() == [0.0, 0.0, 1.0, 0.0]
+    assert hidden[:, 0].tolist() == [[0.0] * 3, [1.0, 0.0, 0.0], [0.0] * 3, [0.0] * 3]
+    assert output[:, 0, 0].tolist() == [0.0, 1.0, 0.0, 0.0]
+    # inhibition: the same spike through an inhibitory input keeps everything silent
+    with torch.no_grad():
+        net.hidden_inh.weight[0, 0] = -20.0
+    hidden, output = net(spikes, spikes)
+    assert hidden.sum() == 0 and output.sum() == 0
 
 
 def test_spontaneous_output_rate():
@@ -128,7 +143,7 @@ def test_spontaneous_output_rate():
     assert 70 <= output.sum().item() <= 130
 
 
-def test_reduced_xor_with_mstdp_et_separates_true_from_false():
+def test_reduced_xor_with_mstdp_et_separates_true_from_false(one_thread):
     # Reduced: 30 epochs of 200 ms per pattern (Florian: 500 ms, hundreds of epochs),
     # gamma doubled to 1.25 mV for the shorter patterns. Before training the output
     # fires at similar rates for (0,1), (1,0) and (1,1) (~20-35 Hz). Rewarded output
