@@ -192,7 +192,8 @@ def _nearest_window(x: Tensor, spikes: Tensor, decay: float, amplitude: float) -
     carried = factors.cumprod(0)[1:]  # x(-1) d^(t + 1)
     table = torch.full((steps,), decay, dtype=x.dtype, device=x.device)
     table[0] = amplitude
-    since = table.cumprod(0)[(time - last).clamp_max_(steps - 1)]  # a d^(t - l(t))
+    gaps = (time - last).clamp_max_(steps - 1)  # t - l(t)
+    since = table.cumprod(0).index_select(0, gaps.flatten()).view(gaps.shape)  # a d^(t - l(t))
     return torch.where(last >= 0, since, carried)
 
 
