@@ -353,19 +353,24 @@ def _choose_path(
         ("a", a, b, weight_shape[1]),
         ("b", b, a, max(1, weight_shape[0] // groups)),
     ):
-        dense, cost = estimate_costs(
+        costs = dict(
             dtype=a.dtype,
             conv=conv,
             dense_macs=dense_macs,
             sparse_numel=tensor.numel(),
-            nnz=_count_nonzero(tensor),
             kernel_size=kernel_size,
             row_length=row_length,
             table_numel=other.numel() if conv else 0,
             permuted_numel=weight_numel if (conv or side == "b") else 0,
         )
+        dense, floor = estimate_costs(nnz=0, **costs)
+        if sparse is None and floor >= dense:
+            continue  # not even an empty factor would pay: do not count
+        dense, cost = estimate_costs(nnz=_count_nonzero(tensor), **costs)
         if best is None or cost < best[1]:
             best = (side, cost, dense)
+    if best is None:
+        return None
     side, cost, dense = best
     if sparse is None and cost >= dense:
         return None
