@@ -9,10 +9,10 @@ of spike-timing-dependent synaptic plasticity*, Neural Computation 19(6), 2007:
   does not change the weight at all (its change is :math:`r(t)\,\zeta(t)` and
   :math:`\zeta` is non-zero only at spike times), while MSTDP-ET's eligibility trace
   still holds the pairing when the reward comes.
-- :func:`train_xor`: the rate-coded XOR problem (Florian's section 4.2, see below).
+- :func:`train_xor`: the rate-coded XOR problem (:class:`FlorianXOR`).
 
-Rules and constants (Florian's section 4.1)
--------------------------------------------
+Rules and constants
+-------------------
 :math:`A_+ = 1`, :math:`A_- = -1`, :math:`\tau_+ = \tau_- = 20` ms,
 :math:`\tau_z = 25` ms, :math:`\Delta t = 1` ms, i.e. ``lr_post=1, lr_pre=-1`` of
 :class:`~plastorch.rules.STDP`, :class:`~plastorch.rules.MSTDP` and
@@ -416,7 +416,8 @@ class XORResult(NamedTuple):
     reward_per_epoch: Tensor
 
 
-#: Florian's learning rates (mV) for the rate-coded XOR: ``scale`` of ``Learner.step``.
+#: Learning rates (mV) for the rate-coded XOR, the ``scale`` of ``Learner.step``: 0.625 mV
+#: for MSTDP-ET (the value third-party re-implementations read from the paper).
 #: MSTDP-ET's :math:`z` carries a :math:`1/\tau_z` that MSTDP's :math:`\zeta` does not,
 #: so MSTDP's rate is MSTDP-ET's divided by :math:`\tau_z = 25` ms.
 XOR_GAMMA = {"MSTDP-ET": 0.625, "MSTDP": 0.625 / FLORIAN_TAU_Z}
