@@ -9,6 +9,7 @@ suite reports; absolute times move with the machine.
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 import weakref
@@ -63,8 +64,14 @@ def interleaved(
     repeats: int,
     warmup: int = 1,
     device: torch.device | str = "cpu",
+    shuffle: bool = False,
+    seed: int = 0,
 ) -> dict[str, Timing]:
     """Time ``fn`` of every contender round-robin, ``warmup + repeats`` rounds.
+
+    With ``shuffle`` the order within each round is a fresh (seeded) permutation,
+    so no contender always runs right after the same neighbour (whose memory
+    traffic would evict its data from the caches every time).
 
     Parameters
     ----------
@@ -86,8 +93,13 @@ def interleaved(
     3
     """
     timings = {name: Timing() for name in contenders}
+    order = list(contenders)
+    shuffler = random.Random(seed)
     for round_index in range(warmup + repeats):
-        for name, (setup, fn) in contenders.items():
+        if shuffle:
+            shuffler.shuffle(order)
+        for name in order:
+            setup, fn = contenders[name]
             if setup is not None:
                 setup()
             synchronize(device)
