@@ -86,7 +86,14 @@ def run_case(case, config: Config, *, check: bool = True) -> dict:
     timed = {c.name: (c.setup, c.fn) for c in setup.contenders if c.fn is not None}
     repeats = config.repeats if config.repeats is not None else setup.repeats
     timings = (
-        interleaved(timed, repeats=repeats, warmup=config.warmup, device=config.device)
+        interleaved(
+            timed,
+            repeats=repeats,
+            warmup=config.warmup,
+            device=config.device,
+            shuffle=True,
+            seed=config.seed,
+        )
         if timed and repeats
         else {}
     )

@@ -24,6 +24,15 @@ def test_interleaved_runs_round_robin_with_setup_before_each_call():
     assert len(timings["a"].seconds) == len(timings["b"].seconds) == 2
 
 
+def test_shuffled_rounds_run_every_contender_once_per_round():
+    calls = []
+    contenders = {name: (None, lambda name=name: calls.append(name)) for name in "abcd"}
+    interleaved(contenders, repeats=5, warmup=0, shuffle=True, seed=3)
+    rounds = [calls[i : i + 4] for i in range(0, 20, 4)]
+    assert all(sorted(r) == list("abcd") for r in rounds)
+    assert len({tuple(r) for r in rounds}) > 1  # the order changes between rounds
+
+
 def test_timing_median_and_spread():
     timing = Timing([3.0, 1.0, 2.0, 10.0])
     assert timing.median == 2.5
