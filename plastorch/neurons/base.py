@@ -2,42 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
-from numbers import Real
 
 import torch
 from torch import Tensor, nn
 
+from ..functional.checks import check_positive as _check_positive
+
 __all__ = ["SpikingNeuron"]
 
 _STEP_MODES = ("single", "multi")
-
-
-def _as_float(name: str, value: object) -> float:
-    """Return ``value`` as a finite Python float, or raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (Real, Tensor)):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    if isinstance(value, Tensor) and value.numel() != 1:
-        raise TypeError(f"{name} must be a real number, got a tensor of shape {tuple(value.shape)}")
-    result = float(value)
-    if not math.isfinite(result):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return result
-
-
-def _check_positive(name: str, value: object) -> float:
-    result = _as_float(name, value)
-    if result <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return result
-
-
-def _check_nonnegative(name: str, value: object) -> float:
-    result = _as_float(name, value)
-    if result < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-    return result
 
 
 def _check_shape(shape: int | Sequence[int]) -> tuple[int, ...]:

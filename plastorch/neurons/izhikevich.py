@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from plastorch.neurons.base import SpikingNeuron, _as_float, _check_positive
+from plastorch.functional.checks import check_positive as _check_positive
+from plastorch.functional.checks import check_real as _as_float
+from plastorch.neurons.base import SpikingNeuron
 
 __all__ = ["Izhikevich", "IZHIKEVICH_PRESETS"]
 

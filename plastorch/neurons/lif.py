@@ -10,12 +10,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from plastorch.neurons.base import (
-    SpikingNeuron,
-    _as_float,
-    _check_nonnegative,
-    _check_positive,
-)
+from plastorch.functional.checks import check_nonnegative as _check_nonnegative
+from plastorch.functional.checks import check_positive as _check_positive
+from plastorch.functional.checks import check_real as _as_float
+from plastorch.neurons.base import SpikingNeuron
 
 __all__ = ["LIF", "AdaptiveLIF"]
 
