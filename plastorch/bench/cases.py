@@ -60,7 +60,7 @@ def _tolerances(dtype: torch.dtype) -> tuple[float, float]:
     return {
         torch.float64: (1e-10, 1e-12),
         torch.float32: (1e-4, 1e-7),
-        torch.bfloat16: (3e-2, 3e-4),
+        torch.bfloat16: (1e-1, 1e-3),  # traces scanned in bfloat16 over the window
     }[dtype]
 
 
@@ -776,10 +776,11 @@ CASES: tuple[Case, ...] = (
     ),
     Case("diehl_cook", "Diehl & Cook training, 64 inputs, 100 neurons, 250 ms at dt=1", diehl_cook),
     Case("window_memory", "Peak memory of one window (T=100), Linear 784->400", window_memory),
+    Case("crossover", "Sparse vs dense path by density, STDP step 784->400, batch 64", crossover),
     Case(
-        "crossover",
-        "Sparse vs dense path by spike density, STDP step 784->400, batch 64",
-        crossover,
+        "crossover_window",
+        "Sparse vs dense path by density, STDP window T=25, 784->400, batch 64",
+        crossover_window,
     ),
 )
 
