@@ -61,12 +61,18 @@ class Bound:
         tensor([0.8000, 0.1000])
         """
         weight = weight.detach()
-        up, down = self.dependence(weight)
-        delta = torch.zeros_like(weight)
-        if update.potentiation is not None:
-            delta = delta + up * update.potentiation
-        if update.depression is not None:
-            delta = delta - down * update.depression
+        if type(self).dependence is Bound.dependence:
+            # no weight dependence: the net change is all that is needed, which a
+            # deferred update computes without forming its halves
+            delta = update.delta()
+            delta = torch.zeros_like(weight) if delta is None else delta.to(weight.dtype)
+        else:
+            up, down = self.dependence(weight)
+            delta = torch.zeros_like(weight)
+            if update.potentiation is not None:
+                delta = delta + up * update.potentiation
+            if update.depression is not None:
+                delta = delta - down * update.depression
         if self.clip:
             delta = _clip_delta(weight, delta, self.wmin, self.wmax)
         return delta

@@ -166,8 +166,9 @@ def _plastorch_rows(
             make_layer(), _rule(), pres, posts, step_mode=step_mode, warm=warm, mode=mode
         )
         rows.append(Contender(name, "plastorch", driver.step, driver.record))
-    # The rule alone (traces + correlations -> Update halves), without the Learner's
-    # delta, weight check and .grad write: what the functional core costs.
+    # The rule alone (traces + correlations -> the net change Update.delta(), as a
+    # learner without weight dependence asks for it), without the Learner's weight
+    # check and .grad write: what the functional core costs.
     layer = driver.layer
     rule = driver.learner.rule
     state = {name: driver.learner._buffers[name] for name in driver.learner.state_names}
@@ -180,7 +181,7 @@ def _plastorch_rows(
         if step_mode == "single":
             pre, post = pre[None], post[None]
         with sparse_mode("dense"):
-            rule(layer, pre, post, state)
+            rule(layer, pre, post, state)[0].delta()
 
     rows.append(Contender("plastorch rule only, dense path", "plastorch", rule_only))
     return rows

@@ -3,7 +3,14 @@
 Nothing here holds state; rules and the learner are built from these.
 """
 
-from .correlate import correlate, correlate_per_sample, get_sparse_mode, sparse_mode
+from .correlate import (
+    correlate,
+    correlate_per_sample,
+    correlate_sum,
+    get_sparse_mode,
+    sparse_mode,
+    uses_sparse_path,
+)
 from .stdp import STDPFactors, stdp_factors
 from .traces import (
     TRACE_MODES,
@@ -22,6 +29,7 @@ __all__ = [
     "Update",
     "correlate",
     "correlate_per_sample",
+    "correlate_sum",
     "decay_factor",
     "discounted_reverse_sum",
     "get_sparse_mode",
@@ -31,4 +39,5 @@ __all__ = [
     "trace_cumulative",
     "trace_nearest",
     "trace_window",
+    "uses_sparse_path",
 ]

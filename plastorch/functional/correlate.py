@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import contextvars
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -57,9 +57,11 @@ __all__ = [
     "SPARSE_MODES",
     "correlate",
     "correlate_per_sample",
+    "correlate_sum",
     "get_sparse_mode",
     "estimate_costs",
     "sparse_mode",
+    "uses_sparse_path",
 ]
 
 SPARSE_MODES: tuple[str, ...] = ("auto", "sparse", "dense")
@@ -72,17 +74,22 @@ _MODE: contextvars.ContextVar[str] = contextvars.ContextVar("plastorch_sparse_mo
 #: non-zeros (``_SCAN`` per entry), costs ``_LOOKUP`` per looked-up row (index
 #: arithmetic; more for convolutions), ``_SPARSE_ADD`` per element added, copies
 #: the other factor channels-last for convolutions and permutes the result into
-#: the weight's layout where needed (``_COPY`` per element), plus ``_FIXED``.
+#: the weight's layout where needed (``_COPY`` per element), plus ``_FIXED`` (kernel
+#: launches and Python; the dense path's is ``_DENSE_FIXED``). Per-element sums over
+#: rows that miss the cache cost about twice ``_SPARSE_ADD``; the constant is set for
+#: tables of a few MiB.
 _DENSE_MAC = {torch.float32: 0.03, torch.float64: 0.06, torch.bfloat16: 0.1, torch.float16: 0.1}
-_SPARSE_ADD = {torch.float32: 0.16, torch.float64: 1.0, torch.bfloat16: 0.12, torch.float16: 0.12}
+_SPARSE_ADD = {torch.float32: 0.4, torch.float64: 1.0, torch.bfloat16: 0.12, torch.float16: 0.12}
 _CONV_FACTOR = 1.5
 _SCAN = 2.0
 _LOOKUP = {"linear": 10.0, "conv": 80.0}
 _COPY = 1.5
-_FIXED = 600_000.0
+_FIXED = {"linear": 150_000.0, "conv": 600_000.0}
+_DENSE_FIXED = 30_000.0
 _COUNT_SAMPLE = 1 << 16
 _PERMUTED_SCAN = 1 << 18
 
+_AS_INT = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
@@ -170,7 +177,7 @@ def correlate(layer: nn.Module, pre: Tensor, post: Tensor, *, sparse: bool | Non
         side = _choose_path(sparse, post, pre, weight.shape, 1, 1)
         if side is None:
             return post.t() @ pre
-        return _sparse_weight_grad(post, pre, _Geometry.linear(weight.shape), side, None)
+        return _sparse_linear(post, pre, side)
     if isinstance(layer, _CONV + _CONV_T):
         pre, post = _conv_samples(layer, pre, post)
         geometry = _Geometry.conv(layer, weight.shape, layer.groups, pre, post)
@@ -189,6 +196,97 @@ def correlate(layer: nn.Module, pre: Tensor, post: Tensor, *, sparse: bool | Non
         a, b = geometry.a_of(pre, post), geometry.b_of(pre, post)
         return _sparse_weight_grad(a, b, geometry, side, None)
     return _vjp_correlate(layer, pre, post)
+
+
+def correlate_sum(
+    layer: nn.Module,
+    items: Sequence[tuple[Tensor, Tensor, float]],
+    *,
+    sparse: bool | None = None,
+) -> Tensor | None:
+    r""":math:`\sum_k c_k\, C(\text{pre}_k, \text{post}_k)`, fused as far as the layer allows.
+
+    ``items`` holds ``(pre, post, c)`` with the factors as :func:`correlate` takes
+    them and real (signed) rates ``c``. For ``nn.Linear`` every term on the dense
+    path is one GEMM accumulating into the same output (``addmm_``, with the
+    rates as its ``alpha`` and ``beta``: no scaled copy of a factor and no
+    weight-sized temporary per term). Terms the sparse path makes cheaper (chosen
+    per term as in :func:`correlate`), and the terms of other layers, are
+    correlated one by one and added in place. ``None`` when ``items`` is empty.
+
+    Examples
+    --------
+    >>> fc = nn.Linear(2, 1, bias=False)
+    >>> a, b = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0]])
+    >>> correlate_sum(fc, [(a, b, 0.5), (a, b, -2.0)])  # (0.5 - 2) * [[3, 6]]
+    tensor([[-4.5000, -9.0000]])
+    """
+    total: Tensor | None = None
+    pending = 1.0  # rate still to apply to the GEMM accumulator ``total``
+    linear = isinstance(layer, nn.Linear)
+    weight = _weight_of(layer)
+    for pre, post, rate in items:
+        if linear:
+            _check_linear(layer, pre, post)
+            pre = pre.reshape(-1, layer.in_features)
+            post = post.reshape(-1, layer.out_features)
+            side = _choose_path(sparse, post, pre, weight.shape, 1, 1)
+            if side is None:
+                if total is None:
+                    total, pending = post.t() @ pre, rate
+                else:
+                    total.addmm_(post.t(), pre, beta=pending, alpha=rate)
+                    pending = 1.0
+                continue
+            value = _sparse_linear(post, pre, side)
+        else:
+            if rate != 1.0 and min(pre.numel(), post.numel()) < weight.numel():
+                if pre.numel() <= post.numel():
+                    pre = pre * rate
+                else:
+                    post = post * rate
+                rate = 1.0
+            value = correlate(layer, pre, post, sparse=sparse)
+        if total is None:
+            total, pending = value, rate
+            continue
+        if pending != 1.0:
+            total.mul_(pending)
+            pending = 1.0
+        total.add_(value, alpha=rate)
+    if total is not None and pending != 1.0:
+        total.mul_(pending)
+    return total
+
+
+def uses_sparse_path(
+    layer: nn.Module, pre: Tensor, post: Tensor, *, sparse: bool | None = None
+) -> bool:
+    """Whether :func:`correlate` with these arguments takes the sparse path.
+
+    Lets a caller that combines several correlations (e.g. stacking the terms
+    of a rule into one GEMM) keep the ones the sparse path makes cheaper apart.
+
+    Examples
+    --------
+    >>> fc = nn.Linear(3, 2, bias=False)
+    >>> pre, post = torch.ones(4, 3), torch.ones(4, 2)
+    >>> uses_sparse_path(fc, pre, post), uses_sparse_path(fc, pre, post, sparse=True)
+    (False, True)
+    """
+    weight = _weight_of(layer)
+    if isinstance(layer, nn.Linear):
+        _check_linear(layer, pre, post)
+        pre = pre.reshape(-1, layer.in_features)
+        post = post.reshape(-1, layer.out_features)
+        return _choose_path(sparse, post, pre, weight.shape, 1, 1) is not None
+    if isinstance(layer, _CONV + _CONV_T):
+        pre, post = _conv_samples(layer, pre, post)
+        geometry = _Geometry.conv(layer, weight.shape, layer.groups, pre, post)
+        a, b = geometry.a_of(pre, post), geometry.b_of(pre, post)
+        side = _choose_path(sparse, a, b, weight.shape, geometry.positions, geometry.kernel_size)
+        return side is not None
+    return False
 
 
 def correlate_per_sample(
@@ -272,7 +370,8 @@ def estimate_costs(
 
     .. math::
 
-        t_\text{dense} &= c_\text{mac} \cdot \text{MACs} \quad (\times 1.5 \text{ for convolutions}) \\
+        t_\text{dense} &= c_\text{mac} \cdot \text{MACs} \quad (\times 1.5 \text{ for convolutions})
+            + c_\text{dense fixed} \\
         t_\text{sparse} &= c_\text{scan} N_s + L\, (c_\text{lookup} + c_\text{add}\, \ell)
             + c_\text{copy} (N_\text{table} + N_\text{perm}) + c_\text{fixed}
 
@@ -280,8 +379,8 @@ def estimate_costs(
     looked-up rows of length :math:`\ell`, :math:`N_\text{table}` the entries of
     the other factor copied channels-last (convolutions) and :math:`N_\text{perm}`
     those of the result permuted into the weight's layout. The constants are the
-    module's ``_DENSE_MAC``, ``_SPARSE_ADD``, ``_SCAN``, ``_LOOKUP``, ``_COPY`` and
-    ``_FIXED``, measured on one x86 core; only their ratios matter for the choice.
+    module's ``_DENSE_MAC``, ``_DENSE_FIXED``, ``_SPARSE_ADD``, ``_SCAN``, ``_LOOKUP``,
+    ``_COPY`` and ``_FIXED``, measured on one x86 core; only their ratios matter for the choice.
     The GEMM and the row sums use all ``threads`` (default
     ``torch.get_num_threads()``); the scan, the index arithmetic and the fixed cost
     are counted as serial.
@@ -296,18 +395,21 @@ def estimate_costs(
     >>> dense, sparse = estimate_costs(dtype=torch.float32, conv=False,
     ...     dense_macs=64 * 400 * 784, sparse_numel=64 * 400, nnz=512, kernel_size=1,
     ...     row_length=784, table_numel=0, permuted_numel=0, threads=1)
-    >>> round(dense), round(sparse)  # dense wins at this size
-    (602112, 720545)
+    >>> round(dense), round(sparse)  # the sparse path wins: 512 rows summed, no GEMM
+    (632112, 366883)
     """
     threads = max(1, torch.get_num_threads()) if threads is None else threads
-    dense = _DENSE_MAC.get(dtype, 0.1) * dense_macs * (_CONV_FACTOR if conv else 1.0) / threads
+    dense = (
+        _DENSE_MAC.get(dtype, 0.1) * dense_macs * (_CONV_FACTOR if conv else 1.0) / threads
+        + _DENSE_FIXED
+    )
     lookups = nnz * kernel_size
     add = _SPARSE_ADD.get(dtype, 1.0) / threads
     sparse = (
         _SCAN * sparse_numel
         + lookups * (_LOOKUP["conv" if conv else "linear"] + add * row_length)
         + _COPY * (table_numel + permuted_numel)
-        + _FIXED
+        + _FIXED["conv" if conv else "linear"]
     )
     return dense, sparse
 
@@ -457,6 +559,38 @@ def _unravel(flat: Tensor, shape: tuple[int, ...]) -> list[Tensor]:
         out.append(flat % size)
         flat = flat // size
     return out[::-1]
+
+
+def _sparse_linear(post: Tensor, pre: Tensor, side: str) -> Tensor:
+    r"""``post^T pre`` (``[N, M]``, ``[N, C]`` -> ``[M, C]``) from the non-zeros of one factor.
+
+    The Linear case of :func:`_sparse_weight_grad` without its index machinery:
+    the non-zeros of the sparse factor, read column by column (so they come out
+    ordered by their output row), name the rows of the other factor that
+    ``embedding_bag`` sums into each output row. Walking ``pre`` (side ``"b"``)
+    gives ``[C, M]``, transposed into the weight's layout.
+    """
+    sparse_t, dense_t = (post, pre) if side == "a" else (pre, post)
+    dtype = torch.promote_types(post.dtype, pre.dtype)
+    as_int = _AS_INT[sparse_t.element_size()]
+    columns = sparse_t.t()
+    owner, sample = columns.view(as_int).nonzero(as_tuple=True)
+    # owners come out sorted: bag j holds the lookups owner[offsets[j]:offsets[j+1]]
+    offsets = torch.searchsorted(
+        owner, torch.arange(sparse_t.shape[1] + 1, device=owner.device, dtype=owner.dtype)
+    )
+    # weighted row sums cost the same as plain ones and need no test of the values
+    values = columns[owner, sample].to(dtype)
+    table = dense_t if dense_t.dtype == dtype else dense_t.to(dtype)
+    out = F.embedding_bag(
+        sample,
+        table if table.is_contiguous() else table.contiguous(),
+        offsets,
+        mode="sum",
+        per_sample_weights=values,
+        include_last_offset=True,
+    )
+    return out if side == "a" else out.t().contiguous()
 
 
 def _sparse_weight_grad(

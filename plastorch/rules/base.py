@@ -27,7 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..functional import Update, correlate, correlate_per_sample
+from ..functional import Update, correlate, correlate_per_sample, correlate_sum
 from ..functional.checks import check_finite
 from ..functional.update import add_optional as _add
 
@@ -56,7 +56,18 @@ def check_batch_reduction(batch_reduction: BatchReduction) -> BatchReduction:
 
 
 class Halves:
-    """Accumulates routed term magnitudes, then applies the batch reduction."""
+    """Collects a rule's signed terms into the two halves of an :class:`Update`.
+
+    Terms come in two forms: a computed magnitude (:meth:`add`) or a correlation
+    still to be computed (:meth:`add_term`). Unless the batch reduction is a
+    callable (which needs per-sample halves at once), correlations are deferred:
+    :meth:`result` returns a deferred :class:`Update`, whose halves cost one
+    correlation per term when read, while its :meth:`~Update.delta` (what a
+    learner without weight dependence needs) sums every term into one output
+    (:func:`~plastorch.functional.correlate_sum`: for ``nn.Linear`` one GEMM
+    accumulator with the signed rates as ``addmm_``'s coefficients), so neither
+    half, nor their difference, is ever formed.
+    """
 
     def __init__(self, batch_reduction: BatchReduction, batch_size: int):
         self.reduction = batch_reduction
@@ -64,6 +75,10 @@ class Halves:
         self.per_sample = callable(batch_reduction)
         self.potentiation: Tensor | None = None
         self.depression: Tensor | None = None
+        #: deferred correlations ``(layer, term, weights, magnitude, potentiative)``
+        self.terms: list[tuple[nn.Module, Term, Tensor | None, float, bool]] = []
+        #: factor applied to both halves by :meth:`scaled`
+        self.factor = 1.0
 
     def add(self, value: Tensor, potentiative: bool) -> None:
         """Add a magnitude (``[B, *W]`` when per-sample, else ``[*W]``) to one half."""
@@ -72,22 +87,117 @@ class Halves:
         else:
             self.depression = _add(self.depression, value)
 
-    def result(self) -> Update:
-        def reduce(half: Tensor | None) -> Tensor | None:
-            if half is None:
-                return None
-            if self.per_sample:
-                return self.reduction(half, 0)
-            if self.reduction == "mean":
-                return half / self.batch_size
-            return half
+    def add_term(
+        self,
+        layer: nn.Module,
+        term: Term,
+        weights: Tensor | None,
+        magnitude: float,
+        potentiative: bool,
+    ) -> None:
+        """Add ``magnitude * C(term)`` (weighted per step and sample by ``weights``) to one half."""
+        if self.per_sample:
+            self.add(correlate_weighted(layer, term, weights, True, magnitude), potentiative)
+        else:
+            self.terms.append((layer, term, weights, magnitude, potentiative))
 
-        return Update(reduce(self.potentiation), reduce(self.depression))
+    def result(self) -> Update:
+        """The update: deferred when correlations are pending, else computed now."""
+        if self.terms:
+            return Update.deferred(self)
+        return Update(*self.halves())
+
+    # -- the Deferred protocol of Update ------------------------------------------------
+    def _reduce(self, half: Tensor | None) -> Tensor | None:
+        if half is None:
+            return None
+        if self.per_sample:
+            half = self.reduction(half, 0)
+        elif self.reduction == "mean":
+            half = half / self.batch_size
+        return half if self.factor == 1.0 else half * self.factor
+
+    def halves(self) -> tuple[Tensor | None, Tensor | None]:
+        """``(potentiation, depression)``: one correlation per pending term."""
+        potentiation, depression = self.potentiation, self.depression
+        for layer, term, weights, magnitude, potentiative in self.terms:
+            value = correlate_weighted(layer, term, weights, False, magnitude)
+            if potentiative:
+                potentiation = _add(potentiation, value)
+            else:
+                depression = _add(depression, value)
+        return self._reduce(potentiation), self._reduce(depression)
+
+    def delta(self) -> Tensor | None:
+        """``potentiation - depression`` with the pending terms fused where the layer allows."""
+        scale = self.factor / (self.batch_size if self.reduction == "mean" else 1)
+        signed = [
+            (layer, term, weights, magnitude * scale * (1.0 if potentiative else -1.0))
+            for layer, term, weights, magnitude, potentiative in self.terms
+        ]
+        delta = correlate_terms(signed)
+        for half, sign in ((self.potentiation, 1.0), (self.depression, -1.0)):
+            if half is not None:
+                delta = (
+                    half * (scale * sign) if delta is None else delta.add_(half, alpha=scale * sign)
+                )
+        return delta
+
+    def scaled(self, factor: float) -> Halves:
+        """A copy whose halves are ``factor`` times these."""
+        copy = Halves(self.reduction, self.batch_size)
+        copy.potentiation, copy.depression = self.potentiation, self.depression
+        copy.terms = list(self.terms)
+        copy.factor = self.factor * factor
+        return copy
+
+    def __repr__(self) -> str:
+        return f"Halves({len(self.terms)} pending terms, reduction={self.reduction!r})"
 
 
 def _weighted(tensor: Tensor, weights: Tensor) -> Tensor:
     """``tensor [T, B, ...]`` times ``weights [T, B]`` broadcast over the trailing dims."""
     return tensor * weights.reshape(*weights.shape, *([1] * (tensor.dim() - 2))).to(tensor.dtype)
+
+
+def _prepare(
+    layer: nn.Module,
+    term: Term,
+    weights: Tensor | None,
+    per_sample: bool,
+    scale: float,
+    *,
+    fold_scale: bool = True,
+) -> tuple[Tensor, Tensor, float]:
+    """Factors of ``scale * sum w C(term)`` with the weights (and, where cheaper, the scale) folded in.
+
+    Returns ``(pre, post, leftover)``: the result is ``leftover * C(pre, post)``.
+    Without ``fold_scale`` a scale without weights is always left over.
+    """
+    pre, post = term.pre, term.post
+    steps, batch = pre.shape[:2]
+    if weights is not None:
+        if scale != 1.0:
+            weights = weights * scale
+            scale = 1.0
+        if weights.shape[1] == batch and batch > 1 and not per_sample:
+            active = weights.ne(0).any(0)
+            if not bool(active.all()):
+                index = active.nonzero().flatten()
+                pre, post, weights = pre[:, index], post[:, index], weights[:, index]
+        if pre[0, 0].numel() <= post[0, 0].numel():
+            pre = _weighted(pre, weights)
+        else:
+            post = _weighted(post, weights)
+    elif scale != 1.0 and fold_scale:
+        result_size = layer.weight.numel() * (batch if per_sample else 1)
+        if min(pre.numel(), post.numel()) < result_size:
+            if pre.numel() <= post.numel():
+                pre = pre * scale
+            else:
+                post = post * scale
+            scale = 1.0
+    return pre, post, scale
 
 
 def correlate_weighted(
@@ -105,35 +215,36 @@ def correlate_weighted(
     when the result is smaller than it, into the result. Samples whose weights
     are all zero are skipped before the correlation.
     """
-    pre, post = term.pre, term.post
-    steps, batch = pre.shape[:2]
-    index = None
-    if weights is not None:
-        if scale != 1.0:
-            weights = weights * scale
-            scale = 1.0
-        if weights.shape[1] == batch and batch > 1 and not per_sample:
-            active = weights.ne(0).any(0)
-            if not bool(active.all()):
-                index = active.nonzero().flatten()
-                pre, post, weights = pre[:, index], post[:, index], weights[:, index]
-        if pre[0, 0].numel() <= post[0, 0].numel():
-            pre = _weighted(pre, weights)
-        else:
-            post = _weighted(post, weights)
-    elif scale != 1.0:
-        result_size = layer.weight.numel() * (batch if per_sample else 1)
-        if min(pre.numel(), post.numel()) < result_size:
-            if pre.numel() <= post.numel():
-                pre = pre * scale
-            else:
-                post = post * scale
-            scale = 1.0
+    pre, post, scale = _prepare(layer, term, weights, per_sample, scale)
     if per_sample:
         value = correlate_per_sample(layer, pre, post)
     else:
         value = correlate(layer, pre.flatten(0, 1), post.flatten(0, 1))
     return value if scale == 1.0 else value.mul_(scale)
+
+
+def correlate_terms(terms: list[tuple[nn.Module, Term, Tensor | None, float]]) -> Tensor | None:
+    """:math:`\\sum_k c_k \\sum_{t,b} w_k(t,b) C(\\text{pre}_k, \\text{post}_k)` for signed ``c_k``.
+
+    ``terms`` holds ``(layer, term, weights, c)``; consecutive terms of the same
+    layer go to one :func:`~plastorch.functional.correlate_sum` (one GEMM
+    accumulator for ``nn.Linear``). ``None`` for no terms.
+    """
+    total: Tensor | None = None
+    start = 0
+    while start < len(terms):
+        layer = terms[start][0]
+        stop = start
+        items = []
+        while stop < len(terms) and terms[stop][0] is layer:
+            _, term, weights, scale = terms[stop]
+            pre, post, rate = _prepare(layer, term, weights, False, scale, fold_scale=False)
+            items.append((pre.flatten(0, 1), post.flatten(0, 1), rate))
+            stop += 1
+        value = correlate_sum(layer, items)
+        total = value if total is None else total.add_(value)
+        start = stop
+    return total
 
 
 def route_terms(
@@ -142,7 +253,7 @@ def route_terms(
     modulation: float | tuple[Tensor, Tensor] | None,
     halves: Halves,
 ) -> None:
-    """Correlate each term and add its magnitude to the half its sign selects.
+    """Add each term's magnitude to the half its sign selects (deferred where possible).
 
     Parameters
     ----------
@@ -159,16 +270,12 @@ def route_terms(
             signal = 1.0 if modulation is None else modulation
             if signal == 0.0:
                 continue
-            value = correlate_weighted(
-                layer, term, None, halves.per_sample, magnitude * abs(signal)
-            )
-            halves.add(value, term.rate * signal >= 0)
+            halves.add_term(layer, term, None, magnitude * abs(signal), term.rate * signal >= 0)
             continue
         for weights, sign in zip(modulation, (1.0, -1.0)):
             if not bool(weights.ne(0).any()):
                 continue
-            value = correlate_weighted(layer, term, weights, halves.per_sample, magnitude)
-            halves.add(value, term.rate * sign >= 0)
+            halves.add_term(layer, term, weights, magnitude, term.rate * sign >= 0)
 
 
 def parse_signal(

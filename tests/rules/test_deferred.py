@@ -1,0 +1,128 @@
+"""Deferred updates: the fused net change equals potentiation - depression, and a
+learner without weight dependence never forms the halves."""
+
+import pytest
+import torch
+from torch import nn
+
+from plastorch import Learner
+from plastorch.bounds import Hard, Soft
+from plastorch.functional import Update
+from plastorch.rules import MSTDP, MSTDPET, STDP, TripletSTDP
+from plastorch.rules.base import Halves
+
+T, B, IN, OUT = 6, 3, 5, 4
+
+
+def spikes(shape, p, seed):
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=generator) < p).double()
+
+
+def window(seed=0):
+    return spikes((T, B, IN), 0.4, seed), spikes((T, B, OUT), 0.4, seed + 1)
+
+
+def warm_state(rule, layer, seed=10):
+    """State after one earlier window, so traces (and eligibility) are non-zero."""
+    pre, post = window(seed)
+    state = rule.initial_state(layer, pre[0], post[0])
+    signal = torch.linspace(-1.0, 1.0, B, dtype=torch.float64) if rule.modulated else None
+    return rule(layer, pre, post, state, signal)[1]
+
+
+CASES = [
+    (lambda: STDP(0.5, -0.25), None),
+    (lambda: STDP(0.5, 0.25, batch_reduction="mean"), None),  # potentiative only
+    (lambda: MSTDP(0.5, -0.25), -1.5),
+    (lambda: MSTDP(0.5, -0.25), torch.tensor([1.0, -2.0, 0.0], dtype=torch.float64)),
+    (lambda: MSTDP(0.5, -0.25), torch.linspace(-1, 1, T * B, dtype=torch.float64).reshape(T, B)),
+    (lambda: MSTDPET(0.5, -0.25, per_sample_signal=True), torch.tensor([1.0, -2.0, 0.5]).double()),
+    (lambda: TripletSTDP(0.5, 0.25, 0.125, 0.0625), None),
+]
+
+
+@pytest.mark.parametrize("make, signal", CASES)
+@pytest.mark.parametrize("layer", ["linear", "conv"])
+def test_fused_delta_equals_the_difference_of_the_halves(make, signal, layer):
+    rule = make().double()
+    if layer == "linear":
+        fc = nn.Linear(IN, OUT, bias=False).double()
+        pre, post = window()
+    else:
+        fc = nn.Conv1d(1, 2, 3, padding=1).double()
+        pre, post = spikes((T, B, 1, IN), 0.4, 0), spikes((T, B, 2, IN), 0.4, 1)
+    state = warm_state(rule, fc) if layer == "linear" else rule.initial_state(fc, pre[0], post[0])
+    fused, _ = rule(fc, pre, post, state, signal)
+    split, _ = rule(fc, pre, post, state, signal)
+    delta = fused.delta()
+    expected = Update(split.potentiation, split.depression).delta()
+    torch.testing.assert_close(delta, expected, rtol=1e-12, atol=1e-14)
+    assert delta.abs().sum() > 0  # the case is not vacuous
+    if fused.is_deferred:
+        # the net change was computed without forming the halves
+        assert fused._potentiation is None and fused._depression is None
+        assert fused.is_deferred
+
+
+def test_scaling_a_deferred_update_scales_both_routes():
+    rule, fc = STDP(0.5, -0.25).double(), nn.Linear(IN, OUT, bias=False).double()
+    state = warm_state(rule, fc)
+    pre, post = window()
+    update, _ = rule(fc, pre, post, state)
+    assert update.is_deferred
+    reference = Update(update.potentiation, update.depression)  # materialises `update`
+    update, _ = rule(fc, pre, post, state)
+    scaled = update.scale(4.0)
+    assert scaled.is_deferred
+    torch.testing.assert_close(scaled.delta(), 4.0 * reference.delta(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(scaled.potentiation, 4.0 * reference.potentiation)
+    torch.testing.assert_close(scaled.depression, 4.0 * reference.depression)
+
+
+def test_adding_the_empty_update_keeps_the_deferred_one():
+    rule, fc = STDP(0.5, -0.25).double(), nn.Linear(IN, OUT, bias=False).double()
+    pre, post = window()
+    update, _ = rule(fc, pre, post, warm_state(rule, fc))
+    assert (Update() + update) is update and (update + Update()) is update
+    assert Update().empty and not update.empty
+    total = update + Update(torch.ones(OUT, IN, dtype=torch.float64), None)
+    assert not total.is_deferred
+
+
+def _forbid_halves(monkeypatch):
+    def halves(self):
+        raise AssertionError("the halves were formed")
+
+    monkeypatch.setattr(Halves, "halves", halves)
+
+
+@pytest.mark.parametrize("bound", [None, Hard(-1.0, 1.0)])
+def test_learner_without_weight_dependence_never_forms_halves(monkeypatch, bound):
+    fc, source = nn.Linear(IN, OUT, bias=False).double(), nn.Identity()
+    learner = Learner(fc, source, STDP(0.5, -0.25), bound, step_mode="multi")
+    pre, post = window()
+    fc(pre)
+    source(post)
+    _forbid_halves(monkeypatch)
+    delta = learner.step()
+    monkeypatch.undo()
+    # the same window's halves, computed by the rule directly
+    rule = STDP(0.5, -0.25).double()
+    update, _ = rule(fc, pre, post, rule.initial_state(fc, pre[0], post[0]))
+    expected = update.potentiation - update.depression
+    if bound is not None:
+        expected = expected.clamp(-1.0 - fc.weight.detach(), 1.0 - fc.weight.detach())
+    torch.testing.assert_close(delta, expected, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(fc.weight.grad, -delta)
+
+
+def test_weight_dependent_bound_reads_the_halves(monkeypatch):
+    fc, source = nn.Linear(IN, OUT, bias=False).double(), nn.Identity()
+    learner = Learner(fc, source, STDP(0.5, -0.25), Soft(-1.0, 1.0), step_mode="multi")
+    pre, post = window()
+    fc(pre)
+    source(post)
+    _forbid_halves(monkeypatch)
+    with pytest.raises(AssertionError, match="halves were formed"):
+        learner.step()
