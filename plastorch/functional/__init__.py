@@ -11,12 +11,18 @@ from .correlate import (
     sparse_mode,
     uses_sparse_path,
 )
-from .stdp import STDPFactors, stdp_factors
+from .stdp import (
+    PostTriggeredFactors,
+    STDPFactors,
+    stdp_factors,
+    stdp_factors_post_triggered,
+)
 from .traces import (
     TRACE_MODES,
     decay_factor,
     discounted_reverse_sum,
     trace,
+    trace_after,
     trace_cumulative,
     trace_nearest,
     trace_window,
@@ -24,6 +30,7 @@ from .traces import (
 from .update import Update
 
 __all__ = [
+    "PostTriggeredFactors",
     "TRACE_MODES",
     "STDPFactors",
     "Update",
@@ -35,7 +42,9 @@ __all__ = [
     "get_sparse_mode",
     "sparse_mode",
     "stdp_factors",
+    "stdp_factors_post_triggered",
     "trace",
+    "trace_after",
     "trace_cumulative",
     "trace_nearest",
     "trace_window",

@@ -25,9 +25,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .traces import trace_window
+from .traces import trace_after, trace_window
 
-__all__ = ["STDPFactors", "stdp_factors"]
+__all__ = ["PostTriggeredFactors", "STDPFactors", "stdp_factors", "stdp_factors_post_triggered"]
 
 
 class STDPFactors(NamedTuple):
@@ -89,3 +89,82 @@ def stdp_factors(
         torch.mul(trace_post.to(x_post.dtype), decay_post, out=x_post_before[0])
         torch.mul(x_post[:-1], decay_post, out=x_post_before[1:])
     return STDPFactors(x_pre, x_post_before, x_pre[-1], x_post[-1])
+
+
+class PostTriggeredFactors(NamedTuple):
+    """Factors of a window with both pair terms triggered by post spikes.
+
+    Attributes
+    ----------
+    trace_pre : Tensor
+        :math:`x_\\text{pre}(t)`, ``[T, B, *in]`` (as in :class:`STDPFactors`).
+    after_pre : Tensor
+        :math:`y_\\text{pre}(t) = \\sum_{t' > t} d_\\text{post}^{t'-t} s_\\text{pre}(t')`,
+        ``[T, B, *in]``.
+    carried_pre : Tensor
+        :math:`g = \\sum_t d_\\text{post}^{t+1} s_\\text{pre}(t)`, ``[1, B, *in]``: the
+        pre spikes of the window as the post trace carried into it sees them.
+    carried_post : Tensor
+        That carried post trace, ``[1, B, *out]``.
+    next_trace_pre, next_trace_post : Tensor
+        Traces after the last step.
+    """
+
+    trace_pre: Tensor
+    after_pre: Tensor
+    carried_pre: Tensor
+    carried_post: Tensor
+    next_trace_pre: Tensor
+    next_trace_post: Tensor
+
+
+def stdp_factors_post_triggered(
+    pre: Tensor,
+    post: Tensor,
+    trace_pre: Tensor,
+    trace_post: Tensor,
+    *,
+    decay_pre: float,
+    decay_post: float,
+) -> PostTriggeredFactors:
+    r"""Cumulative-trace factors that write both terms of a window over the post spikes.
+
+    The acausal term :math:`\Delta` of :func:`stdp_factors` pairs every pre
+    spike with the post spikes strictly before it. Summing the same pairs the
+    other way round, over post spikes, gives
+
+    .. math::
+
+        \Delta = \sum_t C\bigl(y_\text{pre}(t),\ s_\text{post}(t)\bigr)
+                + C\bigl(g,\ x_\text{post}(-1)\bigr)
+
+    (pairs inside the window, then the window's pre spikes with the post trace
+    carried into it), so :math:`\Pi` and :math:`\Delta` share the factor
+    :math:`s_\text{post}`: a learner that needs only the net change correlates
+    it once, with :math:`\eta_\text{post} x_\text{pre} + \eta_\text{pre}
+    y_\text{pre}`, and sparse post spikes make that one correlation a row sum
+    over the spikes. Only for cumulative (all-to-all) traces: a nearest-spike
+    pairing depends on both neurons' spikes and does not separate.
+
+    Examples
+    --------
+    >>> pre = torch.tensor([[[0.0]], [[1.0]]])   # pre spike at step 1
+    >>> post = torch.tensor([[[1.0]], [[0.0]]])  # post spike at step 0
+    >>> f = stdp_factors_post_triggered(pre, post, torch.zeros(1, 1), torch.zeros(1, 1),
+    ...                                 decay_pre=0.5, decay_post=0.5)
+    >>> f.after_pre.flatten()  # the post spike at 0 sees the pre spike at 1
+    tensor([0.5000, 0.0000])
+    """
+    dtype = trace_pre.dtype
+    x_pre = trace_window(trace_pre, pre, decay_pre, 1.0, "cumulative")
+    after = trace_after(pre.to(dtype), decay_post)
+    steps = pre.shape[0]
+    powers = decay_post ** torch.arange(1, steps + 1, dtype=dtype, device=pre.device)
+    carried_pre = torch.tensordot(powers, pre.to(dtype), dims=1).unsqueeze(0)
+    # x_post(T-1) = d^T x_post(-1) + sum_t d^(T-1-t) s_post(t)
+    to_end = decay_post ** torch.arange(steps - 1, -1, -1, dtype=dtype, device=pre.device)
+    next_post = torch.tensordot(to_end, post.to(dtype), dims=1)
+    next_post.add_(trace_post.to(dtype), alpha=decay_post**steps)
+    return PostTriggeredFactors(
+        x_pre, after, carried_pre, trace_post.to(dtype).unsqueeze(0), x_pre[-1], next_post
+    )

@@ -28,6 +28,7 @@ __all__ = [
     "decay_factor",
     "discounted_reverse_sum",
     "trace",
+    "trace_after",
     "trace_cumulative",
     "trace_nearest",
     "trace_window",
@@ -220,4 +221,29 @@ def discounted_reverse_sum(values: Tensor, decay: float) -> Tensor:
         # in place: the roundings of values[t] + decay * R(t + 1)
         torch.mul(out[t + 1], decay, out=out[t])
         out[t].add_(values[t])
+    return out
+
+
+def trace_after(spikes: Tensor, decay: float) -> Tensor:
+    r"""Anticausal trace of a window: spikes strictly *after* each step, discounted.
+
+    .. math:: y(t) = \sum_{t' > t} d^{\,t' - t}\, s(t')
+
+    over the steps of the window ``[T, ...]`` (``y(T-1) = 0``), by the backward
+    recursion :math:`y(t) = d\,(y(t+1) + s(t+1))`. Correlating post spikes with
+    it gives, within a window, the pairs that a causal post trace gives when
+    correlated with pre spikes (:func:`~plastorch.functional.stdp_factors_post_triggered`).
+
+    Examples
+    --------
+    >>> trace_after(torch.tensor([1.0, 0.0, 1.0]), 0.5)
+    tensor([0.2500, 0.5000, 0.0000])
+    """
+    out = torch.empty_like(spikes)
+    if spikes.shape[0] == 0:
+        return out
+    out[-1].zero_()
+    for t in range(spikes.shape[0] - 2, -1, -1):
+        torch.add(out[t + 1], spikes[t + 1], out=out[t])
+        out[t].mul_(decay)
     return out

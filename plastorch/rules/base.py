@@ -131,11 +131,38 @@ class Halves:
     def delta(self) -> Tensor | None:
         """``potentiation - depression`` with the pending terms fused where the layer allows."""
         scale = self.factor / (self.batch_size if self.reduction == "mean" else 1)
-        signed = [
-            (layer, term, weights, magnitude * scale * (1.0 if potentiative else -1.0))
-            for layer, term, weights, magnitude, potentiative in self.terms
-        ]
-        delta = correlate_terms(signed)
+        # The halves of one term (e.g. the steps or samples where a signal is
+        # positive, and where it is negative) are one correlation with signed
+        # weights here: the net change does not need them apart.
+        merged: dict[tuple[int, bool], list] = {}
+        for layer, term, weights, magnitude, potentiative in self.terms:
+            rate = magnitude * scale * (1.0 if potentiative else -1.0)
+            key = (id(term), weights is None)
+            entry = merged.get(key)
+            if entry is None:
+                merged[key] = [layer, term, weights, rate]
+            elif weights is None:
+                entry[3] += rate
+            else:
+                entry[2] = entry[2] * entry[3] + weights * rate
+                entry[3] = 1.0
+        # Terms that share their post factor (both pair terms of a post-triggered
+        # STDP window) are one correlation of the rate-weighted sum of their pre
+        # factors: C(a1, b) c1 + C(a2, b) c2 = C(c1 a1 + c2 a2, b).
+        shared: dict[tuple[int, int], list] = {}
+        entries = []
+        for layer, term, weights, rate in merged.values():
+            key = (id(layer), id(term.post))
+            other = shared.get(key) if weights is None else None
+            if other is not None and other[1].pre.shape == term.pre.shape:
+                combined = (other[1].pre * other[3]).add_(term.pre, alpha=rate)
+                other[1], other[3] = Term(combined, term.post, 1.0), 1.0
+                continue
+            entry = [layer, term, weights, rate]
+            if weights is None:
+                shared.setdefault(key, entry)
+            entries.append(entry)
+        delta = correlate_terms([tuple(entry) for entry in entries])
         for half, sign in ((self.potentiation, 1.0), (self.depression, -1.0)):
             if half is not None:
                 delta = (

@@ -39,7 +39,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..functional import correlate, correlate_per_sample, discounted_reverse_sum, stdp_factors
+from ..functional import (
+    correlate,
+    correlate_per_sample,
+    discounted_reverse_sum,
+    stdp_factors,
+    stdp_factors_post_triggered,
+)
 from ..functional.checks import check_choice, check_real
 from ..functional.traces import TRACE_MODES, decay_factor
 from .base import (
@@ -107,6 +113,28 @@ class _PairRule(Rule):
         new_state = {"trace_pre": factors.next_trace_pre, "trace_post": factors.next_trace_post}
         return terms, new_state
 
+    def _post_triggered_terms(self, pre: Tensor, post: Tensor, state: dict[str, Tensor]):
+        """The pair terms of a cumulative window with the acausal one summed over post
+        spikes (:func:`~plastorch.functional.stdp_factors_post_triggered`): the same
+        pairs as :meth:`_terms`, with ``post`` shared by both in-window terms."""
+        dtype = state["trace_pre"].dtype
+        factors = stdp_factors_post_triggered(
+            pre.to(dtype),
+            post.to(dtype),
+            state["trace_pre"],
+            state["trace_post"],
+            decay_pre=self.decay_pre,
+            decay_post=self.decay_post,
+        )
+        post = post.to(dtype)
+        terms = [
+            Term(factors.trace_pre, post, self.lr_post),
+            Term(factors.after_pre, post, self.lr_pre),
+            Term(factors.carried_pre, factors.carried_post, self.lr_pre),
+        ]
+        new_state = {"trace_pre": factors.next_trace_pre, "trace_post": factors.next_trace_post}
+        return terms, new_state
+
 
 class STDP(_PairRule):
     r"""Pair-based spike-timing-dependent plasticity.
@@ -118,6 +146,11 @@ class STDP(_PairRule):
 
     with the traces, event order and sign-mode table of :mod:`plastorch.rules.stdp`.
     A window of ``T`` steps costs two correlations (time folded into the batch).
+    With cumulative traces and ``T > 1`` the acausal term is summed over post
+    spikes instead (:func:`~plastorch.functional.stdp_factors_post_triggered`, the
+    same pairs), so both in-window terms share ``s_post``: the net change is then
+    one correlation of ``s_post`` (a row sum over its spikes when they are sparse)
+    plus a ``[B]``-sample one for the post trace carried into the window.
 
     Parameters
     ----------
@@ -152,7 +185,10 @@ class STDP(_PairRule):
     def forward(self, layer, pre, post, state, signal=None):
         if signal is not None:
             raise TypeError("STDP takes no signal; use MSTDP or MSTDPET for modulated learning")
-        terms, new_state = self._terms(pre, post, state)
+        if self.trace_mode == "cumulative" and pre.shape[0] > 1:
+            terms, new_state = self._post_triggered_terms(pre, post, state)
+        else:
+            terms, new_state = self._terms(pre, post, state)
         halves = Halves(self.batch_reduction, pre.shape[1])
         route_terms(layer, terms, None, halves)
         return halves.result(), new_state
