@@ -229,8 +229,10 @@ def trace_after(spikes: Tensor, decay: float) -> Tensor:
 
     .. math:: y(t) = \sum_{t' > t} d^{\,t' - t}\, s(t')
 
-    over the steps of the window ``[T, ...]`` (``y(T-1) = 0``), by the backward
-    recursion :math:`y(t) = d\,(y(t+1) + s(t+1))`. Correlating post spikes with
+    over the steps of the window ``[T, ...]`` (``y(T-1) = 0``), computed as
+    :math:`y(t) = d\,R(t+1)` with :math:`R` the :func:`discounted_reverse_sum` of
+    the spikes (the same roundings as the recursion :math:`y(t) = d\,(y(t+1) +
+    s(t+1))`). Correlating post spikes with
     it gives, within a window, the pairs that a causal post trace gives when
     correlated with pre spikes (:func:`~plastorch.functional.stdp_factors_post_triggered`).
 
@@ -243,7 +245,6 @@ def trace_after(spikes: Tensor, decay: float) -> Tensor:
     if spikes.shape[0] == 0:
         return out
     out[-1].zero_()
-    for t in range(spikes.shape[0] - 2, -1, -1):
-        torch.add(out[t + 1], spikes[t + 1], out=out[t])
-        out[t].mul_(decay)
+    # y(t) = d R(t + 1), R the reverse discounted sum of the later spikes
+    torch.mul(discounted_reverse_sum(spikes[1:], decay), decay, out=out[:-1])
     return out
