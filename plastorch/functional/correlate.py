@@ -171,24 +171,12 @@ def correlate(layer: nn.Module, pre: Tensor, post: Tensor, *, sparse: bool | Non
     """
     weight = _weight_of(layer)
     if isinstance(layer, nn.Linear):
-        _check_linear(layer, pre, post)
-        pre = pre.reshape(-1, layer.in_features)
-        post = post.reshape(-1, layer.out_features)
-        side = _choose_path(sparse, post, pre, weight.shape, 1, 1)
+        pre, post, side = _linear_operands(layer, pre, post, sparse)
         if side is None:
             return post.t() @ pre
         return _sparse_linear(post, pre, side)
     if isinstance(layer, _CONV + _CONV_T):
-        pre, post = _conv_samples(layer, pre, post)
-        geometry = _Geometry.conv(layer, weight.shape, layer.groups, pre, post)
-        side = _choose_path(
-            sparse,
-            geometry.a_of(pre, post),
-            geometry.b_of(pre, post),
-            weight.shape,
-            geometry.positions,
-            geometry.kernel_size,
-        )
+        pre, post, geometry, side = _conv_operands(layer, pre, post, sparse)
         if side is None:
             return _conv_weight_grad(
                 layer, pre, post, groups=layer.groups, weight_shape=weight.shape
@@ -227,10 +215,7 @@ def correlate_sum(
     weight = _weight_of(layer)
     for pre, post, rate in items:
         if linear:
-            _check_linear(layer, pre, post)
-            pre = pre.reshape(-1, layer.in_features)
-            post = post.reshape(-1, layer.out_features)
-            side = _choose_path(sparse, post, pre, weight.shape, 1, 1)
+            pre, post, side = _linear_operands(layer, pre, post, sparse)
             if side is None:
                 if total is None:
                     total, pending = post.t() @ pre, rate
@@ -274,19 +259,37 @@ def uses_sparse_path(
     >>> uses_sparse_path(fc, pre, post), uses_sparse_path(fc, pre, post, sparse=True)
     (False, True)
     """
-    weight = _weight_of(layer)
+    _weight_of(layer)
     if isinstance(layer, nn.Linear):
-        _check_linear(layer, pre, post)
-        pre = pre.reshape(-1, layer.in_features)
-        post = post.reshape(-1, layer.out_features)
-        return _choose_path(sparse, post, pre, weight.shape, 1, 1) is not None
+        return _linear_operands(layer, pre, post, sparse)[2] is not None
     if isinstance(layer, _CONV + _CONV_T):
-        pre, post = _conv_samples(layer, pre, post)
-        geometry = _Geometry.conv(layer, weight.shape, layer.groups, pre, post)
-        a, b = geometry.a_of(pre, post), geometry.b_of(pre, post)
-        side = _choose_path(sparse, a, b, weight.shape, geometry.positions, geometry.kernel_size)
-        return side is not None
+        return _conv_operands(layer, pre, post, sparse)[3] is not None
     return False
+
+
+def _linear_operands(
+    layer: nn.Linear, pre: Tensor, post: Tensor, sparse: bool | None, per: int = 1
+) -> tuple[Tensor, Tensor, str | None]:
+    """``pre [N, in]``, ``post [N, out]`` and the path (:func:`_choose_path`) of a Linear.
+
+    ``per`` is the number of per-sample results (1 when summed over the samples).
+    """
+    _check_linear(layer, pre, post)
+    pre = pre.reshape(-1, layer.in_features)
+    post = post.reshape(-1, layer.out_features)
+    return pre, post, _choose_path(sparse, post, pre, layer.weight.shape, 1, 1, per)
+
+
+def _conv_operands(
+    layer: nn.Module, pre: Tensor, post: Tensor, sparse: bool | None, per: int = 1
+) -> tuple[Tensor, Tensor, _Geometry, str | None]:
+    """Samples, geometry and the path (:func:`_choose_path`) of a (transposed) convolution."""
+    pre, post = _conv_samples(layer, pre, post)
+    weight_shape = layer.weight.shape
+    geometry = _Geometry.conv(layer, weight_shape, layer.groups, pre, post)
+    a, b = geometry.a_of(pre, post), geometry.b_of(pre, post)
+    side = _choose_path(sparse, a, b, weight_shape, geometry.positions, geometry.kernel_size, per)
+    return pre, post, geometry, side
 
 
 def correlate_per_sample(
@@ -323,23 +326,18 @@ def correlate_per_sample(
         )
     steps, batch = pre.shape[:2]
     if isinstance(layer, nn.Linear):
-        _check_linear(layer, pre, post)
-        pre_f = pre.reshape(steps * batch, -1)
-        post_f = post.reshape(steps * batch, -1)
-        side = _choose_path(sparse, post_f, pre_f, weight.shape, 1, 1, batch)
+        pre_f, post_f, side = _linear_operands(layer, pre, post, sparse, batch)
         if side is not None:
             return _sparse_weight_grad(post_f, pre_f, _Geometry.linear(weight.shape), side, batch)
         return torch.einsum(
             "tbo,tbi->boi", post.reshape(steps, batch, -1), pre.reshape(steps, batch, -1)
         )
     if isinstance(layer, _CONV + _CONV_T):
-        pre_f, post_f = _conv_samples(layer, pre.flatten(0, 1), post.flatten(0, 1))
-        geometry = _Geometry.conv(layer, weight.shape, layer.groups, pre_f, post_f)
-        a, b = geometry.a_of(pre_f, post_f), geometry.b_of(pre_f, post_f)
-        side = _choose_path(
-            sparse, a, b, weight.shape, geometry.positions, geometry.kernel_size, batch
+        pre_f, post_f, geometry, side = _conv_operands(
+            layer, pre.flatten(0, 1), post.flatten(0, 1), sparse, batch
         )
         if side is not None:
+            a, b = geometry.a_of(pre_f, post_f), geometry.b_of(pre_f, post_f)
             return _sparse_weight_grad(a, b, geometry, side, batch)
         # Each sample becomes its own group: channels [B * C] with groups B * g,
         # and time plays the role of the batch that the weight gradient sums over.
