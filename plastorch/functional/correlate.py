@@ -82,9 +82,9 @@ _DENSE_MAC = {torch.float32: 0.03, torch.float64: 0.06, torch.bfloat16: 0.1, tor
 _SPARSE_ADD = {torch.float32: 0.4, torch.float64: 1.0, torch.bfloat16: 0.12, torch.float16: 0.12}
 _CONV_FACTOR = 1.5
 _SCAN = 2.0
-_LOOKUP = {"linear": 10.0, "conv": 80.0}
+_LOOKUP = {"linear": 10.0, "conv": 6.0}
 _COPY = 1.5
-_FIXED = {"linear": 150_000.0, "conv": 600_000.0}
+_FIXED = {"linear": 150_000.0, "conv": 1_300_000.0}
 _DENSE_FIXED = 30_000.0
 _COUNT_SAMPLE = 1 << 16
 _PERMUTED_SCAN = 1 << 18
@@ -559,6 +559,71 @@ def _unravel(flat: Tensor, shape: tuple[int, ...]) -> list[Tensor]:
     return out[::-1]
 
 
+def _padded_table(
+    dense_t: Tensor,
+    position: Tensor,
+    geo: _Geometry,
+    side: str,
+    groups: int,
+    row_length: int,
+    dtype: torch.dtype,
+) -> tuple[Tensor, tuple[int, ...], list[Tensor], list[Tensor]]:
+    r"""The factor that the sparse path looks rows up in, laid out so no lookup can miss.
+
+    ``dense_t`` (``B`` for side ``"a"``, ``A`` for side ``"b"``) is copied
+    channels-last into a zero table ``[samples, groups, *extent, row_length]``
+    (flattened to rows) whose spatial coordinate ``u`` of a pairing is always
+    inside it:
+
+    * side ``"a"`` (walking ``A``): ``B[q]`` sits at ``u = q + pad``, and the
+      non-zero at ``p`` with kernel offset ``k`` reads ``u = p s + k d``;
+    * side ``"b"`` (walking ``B``): ``A[p]`` sits at ``u = p s + (K - 1) d`` (zeros
+      in between for ``s > 1``), and the non-zero at ``q`` reads
+      ``u = q + pad + (K - 1) d - k d``.
+
+    Pairings that fall into padding, between strided positions or past the
+    factor's end read zeros, so the row index of a lookup is a sum of a part of
+    the non-zero (``spike_u``, one ``[nnz]`` tensor per spatial dimension) and a
+    part of the kernel offset (``kernel_u``, ``[K]`` per dimension), with no
+    bounds test.
+    """
+    spatial = len(geo.kernel)
+    own_shape = geo.p_shape if side == "a" else geo.q_shape
+    own_idx = _unravel(position, own_shape)
+    offsets = torch.stack(
+        torch.meshgrid(
+            *[torch.arange(k, device=position.device) for k in geo.kernel], indexing="ij"
+        )
+    ).reshape(spatial, -1)  # [spatial, K]
+    extent, spike_u, kernel_u, places, counts = [], [], [], [], []
+    for j in range(spatial):
+        s, d, pad, k = geo.stride[j], geo.dilation[j], geo.padding[j], geo.kernel[j]
+        p_len, q_len = geo.p_shape[j], geo.q_shape[j]
+        if side == "a":
+            ext = (p_len - 1) * s + (k - 1) * d + 1
+            count = max(0, min(q_len, ext - pad))
+            places.append(slice(pad, pad + count))
+            spike_u.append(own_idx[j] * s)
+            kernel_u.append(offsets[j] * d)
+        else:
+            low = (k - 1) * d
+            ext = q_len + pad + low
+            count = max(0, min(p_len, -(-(ext - low) // s)))
+            places.append(slice(low, low + max(0, count - 1) * s + 1, s))
+            spike_u.append(own_idx[j] + (pad + low))
+            kernel_u.append(-offsets[j] * d)
+        extent.append(ext)
+        counts.append(count)
+    samples = dense_t.shape[0]
+    table = dense_t.new_zeros((samples, groups, *extent, row_length), dtype=dtype)
+    # dense_t [N, G * row, *shape] -> channels-last [N, G, *shape, row]
+    source = dense_t.reshape(samples, groups, row_length, *dense_t.shape[2:])
+    source = source.movedim(2, -1)
+    crop = tuple(slice(0, count) for count in counts)
+    table[(slice(None), slice(None), *places)] = source[(slice(None), slice(None), *crop)]
+    return table.view(-1, row_length), tuple(extent), spike_u, kernel_u
+
+
 def _sparse_linear(post: Tensor, pre: Tensor, side: str) -> Tensor:
     r"""``post^T pre`` (``[N, M]``, ``[N, C]`` -> ``[M, C]``) from the non-zeros of one factor.
 
@@ -603,9 +668,11 @@ def _sparse_weight_grad(
     and kernel offset ``k`` is one *lookup*: the row of the other factor, laid
     out channels-last, at the position ``k`` pairs with ``p``, added with the
     non-zero's value into the *bag* (output row) ``(k, [b,] c)``. Lookups are
-    ordered by bag, so one ``embedding_bag`` call sums them; a pairing that falls
-    outside the other factor (padding, stride) looks up an extra zero row that
-    ``embedding_bag`` skips (``padding_idx``).
+    ordered by bag, so one ``embedding_bag`` call sums them. The other factor is
+    laid out in a zero-padded table (:func:`_padded_table`) in which a pairing
+    that falls outside it (padding, stride) reads a zero row, so a lookup's row
+    is one addition and needs no bounds test (``embedding_bag``'s ``padding_idx``,
+    the alternative, makes the call about 25x slower on CPU).
     """
     m_total, c_group = geo.weight_shape[:2]
     groups = geo.groups
@@ -617,8 +684,7 @@ def _sparse_weight_grad(
     sparse_t, dense_t = (a, b) if side == "a" else (b, a)
     channels = sparse_t.shape[1]  # M for side a, G Cg for side b
     own_shape = geo.p_shape if side == "a" else geo.q_shape
-    other_shape = geo.q_shape if side == "a" else geo.p_shape
-    own_pos, other_pos = math.prod(own_shape), math.prod(other_shape)
+    own_pos = math.prod(own_shape)
     row_length = c_group if side == "a" else m_group
     dtype = torch.promote_types(a.dtype, b.dtype)
     device = a.device
@@ -679,38 +745,18 @@ def _sparse_weight_grad(
         )
     else:
         group = channel // (m_group if side == "a" else c_group)
-        # Table: the other factor channels-last, one row per (sample, group, position),
-        # plus a zero row for pairings that fall outside it.
-        rows_total = samples * groups * other_pos
-        table = torch.empty(rows_total + 1, row_length, dtype=dtype, device=device)
-        table[:rows_total].view(samples, groups, other_pos, row_length).copy_(
-            dense_t.reshape(samples, groups, row_length, other_pos).transpose(2, 3)
+        table, extent, spike_u, kernel_u = _padded_table(
+            dense_t, position, geo, side, groups, row_length, dtype
         )
-        table[rows_total].zero_()
-        base = (sample * groups + group) * other_pos  # [nnz]
-        offsets = torch.stack(
-            torch.meshgrid(*[torch.arange(k, device=device) for k in kernel], indexing="ij")
-        ).reshape(spatial, k_total)  # [spatial, K]
-        own_idx = _unravel(position, own_shape)
-        valid = None
-        other_flat = None
+        # row of a lookup = table row of (sample, group) + sum_j u_j * stride_j, where
+        # u_j = spike_u_j + kernel_u_j(k): one broadcast add over [K, nnz]
+        spike_row = (sample * groups + group) * math.prod(extent)
+        kernel_row = torch.zeros(k_total, dtype=torch.long, device=device)
         for j in range(spatial):
-            s, d, pad = geo.stride[j], geo.dilation[j], geo.padding[j]
-            kd = offsets[j][:, None] * d  # [K, 1]
-            if side == "a":  # q = p s + k d - pad
-                q = own_idx[j][None, :] * s - pad + kd
-                ok = (q >= 0) & (q < other_shape[j])
-            else:  # p s = q + pad - k d
-                num = own_idx[j][None, :] + pad - kd
-                if s == 1:
-                    q = num
-                    ok = (num >= 0) & (num < other_shape[j])
-                else:
-                    q = torch.div(num, s, rounding_mode="floor")
-                    ok = (num >= 0) & (num % s == 0) & (q < other_shape[j])
-            valid = ok if valid is None else valid & ok
-            other_flat = q if other_flat is None else other_flat * other_shape[j] + q
-        rows = torch.where(valid, base[None, :] + other_flat, rows_total).reshape(-1)
+            row_stride = math.prod(extent[j + 1 :])
+            spike_row = spike_row + spike_u[j] * row_stride
+            kernel_row = kernel_row + kernel_u[j] * row_stride
+        rows = (kernel_row[:, None] + spike_row[None, :]).reshape(-1)
         weights = values[None, :].expand(k_total, nnz).reshape(-1) if weighted else None
         # bag (k, owner) starts at k * nnz + owner_start[owner]
         starts = torch.arange(k_total, device=device)[:, None] * nnz + owner_start[None, :-1]
@@ -722,7 +768,6 @@ def _sparse_weight_grad(
             mode="sum",
             per_sample_weights=weights,
             include_last_offset=True,
-            padding_idx=rows_total,
         )
     # out: [K, per, channels, row_length] -> [per, M, Cg, K]
     out = out.reshape(k_total, per, channels, row_length)

@@ -158,7 +158,7 @@ def test_mode_selects_the_path(monkeypatch):
 def test_cost_model_hand_values():
     # dense: 0.03 ns per multiply-add + 30 us; sparse: 2 ns per scanned entry, per
     # lookup 10 ns + 0.4 ns per added element, 1.5 ns per copied entry, 150 us fixed
-    # (600 us for convolutions)
+    # (1.3 ms for convolutions)
     dense, sparse = estimate_costs(
         dtype=torch.float32,
         conv=False,
@@ -173,7 +173,7 @@ def test_cost_model_hand_values():
     )
     assert dense == pytest.approx(30.0 + 30_000.0)
     assert sparse == pytest.approx(200.0 + 10 * (10.0 + 20.0) + 30.0 + 150_000.0)
-    # convolutions: 1.5x per dense multiply-add, 80 ns per lookup
+    # convolutions: 1.5x per dense multiply-add, 6 ns per lookup
     dense, sparse = estimate_costs(
         dtype=torch.float32,
         conv=True,
@@ -187,7 +187,7 @@ def test_cost_model_hand_values():
         threads=1,
     )
     assert dense == pytest.approx(45.0 + 30_000.0)
-    assert sparse == pytest.approx(9 * 80.0 + 600_000.0)
+    assert sparse == pytest.approx(9 * 6.0 + 1_300_000.0)
     # two threads halve the GEMM and the row sums, not the scan, lookups and fixed cost
     dense, sparse = estimate_costs(
         dtype=torch.float32,
