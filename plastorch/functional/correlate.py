@@ -32,7 +32,7 @@ into the weight entry they belong to with ``torch.nn.functional.embedding_bag``
 
 Which path runs is chosen per call by the ``sparse`` argument or, when that is
 ``None``, by :func:`sparse_mode` (default ``"auto"``): on CPU, ``"auto"`` counts
-the non-zeros of both factors (on a strided sample of at most 65536 entries for
+the non-zeros of both factors (on a strided sample of at most 8192 entries for
 large factors) and takes the sparse path when its estimated time
 (:func:`estimate_costs`) is below the dense one. On other devices ``"auto"``
 stays dense (counting non-zeros synchronises the device, and the crossover has
@@ -84,9 +84,14 @@ _CONV_FACTOR = 1.5
 _SCAN = 2.0
 _LOOKUP = {"linear": 10.0, "conv": 6.0}
 _COPY = 1.5
-_FIXED = {"linear": 150_000.0, "conv": 1_300_000.0}
+_FIXED = {"linear": 250_000.0, "conv": 1_300_000.0}
 _DENSE_FIXED = 30_000.0
-_COUNT_SAMPLE = 1 << 16
+_COUNT_SAMPLE = 1 << 13
+#: ``auto`` takes the sparse path only when its estimate is below this fraction of
+#: the dense one: the model is rough (the sparse path's scattered reads cost more
+#: when the caches are cold, as inside a learner step), and counting non-zeros
+#: (~15-35 us) is not worth it for a saving the model cannot resolve.
+_MARGIN = 0.8
 _PERMUTED_SCAN = 1 << 18
 
 _AS_INT = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
@@ -209,29 +214,46 @@ def correlate_sum(
     >>> correlate_sum(fc, [(a, b, 0.5), (a, b, -2.0)])  # (0.5 - 2) * [[3, 6]]
     tensor([[-4.5000, -9.0000]])
     """
-    total: Tensor | None = None
-    pending = 1.0  # rate still to apply to the GEMM accumulator ``total``
-    linear = isinstance(layer, nn.Linear)
     weight = _weight_of(layer)
+    if isinstance(layer, nn.Linear):
+        return _linear_sum(layer, items, sparse)
+    total: Tensor | None = None
     for pre, post, rate in items:
-        if linear:
-            pre, post, side = _linear_operands(layer, pre, post, sparse)
-            if side is None:
-                if total is None:
-                    total, pending = post.t() @ pre, rate
-                else:
-                    total.addmm_(post.t(), pre, beta=pending, alpha=rate)
-                    pending = 1.0
-                continue
-            value = _sparse_linear(post, pre, side)
+        if rate != 1.0 and min(pre.numel(), post.numel()) < weight.numel():
+            if pre.numel() <= post.numel():
+                pre = pre * rate
+            else:
+                post = post * rate
+            rate = 1.0
+        value = correlate(layer, pre, post, sparse=sparse)
+        if total is None:
+            total = value if rate == 1.0 else value.mul_(rate)
         else:
-            if rate != 1.0 and min(pre.numel(), post.numel()) < weight.numel():
-                if pre.numel() <= post.numel():
-                    pre = pre * rate
-                else:
-                    post = post * rate
-                rate = 1.0
-            value = correlate(layer, pre, post, sparse=sparse)
+            total.add_(value, alpha=rate)
+    return total
+
+
+def _linear_sum(
+    layer: nn.Linear, items: Sequence[tuple[Tensor, Tensor, float]], sparse: bool | None
+) -> Tensor | None:
+    """:func:`correlate_sum` of a Linear: the GEMMs accumulate into one output.
+
+    Sparse terms come first: the first result becomes the accumulator the GEMMs
+    add into (``addmm_``), so a sparse term costs no extra weight-sized addition.
+    """
+    prepared = [(*_linear_operands(layer, pre, post, sparse), rate) for pre, post, rate in items]
+    prepared.sort(key=lambda item: item[2] is None)  # stable: sparse terms, then dense
+    total: Tensor | None = None
+    pending = 1.0  # rate still to apply to the accumulator ``total``
+    for pre, post, side, rate in prepared:
+        if side is None:
+            if total is None:
+                total, pending = post.t() @ pre, rate
+            else:
+                total.addmm_(post.t(), pre, beta=pending, alpha=rate)
+                pending = 1.0
+            continue
+        value = _sparse_linear(post, pre, side)
         if total is None:
             total, pending = value, rate
             continue
@@ -393,8 +415,8 @@ def estimate_costs(
     >>> dense, sparse = estimate_costs(dtype=torch.float32, conv=False,
     ...     dense_macs=64 * 400 * 784, sparse_numel=64 * 400, nnz=512, kernel_size=1,
     ...     row_length=784, table_numel=0, permuted_numel=0, threads=1)
-    >>> round(dense), round(sparse)  # the sparse path wins: 512 rows summed, no GEMM
-    (632112, 366883)
+    >>> round(dense), round(sparse)  # one thread: 512 rows summed beat the GEMM
+    (632112, 466883)
     """
     threads = max(1, torch.get_num_threads()) if threads is None else threads
     dense = (
@@ -413,7 +435,7 @@ def estimate_costs(
 
 
 def _count_nonzero(x: Tensor) -> int:
-    """Non-zeros of ``x``: exact up to 65536 entries, else estimated from a strided sample."""
+    """Non-zeros of ``x``: exact up to 8192 entries, else estimated from a strided sample."""
     numel = x.numel()
     if numel <= _COUNT_SAMPLE:
         return int(torch.count_nonzero(x))
@@ -464,7 +486,7 @@ def _choose_path(
             permuted_numel=weight_numel if (conv or side == "b") else 0,
         )
         dense, floor = estimate_costs(nnz=0, **costs)
-        if sparse is None and floor >= dense:
+        if sparse is None and floor >= _MARGIN * dense:
             continue  # not even an empty factor would pay: do not count
         dense, cost = estimate_costs(nnz=_count_nonzero(tensor), **costs)
         if best is None or cost < best[1]:
@@ -472,7 +494,7 @@ def _choose_path(
     if best is None:
         return None
     side, cost, dense = best
-    if sparse is None and cost >= dense:
+    if sparse is None and cost >= _MARGIN * dense:
         return None
     return side
 
