@@ -589,7 +589,7 @@ def _padded_table(
     groups: int,
     row_length: int,
     dtype: torch.dtype,
-) -> tuple[Tensor, tuple[int, ...], list[Tensor], list[Tensor]]:
+) -> tuple[Tensor, int, Tensor, Tensor]:
     r"""The factor that the sparse path looks rows up in, laid out so no lookup can miss.
 
     ``dense_t`` (``B`` for side ``"a"``, ``A`` for side ``"b"``) is copied
@@ -604,10 +604,14 @@ def _padded_table(
       ``u = q + pad + (K - 1) d - k d``.
 
     Pairings that fall into padding, between strided positions or past the
-    factor's end read zeros, so the row index of a lookup is a sum of a part of
-    the non-zero (``spike_u``, one ``[nnz]`` tensor per spatial dimension) and a
-    part of the kernel offset (``kernel_u``, ``[K]`` per dimension), with no
-    bounds test.
+    factor's end read zeros, so the row of a lookup is a sum with no bounds test:
+    ``block * (sample * groups + group) + position_row[i] + kernel_row[k]``.
+
+    Returns
+    -------
+    (table, block, position_row, kernel_row)
+        The table as rows ``[rows, row_length]``, the rows per ``(sample, group)``,
+        the non-zeros' part ``[nnz]`` and the kernel offsets' part ``[K]`` (long).
     """
     spatial = len(geo.kernel)
     own_shape = geo.p_shape if side == "a" else geo.q_shape
@@ -643,7 +647,13 @@ def _padded_table(
     source = source.movedim(2, -1)
     crop = tuple(slice(0, count) for count in counts)
     table[(slice(None), slice(None), *places)] = source[(slice(None), slice(None), *crop)]
-    return table.view(-1, row_length), tuple(extent), spike_u, kernel_u
+    # row-major strides of the spatial coordinates u_j inside one (sample, group) block
+    position_row = kernel_row = 0
+    for j in range(spatial):
+        row_stride = math.prod(extent[j + 1 :])
+        position_row = position_row + spike_u[j] * row_stride
+        kernel_row = kernel_row + kernel_u[j] * row_stride
+    return table.view(-1, row_length), math.prod(extent), position_row, kernel_row
 
 
 def _sparse_linear(post: Tensor, pre: Tensor, side: str) -> Tensor:
@@ -767,17 +777,11 @@ def _sparse_weight_grad(
         )
     else:
         group = channel // (m_group if side == "a" else c_group)
-        table, extent, spike_u, kernel_u = _padded_table(
+        table, block, position_row, kernel_row = _padded_table(
             dense_t, position, geo, side, groups, row_length, dtype
         )
-        # row of a lookup = table row of (sample, group) + sum_j u_j * stride_j, where
-        # u_j = spike_u_j + kernel_u_j(k): one broadcast add over [K, nnz]
-        spike_row = (sample * groups + group) * math.prod(extent)
-        kernel_row = torch.zeros(k_total, dtype=torch.long, device=device)
-        for j in range(spatial):
-            row_stride = math.prod(extent[j + 1 :])
-            spike_row = spike_row + spike_u[j] * row_stride
-            kernel_row = kernel_row + kernel_u[j] * row_stride
+        # one broadcast add over [K, nnz]
+        spike_row = (sample * groups + group) * block + position_row
         rows = (kernel_row[:, None] + spike_row[None, :]).reshape(-1)
         weights = values[None, :].expand(k_total, nnz).reshape(-1) if weighted else None
         # bag (k, owner) starts at k * nnz + owner_start[owner]
