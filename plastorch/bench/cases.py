@@ -290,10 +290,12 @@ def _conv_case(
     make: Callable[[], nn.Module],
     in_shape: tuple[int, ...],
     *,
-    bindsnet_kind: str | None,
+    bindsnet_kind: str,
     repeats: int,
     dtype: torch.dtype = torch.float32,
 ) -> CaseSetup:
+    """One conv STDP step case; ``bindsnet_kind`` is BindsNET's connection kind
+    (``"conv2d"``, ``"conv3d"``) or, starting with ``"unsupported:"``, why it has none."""
     generator = config.generator()
     base = make()
     with torch.no_grad():
@@ -323,12 +325,14 @@ def _conv_case(
     rows += _plastorch_rows(
         make_layer, pres, posts, step_mode="single", warm=60 if not config.quick else 5
     )
-    builders: dict[str, Callable[[], Contender]] = {
+    builders: dict[str, Callable[[], Contender] | str] = {
         "spikingjelly": lambda: spikingjelly_stdp(
             config, make_layer(), pres, posts, step_mode="single"
         ),
     }
-    if bindsnet_kind is not None:
+    if bindsnet_kind.startswith("unsupported:"):
+        builders["bindsnet"] = bindsnet_kind
+    else:
         traces_pre = [_dense_traces(in_shape, generator, config.device, dtype) for _ in pres]
         traces_post = [_dense_traces(out_shape, generator, config.device, dtype) for _ in posts]
         builders["bindsnet"] = lambda: bindsnet_stdp(
@@ -381,38 +385,23 @@ def conv3d(config: Config) -> CaseSetup:
 
 
 def conv2d_dilated(config: Config) -> CaseSetup:
-    setup = _conv_case(
+    return _conv_case(
         config,
         lambda: nn.Conv2d(16, 32, 3, padding=2, dilation=2, bias=False),
         (16, 16, 28, 28) if not config.quick else (4, 16, 14, 14),
-        bindsnet_kind=None,
+        bindsnet_kind="unsupported: PostPre ignores dilation",
         repeats=20,
     )
-    setup.contenders = [
-        _mark_bindsnet(c, "unsupported: PostPre ignores dilation") for c in setup.contenders
-    ]
-    return setup
 
 
 def conv2d_grouped(config: Config) -> CaseSetup:
-    setup = _conv_case(
+    return _conv_case(
         config,
         lambda: nn.Conv2d(32, 64, 3, padding=1, groups=4, bias=False),
         (16, 32, 14, 14) if not config.quick else (4, 32, 7, 7),
-        bindsnet_kind=None,
+        bindsnet_kind="unsupported: no grouped connection",
         repeats=20,
     )
-    setup.contenders = [
-        _mark_bindsnet(c, "unsupported: no grouped connection") for c in setup.contenders
-    ]
-    return setup
-
-
-def _mark_bindsnet(contender: Contender, status: str) -> Contender:
-    if contender.role == "peer" and contender.name.startswith("bindsnet") and contender.fn is None:
-        if contender.status.startswith("not benchmarked"):
-            contender.status = status
-    return contender
 
 
 # -- dtypes ----------------------------------------------------------------------------------
@@ -502,11 +491,8 @@ def mstdpet_window(config: Config) -> CaseSetup:
     rows += peer_rows(
         config,
         {
-            "spikingjelly": lambda: Contender(
-                "spikingjelly",
-                "peer",
-                None,
-                status="unsupported: MSTDPETLearner takes a scalar reward, unbatched, single step",
+            "spikingjelly": (
+                "unsupported: MSTDPETLearner takes a scalar reward, unbatched, single step"
             ),
         },
     )

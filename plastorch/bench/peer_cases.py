@@ -268,12 +268,16 @@ def bindsnet_diehl_cook(config: Config, images: Tensor, steps: int) -> Contender
     return Contender(peer.label + ", batch 1", "peer", present, items_per_call=1)
 
 
-def peer_rows(config: Config, builders: dict[str, Callable[[], Contender]]) -> list[Contender]:
-    """Contenders for every peer: built by ``builders[name]`` or a status row."""
+def peer_rows(
+    config: Config, builders: dict[str, Callable[[], Contender] | str]
+) -> list[Contender]:
+    """Contenders for every peer: built by ``builders[name]`` or a status row.
+
+    A string in ``builders`` is the status of a peer that cannot run the case
+    (e.g. ``"unsupported: ..."``); peers without an entry are "not benchmarked".
+    """
     rows = []
     for name in ("spikingjelly", "bindsnet", "inferno"):
-        if name in builders:
-            rows.append(builders[name]())
-        else:
-            rows.append(_unavailable(name, "not benchmarked for this case"))
+        builder = builders.get(name, "not benchmarked for this case")
+        rows.append(_unavailable(name, builder) if isinstance(builder, str) else builder())
     return rows
