@@ -183,8 +183,15 @@ class Halves:
 
 
 def _weighted(tensor: Tensor, weights: Tensor) -> Tensor:
-    """``tensor [T, B, ...]`` times ``weights [T, B]`` broadcast over the trailing dims."""
-    return tensor * weights.reshape(*weights.shape, *([1] * (tensor.dim() - 2))).to(tensor.dtype)
+    """``tensor [T, B, ...]`` times ``weights [T, B]`` broadcast over the trailing dims.
+
+    A zero times a negative weight is ``-0.0``, which the sparse path's scan (the
+    bits read as an integer) counts as an entry: a spike factor weighted by a
+    signal of both signs would be walked as if about half of it were spikes.
+    Adding ``+0.0`` turns every ``-0.0`` into ``+0.0`` and changes nothing else.
+    """
+    shape = (*weights.shape, *([1] * (tensor.dim() - 2)))
+    return (tensor * weights.reshape(shape).to(tensor.dtype)).add_(0.0)
 
 
 def _prepare(

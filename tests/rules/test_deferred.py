@@ -9,7 +9,7 @@ from plastorch import Learner
 from plastorch.bounds import Hard, Soft
 from plastorch.functional import Update
 from plastorch.rules import MSTDP, MSTDPET, STDP, TripletSTDP
-from plastorch.rules.base import Halves
+from plastorch.rules.base import Halves, Term, _prepare
 
 T, B, IN, OUT = 6, 3, 5, 4
 
@@ -126,3 +126,16 @@ def test_weight_dependent_bound_reads_the_halves(monkeypatch):
     _forbid_halves(monkeypatch)
     with pytest.raises(AssertionError, match="halves were formed"):
         learner.step()
+
+
+def test_signed_weights_leave_no_negative_zeros_for_the_sparse_scan():
+    """The fused delta weights a term by a signal of both signs. A spike factor
+    times a negative weight has -0.0 where it has no spike; the sparse path's scan
+    reads the bits as integers and would walk every one of them as an entry."""
+    pre, post = window()
+    fc = nn.Linear(IN, OUT, bias=False).double()
+    weights = torch.tensor([1.5, -2.0, -0.5], dtype=torch.float64).expand(T, B)
+    _, weighted_post, _ = _prepare(fc, Term(pre, post, 1.0), weights, False, 1.0)
+    bits = weighted_post.view(torch.int64)
+    assert not bool((bits == torch.iinfo(torch.int64).min).any())  # no -0.0
+    assert int(bits.ne(0).sum()) == int(post.count_nonzero())  # one entry per spike
