@@ -315,7 +315,13 @@ def _conv_operands(
 
 
 def correlate_per_sample(
-    layer: nn.Module, pre: Tensor, post: Tensor, *, sparse: bool | None = None
+    layer: nn.Module,
+    pre: Tensor,
+    post: Tensor,
+    *,
+    sparse: bool | None = None,
+    accumulate: Tensor | None = None,
+    beta: float = 1.0,
 ) -> Tensor:
     r"""Like :func:`correlate` but keeps the batch: ``[T, B, ...]`` in, ``[B, *W.shape]`` out.
 
@@ -323,12 +329,22 @@ def correlate_per_sample(
     so use it only where the math needs per-sample terms (a non-linear batch
     reduction, or a per-sample eligibility carried across windows).
 
+    With ``accumulate`` the result is added in place, ``accumulate <- beta *
+    accumulate + C``, and ``accumulate`` is returned. For ``nn.Linear`` no
+    ``[B, *W]`` temporary is made then (a batched GEMM into it, or the sparse
+    path's row sums a few samples at a time): a fresh tensor of that size costs
+    its page faults, which on CPU can take longer than the arithmetic.
+
     Parameters
     ----------
     pre, post : Tensor
         ``[T, B, *in]`` and ``[T, B, *out]`` (a single step is ``T = 1``).
     sparse : bool, optional
         As in :func:`correlate`.
+    accumulate : Tensor, optional
+        A contiguous ``[B, *W.shape]`` tensor of the result's dtype to add into.
+    beta : float
+        Factor of ``accumulate`` before the addition (only with ``accumulate``).
 
     Examples
     --------
@@ -347,13 +363,37 @@ def correlate_per_sample(
             f"got pre {tuple(pre.shape)} and post {tuple(post.shape)}"
         )
     steps, batch = pre.shape[:2]
+    if accumulate is not None:
+        _check_accumulate(accumulate, (batch, *weight.shape), pre, post)
     if isinstance(layer, nn.Linear):
         pre_f, post_f, side = _linear_operands(layer, pre, post, sparse, batch)
         if side is not None:
-            return _sparse_weight_grad(post_f, pre_f, _Geometry.linear(weight.shape), side, batch)
-        return torch.einsum(
-            "tbo,tbi->boi", post.reshape(steps, batch, -1), pre.reshape(steps, batch, -1)
+            geometry = _Geometry.linear(weight.shape)
+            return _sparse_weight_grad(post_f, pre_f, geometry, side, batch, accumulate, beta)
+        post_t = post.reshape(steps, batch, -1).permute(1, 2, 0)  # [B, out, T]
+        pre_t = pre.reshape(steps, batch, -1).transpose(0, 1)  # [B, T, in]
+        if accumulate is not None:
+            return accumulate.baddbmm_(post_t, pre_t, beta=beta)
+        return torch.bmm(post_t, pre_t)
+    value = _per_sample_any(layer, pre, post, sparse, weight, steps, batch)
+    if accumulate is None:
+        return value
+    return accumulate.mul_(beta).add_(value) if beta != 1.0 else accumulate.add_(value)
+
+
+def _check_accumulate(accumulate: Tensor, shape: tuple[int, ...], pre: Tensor, post: Tensor):
+    dtype = torch.promote_types(pre.dtype, post.dtype)
+    if tuple(accumulate.shape) != shape or accumulate.dtype != dtype:
+        raise ValueError(
+            f"accumulate must be a {list(shape)} tensor of {dtype}, got "
+            f"{list(accumulate.shape)} of {accumulate.dtype}"
         )
+    if not accumulate.is_contiguous():
+        raise ValueError("accumulate must be contiguous")
+
+
+def _per_sample_any(layer, pre, post, sparse, weight, steps, batch) -> Tensor:
+    """:func:`correlate_per_sample` of a convolution or any other layer (no accumulate)."""
     if isinstance(layer, _CONV + _CONV_T):
         pre_f, post_f, geometry, side = _conv_operands(
             layer, pre.flatten(0, 1), post.flatten(0, 1), sparse, batch
@@ -656,26 +696,72 @@ def _padded_table(
     return table.view(-1, row_length), math.prod(extent), position_row, kernel_row
 
 
+def _entries_by_owner(
+    sparse_t: Tensor, channels: int, own_pos: int, batch: int | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Non-zeros of ``sparse_t`` (``[N, channels, *P]``, ``own_pos`` positions) by owner.
+
+    The owner of an entry is its channel, or with ``batch`` (``N = T B``,
+    time-major) its ``(sample in the batch, channel)``. Returns ``(channel, row,
+    position, values, owner_start)``: entries ordered by owner, then by row
+    ``n`` and position, and the start of each owner's run (``[owners + 1]``).
+
+    Small factors: ``nonzero`` of a view with the owner dimensions leading.
+    Large ones: ``nonzero`` of the flat factor, then a stable sort by owner (a
+    strided scan costs 2-3x a contiguous one there, more than the sort of the few
+    non-zeros). Both give the same order. The scan reads the floats as integers
+    of the same size (cheaper than a float comparison), so a ``-0.0`` is an entry
+    (looked up with weight ``-0.0``): producers of weighted spike factors keep
+    their zeros positive.
+    """
+    samples = sparse_t.shape[0]
+    per = batch if batch is not None else 1
+    as_int = _AS_INT[sparse_t.element_size()]
+    if sparse_t.numel() <= _PERMUTED_SCAN:
+        if batch is None:
+            view = sparse_t.reshape(samples, channels, own_pos).transpose(0, 1)
+            channel, row, position = view.view(as_int).nonzero(as_tuple=True)
+            values = view[channel, row, position]
+            owner = channel
+        else:
+            view = sparse_t.reshape(samples // per, per, channels, own_pos).permute(1, 2, 0, 3)
+            which, channel, step, position = view.view(as_int).nonzero(as_tuple=True)
+            values = view[which, channel, step, position]
+            row = step * per + which
+            owner = which * channels + channel
+    else:
+        flat_sparse = sparse_t.reshape(-1)
+        flat = flat_sparse.view(as_int).nonzero().squeeze(1)
+        channel = (flat // own_pos) % channels
+        owner = (
+            channel if batch is None else (flat // (own_pos * channels) % per) * channels + channel
+        )
+        owner, order = torch.sort(owner, stable=True)
+        flat = flat[order]
+        channel = channel[order]
+        values = flat_sparse[flat]
+        row = flat // (own_pos * channels)
+        position = flat % own_pos
+    owners = per * channels
+    owner_start = torch.zeros(owners + 1, dtype=torch.long, device=sparse_t.device)
+    torch.cumsum(torch.bincount(owner, minlength=owners), 0, out=owner_start[1:])
+    return channel, row, position, values, owner_start
+
+
 def _sparse_linear(post: Tensor, pre: Tensor, side: str) -> Tensor:
     r"""``post^T pre`` (``[N, M]``, ``[N, C]`` -> ``[M, C]``) from the non-zeros of one factor.
 
     The Linear case of :func:`_sparse_weight_grad` without its index machinery:
-    the non-zeros of the sparse factor, read column by column (so they come out
-    ordered by their output row), name the rows of the other factor that
+    the non-zeros of the sparse factor, ordered by their output row
+    (:func:`_entries_by_owner`), name the rows of the other factor that
     ``embedding_bag`` sums into each output row. Walking ``pre`` (side ``"b"``)
     gives ``[C, M]``, transposed into the weight's layout.
     """
     sparse_t, dense_t = (post, pre) if side == "a" else (pre, post)
     dtype = torch.promote_types(post.dtype, pre.dtype)
-    as_int = _AS_INT[sparse_t.element_size()]
-    columns = sparse_t.t()
-    owner, sample = columns.view(as_int).nonzero(as_tuple=True)
-    # owners come out sorted: bag j holds the lookups owner[offsets[j]:offsets[j+1]]
-    offsets = torch.searchsorted(
-        owner, torch.arange(sparse_t.shape[1] + 1, device=owner.device, dtype=owner.dtype)
-    )
+    _, sample, _, values, offsets = _entries_by_owner(sparse_t, sparse_t.shape[1], 1, None)
     # weighted row sums cost the same as plain ones and need no test of the values
-    values = columns[owner, sample].to(dtype)
+    values = values.to(dtype)
     table = dense_t if dense_t.dtype == dtype else dense_t.to(dtype)
     out = F.embedding_bag(
         sample,
@@ -689,7 +775,13 @@ def _sparse_linear(post: Tensor, pre: Tensor, side: str) -> Tensor:
 
 
 def _sparse_weight_grad(
-    a: Tensor, b: Tensor, geo: _Geometry, side: str, batch: int | None
+    a: Tensor,
+    b: Tensor,
+    geo: _Geometry,
+    side: str,
+    batch: int | None,
+    accumulate: Tensor | None = None,
+    beta: float = 1.0,
 ) -> Tensor:
     r"""``C`` of :class:`_Geometry` from the non-zeros of ``a`` (side ``"a"``) or ``b``.
 
@@ -705,13 +797,15 @@ def _sparse_weight_grad(
     that falls outside it (padding, stride) reads a zero row, so a lookup's row
     is one addition and needs no bounds test (``embedding_bag``'s ``padding_idx``,
     the alternative, makes the call about 25x slower on CPU).
+
+    ``accumulate`` (Linear and per-sample only): add the result into this
+    ``[B, *W]`` tensor after scaling it by ``beta``, a few samples at a time.
     """
     m_total, c_group = geo.weight_shape[:2]
     groups = geo.groups
     m_group = m_total // groups
     kernel, spatial = geo.kernel, len(geo.kernel)
     k_total = geo.kernel_size
-    samples = a.shape[0]
     per = batch if batch is not None else 1
     sparse_t, dense_t = (a, b) if side == "a" else (b, a)
     channels = sparse_t.shape[1]  # M for side a, G Cg for side b
@@ -721,52 +815,22 @@ def _sparse_weight_grad(
     dtype = torch.promote_types(a.dtype, b.dtype)
     device = a.device
 
-    # Non-zeros of the sparse factor, ordered by owner ([sample,] channel), then by
-    # position in the factor. Small factors: nonzero of a view with the owner
-    # dimensions leading; large ones: nonzero of the flat factor, then a stable
-    # sort by owner (a strided scan is slower than the sort there). Both give the
-    # same order. The scan reads the floats as integers of the same size (cheaper
-    # than a float comparison; a -0.0 entry is looked up with weight -0.0).
-    as_int = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}[
-        sparse_t.element_size()
-    ]
-    if sparse_t.numel() <= _PERMUTED_SCAN:
-        if batch is None:
-            view = sparse_t.reshape(samples, channels, own_pos).transpose(0, 1)
-            channel, sample, position = view.view(as_int).nonzero(as_tuple=True)
-            values = view[channel, sample, position]
-            owner = channel
-        else:
-            view = sparse_t.reshape(samples // per, per, channels, own_pos).permute(1, 2, 0, 3)
-            which, channel, step, position = view.view(as_int).nonzero(as_tuple=True)
-            values = view[which, channel, step, position]
-            sample = step * per + which
-            owner = which * channels + channel
-    else:
-        flat_sparse = sparse_t.reshape(-1)
-        flat = flat_sparse.view(as_int).nonzero().squeeze(1)
-        channel = (flat // own_pos) % channels
-        owner = (
-            channel if batch is None else (flat // (own_pos * channels) % per) * channels + channel
-        )
-        owner, order = torch.sort(owner, stable=True)
-        flat = flat[order]
-        channel = channel[order]
-        values = flat_sparse[flat]
-        sample = flat // (own_pos * channels)
-        position = flat % own_pos
+    channel, sample, position, values, owner_start = _entries_by_owner(
+        sparse_t, channels, own_pos, batch
+    )
     values = values.to(dtype)
     nnz = values.numel()
     # spikes are 0/1: then the row sums need no per-lookup weights
     weighted = not bool((values == 1).all())
-    num_owners = per * channels
-    owner_start = torch.zeros(num_owners + 1, dtype=torch.long, device=device)
-    torch.cumsum(torch.bincount(owner, minlength=num_owners), 0, out=owner_start[1:])
 
     if spatial == 0:  # Linear: the other factor itself is the table, one lookup per non-zero
         table = dense_t.to(dtype)
         if not table.is_contiguous():
             table = table.contiguous()
+        if accumulate is not None:
+            return _sum_rows_into(
+                accumulate, table, sample, values if weighted else None, owner_start, side, beta
+            )
         out = F.embedding_bag(
             sample,
             table,
@@ -805,6 +869,55 @@ def _sparse_weight_grad(
     if spatial == 0:
         out = out.reshape(per, m_total, c_group)
     return out if batch is not None else out[0]
+
+
+#: Output entries per ``embedding_bag`` call of :func:`_sum_rows_into` (1 MiB of float32).
+_ROWS_CHUNK = 1 << 18
+
+
+def _sum_rows_into(
+    accumulate: Tensor,
+    table: Tensor,
+    lookups: Tensor,
+    weights: Tensor | None,
+    bag_start: Tensor,
+    side: str,
+    beta: float,
+) -> Tensor:
+    """``accumulate <- beta * accumulate + bag sums`` of a per-sample Linear correlation.
+
+    The bags are ``(sample, channel)`` in order, so a run of whole samples is a
+    run of bags: each run is summed into a small temporary (reused by the
+    allocator, and still in cache when it is added), never into a ``[B, *W]`` one.
+    Side ``"b"`` bags are the weight's columns: the run is added transposed.
+    """
+    batch = accumulate.shape[0]
+    channels = (bag_start.numel() - 1) // batch
+    per_run = max(1, _ROWS_CHUNK // max(1, accumulate[0].numel()))
+    starts = bag_start.tolist()
+    for first in range(0, batch, per_run):
+        last = min(batch, first + per_run)
+        lo, hi = starts[first * channels], starts[last * channels]
+        target = accumulate[first:last]
+        if hi == lo:
+            if beta != 1.0:
+                target.mul_(beta)
+            continue
+        run = F.embedding_bag(
+            lookups[lo:hi],
+            table,
+            bag_start[first * channels : last * channels + 1] - lo,
+            mode="sum",
+            per_sample_weights=None if weights is None else weights[lo:hi],
+            include_last_offset=True,
+        ).view(last - first, channels, -1)
+        if side == "b":
+            run = run.transpose(1, 2)
+        if beta == 1.0:
+            target.add_(run)
+        else:
+            torch.add(run, target, alpha=beta, out=target)
+    return accumulate
 
 
 def _weight_of(layer: nn.Module) -> Tensor:

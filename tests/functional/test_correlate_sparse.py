@@ -69,6 +69,14 @@ def test_sparse_equals_dense_exactly(make, shape, sparse_side, scan, monkeypatch
     assert sparse_b.shape == (2, *layer.weight.shape)
     assert torch.equal(sparse_b, dense_b)
     assert sparse_b.is_contiguous()
+    # accumulated in place, beta * acc + C (Linear: a few samples per row-sum run)
+    monkeypatch.setattr(correlate_module, "_ROWS_CHUNK", layer.weight.numel() + 1)
+    acc = torch.randint(-8, 8, dense_b.shape, generator=generator).double() / 8
+    for sparse in (True, False):
+        target = acc.clone()
+        out = correlate_per_sample(layer, pre, post, sparse=sparse, accumulate=target, beta=0.5)
+        assert out is target
+        assert torch.equal(out, 0.5 * acc + dense_b)
 
 
 @pytest.mark.parametrize("make, shape", CONVS[:6])
@@ -203,6 +211,17 @@ def test_cost_model_hand_values():
     )
     assert dense == pytest.approx(15.0 + 30_000.0)
     assert sparse == pytest.approx(200.0 + 10 * (10.0 + 10.0) + 250_000.0)
+
+
+def test_accumulate_errors_name_the_argument():
+    fc = nn.Linear(3, 2, bias=False)
+    pre, post = torch.ones(4, 2, 3), torch.ones(4, 2, 2)
+    with pytest.raises(ValueError, match=r"accumulate must be a \[2, 2, 3\] tensor"):
+        correlate_per_sample(fc, pre, post, accumulate=torch.zeros(2, 3, 2))
+    with pytest.raises(ValueError, match="accumulate must be a .* of torch.float32"):
+        correlate_per_sample(fc, pre, post, accumulate=torch.zeros(2, 2, 3).double())
+    with pytest.raises(ValueError, match="accumulate must be contiguous"):
+        correlate_per_sample(fc, pre, post, accumulate=torch.zeros(2, 3, 2).transpose(1, 2))
 
 
 def test_errors():
