@@ -14,8 +14,10 @@ from .correlate import (
 from .stdp import (
     PostTriggeredFactors,
     STDPFactors,
+    cumulative_trace_at_end,
     stdp_factors,
     stdp_factors_post_triggered,
+    weighted_acausal_factors,
 )
 from .traces import (
     TRACE_MODES,
@@ -37,6 +39,7 @@ __all__ = [
     "correlate",
     "correlate_per_sample",
     "correlate_sum",
+    "cumulative_trace_at_end",
     "decay_factor",
     "discounted_reverse_sum",
     "get_sparse_mode",
@@ -45,6 +48,7 @@ __all__ = [
     "stdp_factors_post_triggered",
     "trace",
     "trace_after",
+    "weighted_acausal_factors",
     "trace_cumulative",
     "trace_nearest",
     "trace_window",

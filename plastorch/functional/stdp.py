@@ -27,7 +27,14 @@ from torch import Tensor
 
 from .traces import trace_after, trace_window
 
-__all__ = ["PostTriggeredFactors", "STDPFactors", "stdp_factors", "stdp_factors_post_triggered"]
+__all__ = [
+    "PostTriggeredFactors",
+    "STDPFactors",
+    "cumulative_trace_at_end",
+    "stdp_factors",
+    "stdp_factors_post_triggered",
+    "weighted_acausal_factors",
+]
 
 
 class STDPFactors(NamedTuple):
@@ -161,10 +168,91 @@ def stdp_factors_post_triggered(
     steps = pre.shape[0]
     powers = decay_post ** torch.arange(1, steps + 1, dtype=dtype, device=pre.device)
     carried_pre = torch.tensordot(powers, pre.to(dtype), dims=1).unsqueeze(0)
-    # x_post(T-1) = d^T x_post(-1) + sum_t d^(T-1-t) s_post(t)
-    to_end = decay_post ** torch.arange(steps - 1, -1, -1, dtype=dtype, device=pre.device)
-    next_post = torch.tensordot(to_end, post.to(dtype), dims=1)
-    next_post.add_(trace_post.to(dtype), alpha=decay_post**steps)
+    next_post = cumulative_trace_at_end(trace_post.to(dtype), post.to(dtype), decay_post)
     return PostTriggeredFactors(
         x_pre, after, carried_pre, trace_post.to(dtype).unsqueeze(0), x_pre[-1], next_post
     )
+
+
+def cumulative_trace_at_end(trace: Tensor, spikes: Tensor, decay: float) -> Tensor:
+    r"""The cumulative trace after a window without scanning it.
+
+    .. math:: x(T-1) = d^T x(-1) + \sum_t d^{T-1-t} s(t)
+
+    Examples
+    --------
+    >>> cumulative_trace_at_end(torch.tensor([1.0]), torch.tensor([[1.0], [0.0]]), 0.5)
+    tensor([0.7500])
+    """
+    steps = spikes.shape[0]
+    to_end = decay ** torch.arange(steps - 1, -1, -1, dtype=trace.dtype, device=spikes.device)
+    return torch.tensordot(to_end, spikes, dims=1).add_(trace, alpha=decay**steps)
+
+
+def weighted_acausal_factors(
+    pre: Tensor, weights: Tensor, decay_post: float
+) -> tuple[Tensor, Tensor]:
+    r"""Post-triggered factors of acausal terms weighted per step and sample.
+
+    For each of ``K`` weightings :math:`w_k(t, b)` the weighted acausal term
+    :math:`\sum_t w_k(t)\, C\bigl(s_\text{pre}(t),\ \tilde x_\text{post}(t)\bigr)`
+    (as in :func:`stdp_factors`) sums the same pairs over post spikes:
+
+    .. math::
+
+        \sum_t C\bigl(y_k(t),\ s_\text{post}(t)\bigr) + C\bigl(g_k,\ x_\text{post}(-1)\bigr),
+        \quad y_k(t) = \sum_{t' > t} d_\text{post}^{t'-t} w_k(t') s_\text{pre}(t'),
+        \quad g_k = \sum_t d_\text{post}^{t+1} w_k(t) s_\text{pre}(t)
+
+    (:func:`stdp_factors_post_triggered` is the case :math:`w = 1`). Reward-modulated
+    rules weight their terms by a reverse discounted sum of the signal
+    (:class:`~plastorch.rules.MSTDPET`); written this way every term pairs with the
+    sparse ``post`` spikes.
+
+    Parameters
+    ----------
+    pre : Tensor
+        Spikes ``[T, B, *in]``.
+    weights : Tensor
+        ``[K, T, B]`` or ``[K, T, 1]``.
+    decay_post : float
+        :math:`e^{-\Delta t/\tau_\text{post}}`.
+
+    Returns
+    -------
+    after : list of Tensor
+        :math:`y_k` for each weighting, ``[T, B, *in]``.
+    carried : Tensor
+        :math:`g` as ``[K, B, *in]``.
+
+    Examples
+    --------
+    >>> pre = torch.tensor([[[0.0]], [[1.0]]])  # pre spike at step 1
+    >>> after, carried = weighted_acausal_factors(pre, torch.tensor([[[1.0], [3.0]]]), 0.5)
+    >>> after[0].flatten(), carried.flatten()  # 3 * 1/2 seen from step 0; 3 * 1/4 carried
+    (tensor([1.5000, 0.0000]), tensor([0.7500]))
+    """
+    if weights.dim() != 3 or weights.shape[1] != pre.shape[0]:
+        raise ValueError(
+            f"weights must be [K, T, B] or [K, T, 1] with T = {pre.shape[0]}, got "
+            f"{list(weights.shape)}"
+        )
+    dtype = torch.promote_types(pre.dtype, weights.dtype)
+    steps, count = pre.shape[0], weights.shape[0]
+    pre = pre.to(dtype)
+    weights = weights.to(dtype).reshape(count, steps, -1, *([1] * (pre.dim() - 2)))
+    # one tensor per weighting: each is the size of a factor, none K times that
+    after = [torch.empty(pre.shape, dtype=dtype, device=pre.device) for _ in range(count)]
+    carried = torch.empty((count, *pre.shape[1:]), dtype=dtype, device=pre.device)
+    if steps == 0:
+        return after, carried.zero_()
+    # y(t) = d (y(t+1) + w(t+1) s(t+1)): the roundings of trace_after of w s;
+    # one step further, d (y(0) + w(0) s(0)) = g.
+    for y in after:
+        y[-1].zero_()
+    for t in range(steps - 1, -1, -1):
+        spikes = torch.mul(weights[:, t], pre[t])  # [K, B, *in]
+        for k, y in enumerate(after):
+            out = y[t - 1] if t > 0 else carried[k]
+            torch.add(spikes[k], y[t], out=out).mul_(decay_post)
+    return after, carried

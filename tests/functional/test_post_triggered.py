@@ -13,6 +13,7 @@ from plastorch.functional import (
     stdp_factors,
     stdp_factors_post_triggered,
     trace_after,
+    weighted_acausal_factors,
 )
 
 
@@ -70,3 +71,39 @@ def test_same_pairs_as_the_pre_triggered_form(steps):
     assert torch.equal(depression, explicit_pairs(pre, post, x_pre0, x_post0, 0.5, 0.25))
     assert torch.equal(flipped.next_trace_pre, usual.next_trace_pre)
     assert torch.equal(flipped.next_trace_post, usual.next_trace_post)
+
+
+def test_weighted_acausal_factors_hand_values():
+    # pre spikes at 1 and 2, d = 1/2, weights w(1) = 2, w(2) = 4 (one sample, one input)
+    pre = torch.tensor([0.0, 1.0, 1.0]).double().reshape(3, 1, 1)
+    weights = torch.tensor([[1.0, 2.0, 4.0]]).double().reshape(1, 3, 1)
+    after, carried = weighted_acausal_factors(pre, weights, 0.5)
+    # y(0) = 1/2 * 2 + 1/4 * 4 = 2, y(1) = 1/2 * 4 = 2, y(2) = 0
+    assert after[0].flatten().tolist() == [2.0, 2.0, 0.0]
+    # g = d^2 * 2 + d^3 * 4 = 1
+    assert carried.flatten().tolist() == [1.0]
+
+
+def test_weighted_acausal_factors_count_the_weighted_pre_triggered_pairs():
+    """sum_t w(t) x~_post(t) (x) s_pre(t) == sum_t s_post(t) (x) y_w(t) + x_post(-1) (x) g_w,
+    for per-step-and-sample weights of both signs (dyadic: equal bit for bit)."""
+    g = torch.Generator().manual_seed(3)
+    steps, batch, n_in, n_out = 7, 3, 5, 4
+    pre = (torch.rand(steps, batch, n_in, generator=g) < 0.4).double()
+    post = (torch.rand(steps, batch, n_out, generator=g) < 0.4).double()
+    x_post0 = torch.randint(0, 4, (batch, n_out), generator=g).double() / 4
+    weights = torch.randint(-4, 5, (2, steps, batch), generator=g).double() / 8
+    fc = nn.Linear(n_in, n_out, bias=False).double()
+    factors = stdp_factors(
+        pre, post, torch.zeros(batch, n_in).double(), x_post0, decay_pre=0.5, decay_post=0.5
+    )
+    after, carried = weighted_acausal_factors(pre, weights, 0.5)
+    assert [y.shape for y in after] == [pre.shape] * 2 and carried.shape == (2, batch, n_in)
+    for k in range(2):
+        w = weights[k][..., None]
+        expected = correlate(fc, (pre * w).flatten(0, 1), factors.trace_post_before.flatten(0, 1))
+        got = correlate(fc, after[k].flatten(0, 1), post.flatten(0, 1)) + correlate(
+            fc, carried[k], x_post0
+        )
+        assert torch.equal(got, expected)
+        assert after[k].is_contiguous()
