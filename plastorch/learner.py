@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from .bounds import Bound
 from .functional import Update
 from .functional.checks import check_choice, check_finite, check_real, check_same_device_dtype
-from .rules.base import Rule
+from .rules.base import Rule, reusing_state
 
 __all__ = ["Learner"]
 
@@ -287,7 +287,9 @@ class Learner(nn.Module):
     def _settle(self, signal) -> Update:
         pre, post = self._pending_window()
         state = self._state(pre, post)
-        update, new_state = self.rule(self.layer, pre, post, state, signal)
+        # the old state is replaced below and read by nobody: rules may reuse it
+        with reusing_state():
+            update, new_state = self.rule(self.layer, pre, post, state, signal)
         for name, value in new_state.items():
             self._buffers[name] = value
         self.pending_pre = None

@@ -21,7 +21,9 @@ materialise per-sample halves; a callable does, by necessity.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextvars
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -33,7 +35,51 @@ from ..functional.update import add_optional as _add
 
 BatchReduction = str | Callable[[Tensor, int], Tensor]
 
-__all__ = ["BatchReduction", "Rule", "Term", "Update", "pair_trace_state", "route_terms"]
+__all__ = [
+    "BatchReduction",
+    "Rule",
+    "Term",
+    "Update",
+    "pair_trace_state",
+    "reusing_state",
+    "route_terms",
+    "state_reusable",
+]
+
+_REUSE: contextvars.ContextVar[bool] = contextvars.ContextVar("plastorch_reuse", default=False)
+
+
+@contextmanager
+def reusing_state() -> Iterator[None]:
+    """Let rules called in this block write their new state into the given state's tensors.
+
+    A rule is pure: it returns its new state and leaves the one it was given
+    alone, so a caller can run it twice on the same state. The
+    :class:`~plastorch.Learner` never does (it replaces its state buffers by the
+    returned ones), so it settles windows in this block, and a rule with a large
+    state (per-sample eligibility, ``[B, *W]``) updates it in place instead of
+    allocating a new one: on CPU a fresh tensor of that size costs its page faults
+    (about 40 ms for 80 MB here), more than the arithmetic. A rule checks
+    :func:`state_reusable`; reusing is always optional.
+
+    Examples
+    --------
+    >>> state_reusable()
+    False
+    >>> with reusing_state():
+    ...     state_reusable()
+    True
+    """
+    token = _REUSE.set(True)
+    try:
+        yield
+    finally:
+        _REUSE.reset(token)
+
+
+def state_reusable() -> bool:
+    """Whether the running rule may overwrite the tensors of the state it was given."""
+    return _REUSE.get()
 
 
 class Term(NamedTuple):

@@ -42,9 +42,12 @@ from torch import Tensor, nn
 from ..functional import (
     correlate,
     correlate_per_sample,
+    cumulative_trace_at_end,
     discounted_reverse_sum,
     stdp_factors,
     stdp_factors_post_triggered,
+    trace_window,
+    weighted_acausal_factors,
 )
 from ..functional.checks import check_choice, check_real
 from ..functional.traces import TRACE_MODES, decay_factor
@@ -58,6 +61,7 @@ from .base import (
     parse_signal,
     route_terms,
     split_signal,
+    state_reusable,
 )
 
 __all__ = ["MSTDP", "MSTDPET", "STDP"]
@@ -345,10 +349,10 @@ class MSTDPET(_PairRule):
         return state
 
     def forward(self, layer, pre, post, state, signal=None):
-        terms, new_state = self._terms(pre, post, state)
         steps, batch = pre.shape[:2]
-        dtype = terms[0].pre.dtype
-        signal = parse_signal(signal, steps, batch, dtype=dtype, device=pre.device)
+        dtype = state["trace_pre"].dtype
+        device = pre.device
+        signal = parse_signal(signal, steps, batch, dtype=dtype, device=device)
         if isinstance(signal, Tensor) and signal.shape[1] == batch and batch > 1:
             if not self.per_sample_signal:
                 raise ValueError(
@@ -356,54 +360,130 @@ class MSTDPET(_PairRule):
                     "MSTDPET(per_sample_signal=True) to carry per-sample eligibility"
                 )
         if isinstance(signal, float):
-            signal = torch.full((steps, 1), signal, dtype=dtype, device=pre.device)
-
+            signal = torch.full((steps, 1), signal, dtype=dtype, device=device)
         decay, tau = self.decay_eligibility, self.tau_eligibility
+        # Weights of step j's pairs: R(j) / tau_z in this window's change, for the
+        # positive and the negative part of M, and d^(T-1-j) / tau_z in z(T).
+        weights = []
+        if signal is not None:
+            positive, negative = split_signal(signal)
+            weights = [discounted_reverse_sum(part, decay) / tau for part in (positive, negative)]
+        tail = (decay ** torch.arange(steps - 1, -1, -1, dtype=dtype, device=device) / tau)[:, None]
+        # A signal constant over the window (scalar, [B]) factors as R(j) = m r(j):
+        # one acausal factor serves both signs, with m as the weight of its terms.
+        constant = signal is not None and bool((signal == signal[:1]).all())
+        if constant:
+            profile = discounted_reverse_sum(torch.ones_like(tail), decay) / tau
+            scans = [profile, tail]
+        else:
+            scans = [*weights, tail]
+        if self.trace_mode == "cumulative":
+            # acausal pairs written over the post spikes: every term pairs with the
+            # sparse s_post (one list of terms per weighting in ``scans``)
+            ltp, acausal, new_state = self._weighted_terms(pre, post, state, scans)
+        else:
+            (ltp, ltd), new_state = self._terms(pre, post, state)
+            acausal = [[Term(ltd.pre, ltd.post * _steps(w, post), 1.0)] for w in scans]
+
         halves = Halves(self.batch_reduction, batch)
         carried = [state["eligibility_post"], state["eligibility_pre"]]
         if signal is not None:
-            positive, negative = split_signal(signal)
-            # In-window eligibility: correlations weighted by R(j) / tau_z.
-            weights = (
-                discounted_reverse_sum(positive, decay) / tau,
-                discounted_reverse_sum(negative, decay) / tau,
-            )
-            route_terms(layer, terms, weights, halves)
-            # Carried eligibility z_0 read at every step: z_0 * sum_k M(k) d^(k+1).
-            powers = decay ** torch.arange(1, steps + 1, dtype=dtype, device=pre.device)
-            # [2, B|1]: the gain of the positive and of the negative part of M
-            gains = torch.stack((positive, negative)).mul_(powers[None, :, None]).sum(1)
-            signs = (1.0, -1.0)
-            for term, z0 in zip(terms, carried):
-                if term.rate == 0.0:
-                    continue
-                live = [k for k in range(2) if bool(gains[k].ne(0).any())]
-                if not live:
-                    continue
-                gain = gains[live] * abs(term.rate)
-                if self.per_sample_signal and halves.per_sample:
-                    shape = (batch, *([1] * (z0.dim() - 1)))
-                    values = [z0 * g.expand(batch).reshape(shape) for g in gain]
-                elif self.per_sample_signal:
-                    # sum_b gain_b z0_b for both signs in one contraction: z0 is read
-                    # once and no [B, *W] temporary is made
-                    values = torch.tensordot(gain.expand(len(live), batch), z0, dims=1)
-                else:
-                    values = [z0 * g for g in gain]
-                for k, value in zip(live, values):
-                    halves.add(value, term.rate * signs[k] >= 0)
-
-        # Eligibility carried to the next window.
-        tail = decay ** torch.arange(steps - 1, -1, -1, dtype=dtype, device=pre.device) / tau
-        tail = tail[:, None].expand(steps, batch) if self.per_sample_signal else tail[:, None]
-        for name, term, z0 in zip(("eligibility_post", "eligibility_pre"), terms, carried):
-            weighted = Term(
-                term.pre, term.post * tail.reshape(steps, -1, *([1] * (post.dim() - 2))), term.rate
-            )
-            if self.per_sample_signal:
-                fresh = correlate_per_sample(layer, weighted.pre, weighted.post)
+            route_terms(layer, [ltp], (weights[0], weights[1]), halves)
+            if constant:
+                parts = split_signal(signal[:1])
+                for term in acausal[0]:
+                    lead = term.pre.shape[0]
+                    route_terms(
+                        layer,
+                        [Term(term.pre, term.post, self.lr_pre)],
+                        tuple(part.expand(lead, -1) for part in parts),
+                        halves,
+                    )
             else:
-                fresh = correlate(layer, weighted.pre.flatten(0, 1), weighted.post.flatten(0, 1))
-            # z(T) = d^T z_0 + fresh, accumulated into the fresh tensor (no second copy)
-            new_state[name] = fresh.add_(z0, alpha=decay**steps)
+                for k, sign in enumerate((1.0, -1.0)):
+                    if self.lr_pre != 0.0 and bool(weights[k].ne(0).any()):
+                        for term in acausal[k]:
+                            potentiative = self.lr_pre * sign >= 0
+                            halves.add_term(layer, term, None, abs(self.lr_pre), potentiative)
+            self._carried_change(halves, carried, signal, steps, batch)
+
+        # Eligibility carried to the next window: z(T) = d^T z_0 + this window's pairs.
+        reuse = state_reusable()
+        fresh_parts = (
+            ("eligibility_post", carried[0], [Term(ltp.pre, ltp.post * _steps(tail, post), 1.0)]),
+            ("eligibility_pre", carried[1], acausal[-1]),
+        )
+        for name, z0, parts in fresh_parts:
+            if self.per_sample_signal:
+                # [B, *W]: accumulated into z_0 itself when the caller lets the rule
+                # reuse its state (z_0 has been read above), else into a scaled copy
+                if reuse and z0.is_contiguous() and z0.dtype == dtype:
+                    target, beta = z0, decay**steps
+                else:
+                    target, beta = z0 * decay**steps, 1.0
+                for part in parts:
+                    correlate_per_sample(layer, part.pre, part.post, accumulate=target, beta=beta)
+                    beta = 1.0
+                new_state[name] = target
+            else:
+                fresh = z0 * decay**steps
+                for part in parts:
+                    fresh.add_(correlate(layer, part.pre.flatten(0, 1), part.post.flatten(0, 1)))
+                new_state[name] = fresh
         return halves.result(), new_state
+
+    def _weighted_terms(self, pre, post, state, weights):
+        """LTP term, and per weighting ``w`` the acausal pairs weighted by ``w`` written
+        over the post spikes (:func:`~plastorch.functional.weighted_acausal_factors`):
+        ``[Term(y_w, s_post), Term(g_w, x_post(-1))]``, each without ``lr_pre``."""
+        dtype = state["trace_pre"].dtype
+        pre, post = pre.to(dtype), post.to(dtype)
+        x_post0 = state["trace_post"].to(dtype)
+        x_pre = trace_window(state["trace_pre"], pre, self.decay_pre, 1.0, "cumulative")
+        size = max(w.shape[1] for w in weights)
+        stacked = torch.stack([w.expand(-1, size) for w in weights])
+        after, carried = weighted_acausal_factors(pre, stacked, self.decay_post)
+        acausal = [
+            [Term(after[k], post, 1.0), Term(carried[k][None], x_post0[None], 1.0)]
+            for k in range(len(weights))
+        ]
+        new_state = {
+            "trace_pre": x_pre[-1],
+            "trace_post": cumulative_trace_at_end(x_post0, post, self.decay_post),
+        }
+        return Term(x_pre, post, self.lr_post), acausal, new_state
+
+    def _carried_change(self, halves, carried, signal, steps, batch) -> None:
+        r"""The eligibility carried into the window, read at every step:
+        :math:`z_0 \sum_k M(k) d^{k+1}` for each sign of ``M`` and each term."""
+        dtype = signal.dtype
+        positive, negative = split_signal(signal)
+        powers = self.decay_eligibility ** torch.arange(
+            1, steps + 1, dtype=dtype, device=signal.device
+        )
+        # [2, B|1]: the gain of the positive and of the negative part of M
+        gains = torch.stack((positive, negative)).mul_(powers[None, :, None]).sum(1)
+        signs = (1.0, -1.0)
+        for rate, z0 in zip((self.lr_post, self.lr_pre), carried):
+            if rate == 0.0:
+                continue
+            live = [k for k in range(2) if bool(gains[k].ne(0).any())]
+            if not live:
+                continue
+            gain = gains[live] * abs(rate)
+            if self.per_sample_signal and halves.per_sample:
+                shape = (batch, *([1] * (z0.dim() - 1)))
+                values = [z0 * g.expand(batch).reshape(shape) for g in gain]
+            elif self.per_sample_signal:
+                # sum_b gain_b z0_b for both signs in one contraction: z0 is read
+                # once and no [B, *W] temporary is made
+                values = torch.tensordot(gain.expand(len(live), batch), z0, dims=1)
+            else:
+                values = [z0 * g for g in gain]
+            for k, value in zip(live, values):
+                halves.add(value, rate * signs[k] >= 0)
+
+
+def _steps(weights: Tensor, like: Tensor) -> Tensor:
+    """``[T, B|1]`` weights shaped to multiply a ``[T, B, ...]`` factor."""
+    return weights.reshape(*weights.shape, *([1] * (like.dim() - 2)))

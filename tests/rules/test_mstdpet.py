@@ -8,6 +8,7 @@ from torch import nn
 
 from plastorch.functional import correlate_per_sample, stdp_factors
 from plastorch.rules import MSTDPET
+from plastorch.rules.base import reusing_state
 
 from .helpers import TAU_HALF, TAU_QUARTER, run_rule, spike_train, value
 
@@ -74,13 +75,16 @@ def step_by_step(layer, rule, pre, post, signal):
     return pot, dep, z
 
 
+@pytest.mark.parametrize("varying", [True, False], ids=["signal [T, B]", "signal [B]"])
 @pytest.mark.parametrize("mode", ["cumulative", "nearest"])
 @pytest.mark.parametrize("lr_post, lr_pre", [(0.8, -0.5), (-0.8, 0.5), (0.8, 0.5), (-0.8, -0.5)])
-def test_fused_equals_recursion_per_sample(mode, lr_post, lr_pre):
+def test_fused_equals_recursion_per_sample(mode, lr_post, lr_pre, varying):
+    # a [B] signal (constant over the window) takes the factored path: one
+    # acausal factor for both signs, the sign in the weights of its terms
     layer = nn.Linear(4, 3, bias=False).double()
     pre = (torch.rand(12, 3, 4) < 0.3).double()
     post = (torch.rand(12, 3, 3) < 0.3).double()
-    signal = torch.randn(12, 3, dtype=torch.float64)
+    signal = torch.randn(12 if varying else 1, 3, dtype=torch.float64).expand(12, 3)
     rule = MSTDPET(
         lr_post,
         lr_pre,
@@ -90,7 +94,7 @@ def test_fused_equals_recursion_per_sample(mode, lr_post, lr_pre):
         trace_mode=mode,
         per_sample_signal=True,
     )
-    fused, state = run_rule(rule, layer, pre, post, signal=signal)
+    fused, state = run_rule(rule, layer, pre, post, signal=signal if varying else signal[0])
     pot, dep, z = step_by_step(layer, rule, pre, post, signal)
     torch.testing.assert_close(
         fused.potentiation if fused.potentiation is not None else 0 * pot,
@@ -156,3 +160,31 @@ def test_no_signal_advances_eligibility_only():
     update, state = run_rule(rule, fc, PRE, POST, signal=None)
     assert value(update.potentiation) is None and value(update.depression) is None
     assert state["eligibility_post"].item() == pytest.approx(0.25 * math.log(2))
+
+
+@pytest.mark.parametrize("per_sample", [True, False])
+def test_reusing_state_writes_the_eligibility_in_place_with_the_same_values(per_sample):
+    """Inside ``reusing_state`` (how a Learner settles windows) the per-sample
+    eligibility is accumulated into the given tensors; outside, they are untouched."""
+    layer = nn.Linear(5, 3, bias=False).double()
+    g = torch.Generator().manual_seed(4)
+    pre = (torch.rand(2, 7, 4, 5, generator=g) < 0.3).double()
+    post = (torch.rand(2, 7, 4, 3, generator=g) < 0.3).double()
+    signals = torch.randn(2, 4, generator=g, dtype=torch.float64)
+    if not per_sample:
+        signals = signals[:, 0].tolist()  # scalars
+    rule = MSTDPET(
+        0.7, -0.4, tau_post=5.0, tau_pre=6.0, tau_eligibility=8.0, per_sample_signal=per_sample
+    )
+    _, warm = run_rule(rule, layer, pre[0], post[0], signals[0])
+    before = {name: value.clone() for name, value in warm.items()}
+    expected_update, expected = rule(layer, pre[1], post[1], warm, signals[1])
+    for name in warm:  # a plain call leaves the state it was given alone
+        assert torch.equal(warm[name], before[name])
+    with reusing_state():
+        update, new = rule(layer, pre[1], post[1], warm, signals[1])
+    torch.testing.assert_close(update.delta(), expected_update.delta(), rtol=1e-13, atol=1e-15)
+    for name in ("eligibility_post", "eligibility_pre"):
+        torch.testing.assert_close(new[name], expected[name], rtol=1e-13, atol=1e-15)
+        # [B, *W] eligibility reuses the given tensor; [*W] is small and made anew
+        assert (new[name].data_ptr() == warm[name].data_ptr()) == per_sample
