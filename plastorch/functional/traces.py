@@ -198,7 +198,7 @@ def _nearest_window(x: Tensor, spikes: Tensor, decay: float, amplitude: float) -
     return torch.where(last >= 0, since, carried)
 
 
-def discounted_reverse_sum(values: Tensor, decay: float) -> Tensor:
+def discounted_reverse_sum(values: Tensor, decay: float, *, out: Tensor | None = None) -> Tensor:
     r"""Reverse discounted sum over the leading (time) dimension.
 
     .. math:: R(s) = \sum_{t = s}^{T-1} d^{\,t - s}\, v(t)
@@ -213,7 +213,10 @@ def discounted_reverse_sum(values: Tensor, decay: float) -> Tensor:
     >>> discounted_reverse_sum(torch.tensor([1.0, 0.0, 2.0]), 0.5)
     tensor([1.5000, 1.0000, 2.0000])
     """
-    out = torch.empty_like(values)
+    if out is None:
+        out = torch.empty_like(values)
+    elif out.shape != values.shape:
+        raise ValueError(f"out must have the shape of values {list(values.shape)}")
     if values.shape[0] == 0:
         return out
     out[-1] = values[-1]
@@ -245,6 +248,7 @@ def trace_after(spikes: Tensor, decay: float) -> Tensor:
     if spikes.shape[0] == 0:
         return out
     out[-1].zero_()
-    # y(t) = d R(t + 1), R the reverse discounted sum of the later spikes
-    torch.mul(discounted_reverse_sum(spikes[1:], decay), decay, out=out[:-1])
+    # y(t) = d R(t + 1), R the reverse discounted sum of the later spikes, formed
+    # in place (no second window-sized tensor)
+    discounted_reverse_sum(spikes[1:], decay, out=out[:-1]).mul_(decay)
     return out

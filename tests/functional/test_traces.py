@@ -119,3 +119,13 @@ def test_nearest_window_closed_form_hand_values():
     spikes = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 0.0])[:, None]
     out = trace_window(torch.tensor([4.0]), spikes, 0.5, amplitude=2.0, mode="nearest")
     assert out.flatten().tolist() == [2.0, 2.0, 1.0, 2.0, 1.0, 0.5]
+
+
+def test_discounted_reverse_sum_into_out():
+    values = torch.tensor([[1.0, 2.0], [0.0, 4.0], [2.0, 0.0]])
+    out = torch.empty(3, 2)
+    assert discounted_reverse_sum(values, 0.5, out=out) is out
+    # R(2) = v(2), R(1) = v(1) + R(2)/2, R(0) = v(0) + R(1)/2
+    assert out.tolist() == [[1.5, 4.0], [1.0, 4.0], [2.0, 0.0]]
+    with pytest.raises(ValueError, match="out must have the shape of values"):
+        discounted_reverse_sum(values, 0.5, out=torch.empty(2, 2))
