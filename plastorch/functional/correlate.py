@@ -752,16 +752,25 @@ def _sparse_linear(post: Tensor, pre: Tensor, side: str) -> Tensor:
     r"""``post^T pre`` (``[N, M]``, ``[N, C]`` -> ``[M, C]``) from the non-zeros of one factor.
 
     The Linear case of :func:`_sparse_weight_grad` without its index machinery:
-    the non-zeros of the sparse factor, ordered by their output row
-    (:func:`_entries_by_owner`), name the rows of the other factor that
+    the non-zeros of the sparse factor, read column by column (so they come out
+    ordered by their output row), name the rows of the other factor that
     ``embedding_bag`` sums into each output row. Walking ``pre`` (side ``"b"``)
     gives ``[C, M]``, transposed into the weight's layout.
     """
     sparse_t, dense_t = (post, pre) if side == "a" else (pre, post)
     dtype = torch.promote_types(post.dtype, pre.dtype)
-    _, sample, _, values, offsets = _entries_by_owner(sparse_t, sparse_t.shape[1], 1, None)
+    as_int = _AS_INT[sparse_t.element_size()]
+    columns = sparse_t.t()
+    # a column scan, not _entries_by_owner's contiguous scan and sort: faster here
+    # (measured 1.4-2.2x at 640k entries and 1-10 % density; the sort only won on
+    # 2.5M-entry factors below 3 %)
+    owner, sample = columns.view(as_int).nonzero(as_tuple=True)
+    # owners come out sorted: bag j holds the lookups owner[offsets[j]:offsets[j+1]]
+    offsets = torch.searchsorted(
+        owner, torch.arange(sparse_t.shape[1] + 1, device=owner.device, dtype=owner.dtype)
+    )
     # weighted row sums cost the same as plain ones and need no test of the values
-    values = values.to(dtype)
+    values = columns[owner, sample].to(dtype)
     table = dense_t if dense_t.dtype == dtype else dense_t.to(dtype)
     out = F.embedding_bag(
         sample,
