@@ -7,6 +7,8 @@ one per eligibility trace (post- and pre-triggered), the state carried to the
 next window, and nothing else of that size inside the window.
 """
 
+import importlib
+
 import pytest
 import torch
 from torch import nn
@@ -14,6 +16,9 @@ from torch import nn
 from plastorch.bench.timing import AllocationTracker
 from plastorch.functional import sparse_mode
 from plastorch.rules import MSTDP, MSTDPET, STDP
+from plastorch.rules.base import reusing_state
+
+correlate_module = importlib.import_module("plastorch.functional.correlate")
 
 N_IN, N_OUT, BATCH = 60, 40, 8
 
@@ -76,3 +81,30 @@ def test_mstdpet_per_sample_only_the_carried_state(steps, mode):
     assert all(size == SYNAPSES_PER_SAMPLE for size in big)
     # alive at once: the two carried states and at most one transient of that size
     assert tracker.peak < 3 * SYNAPSES_PER_SAMPLE + 2 * steps * BATCH * (N_IN + N_OUT) * 8 * 4
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse"])
+def test_mstdpet_in_a_learner_updates_the_eligibility_without_a_per_sample_tensor(
+    mode, monkeypatch
+):
+    """As a Learner settles a window (``reusing_state``), z(T) = d^T z0 + C is formed
+    in z0 itself: nothing of the size [B, out, in] is allocated, not even the state.
+    The sparse path sums rows into temporaries of at most ``_ROWS_CHUNK`` entries
+    (1 MiB of float32; a sample at a time for a large layer): set to one sample's
+    worth here, as it is for a 784->400 layer."""
+    monkeypatch.setattr(correlate_module, "_ROWS_CHUNK", N_OUT * N_IN)
+    reward = torch.tensor([1.0, -1.0, 0.5, -0.5, 2.0, 0.0, -2.0, 1.0], dtype=torch.float64)
+    rule = MSTDPET(1.0, -1.0, per_sample_signal=True).double()
+    generator = torch.Generator().manual_seed(0)
+    layer = nn.Linear(N_IN, N_OUT, bias=False).double()
+    pre, post = window(20, generator)
+    state = rule.initial_state(layer, pre[0], post[0])
+    with sparse_mode(mode), reusing_state():
+        _, state = rule(layer, pre, post, state, reward)
+        given = {name: state[name].data_ptr() for name in ("eligibility_post", "eligibility_pre")}
+        pre, post = window(20, generator)
+        with torch.no_grad(), AllocationTracker() as tracker:
+            update, new_state = rule(layer, pre, post, state, reward)
+            update.delta()
+    assert tracker.largest < SYNAPSES_PER_SAMPLE
+    assert {name: new_state[name].data_ptr() for name in given} == given
