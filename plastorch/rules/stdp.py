@@ -275,7 +275,14 @@ class MSTDPET(_PairRule):
     carried to the next window, :math:`z(T) = d^T z_0 + \sum_j d^{T-1-j}\xi(j)/\tau_z`,
     is weight-shaped; it is per sample (``[B, *W]``) only with
     ``per_sample_signal=True``, which is required for ``[B]`` and ``[T, B]``
-    signals and for a callable ``batch_reduction``.
+    signals and for a callable ``batch_reduction``. With cumulative traces the
+    acausal pairs, in the change and in :math:`z(T)`, are summed over post spikes
+    (:func:`~plastorch.functional.weighted_acausal_factors`), so every term pairs
+    with the sparse :math:`s_\text{post}`; a signal constant over the window
+    (scalar or ``[B]``) shares one such factor between both signs. When the caller
+    allows it (:func:`~plastorch.rules.base.reusing_state`, as a
+    :class:`~plastorch.Learner` does) :math:`z(T)` is accumulated into the given
+    :math:`z_0` instead of a new tensor.
 
     Parameters
     ----------
