@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from .bounds import Bound
 from .functional import Update
 from .functional.checks import check_choice, check_finite, check_real, check_same_device_dtype
-from .rules.base import Rule, reusing_state
+from .rules.base import Rule, state_use
 
 __all__ = ["Learner"]
 
@@ -269,9 +269,11 @@ class Learner(nn.Module):
         else:
             super().__setattr__(name, value)
 
-    def _state(self, pre: Tensor, post: Tensor) -> dict[str, Tensor]:
+    def _state(self, pre: Tensor, post: Tensor) -> tuple[dict[str, Tensor], bool]:
+        """The rule state for this window, and whether it is the rule's initial state."""
         batch = pre.shape[1]
-        if not self.state_names:
+        initial = not self.state_names
+        if initial:
             initial = self.rule.initial_state(self.layer, pre[0], post[0])
             for name, value in initial.items():
                 self._set(name, value)
@@ -282,13 +284,13 @@ class Learner(nn.Module):
                 f"batch size changed from {int(self.batch_size)} to {batch}; call "
                 "learner.reset() before feeding batches of another size"
             )
-        return {name: self._buffers[name] for name in self.state_names}
+        return {name: self._buffers[name] for name in self.state_names}, initial
 
-    def _settle(self, signal) -> Update:
+    def _settle(self, signal, discard: bool = False) -> Update:
         pre, post = self._pending_window()
-        state = self._state(pre, post)
+        state, initial = self._state(pre, post)
         # the old state is replaced below and read by nobody: rules may reuse it
-        with reusing_state():
+        with state_use(reusable=True, discarded=discard, initial=initial):
             update, new_state = self.rule(self.layer, pre, post, state, signal)
         for name, value in new_state.items():
             self._buffers[name] = value
@@ -328,7 +330,12 @@ class Learner(nn.Module):
 
     # -- public API -------------------------------------------------------------------
     def step(
-        self, signal: float | Tensor | None = None, scale: float = 1.0, *, apply: bool | None = None
+        self,
+        signal: float | Tensor | None = None,
+        scale: float = 1.0,
+        *,
+        apply: bool | None = None,
+        reset: bool = False,
     ) -> Tensor:
         r"""Settle the latest window and apply everything learned since the last step.
 
@@ -345,6 +352,10 @@ class Learner(nn.Module):
             write :math:`-\Delta w` into ``weight.grad`` (accumulating) for an
             optimizer: one ``SGD(lr=1)`` step then gives ``w + Δw``. Defaults to
             the Learner's ``apply``.
+        reset : bool
+            End of an episode: :meth:`reset` after this step. The same as calling
+            it afterwards, except that the rule is told its new state will not be
+            read and skips forming it (MSTDP-ET's carried eligibility).
 
         Returns
         -------
@@ -368,7 +379,7 @@ class Learner(nn.Module):
             getattr(self, "accumulated_depression", None),
         )
         if pending is not None:
-            update = update + self._settle(signal)
+            update = update + self._settle(signal, discard=reset)
         if self.synchronize is not None:
             update = self.synchronize(update, self)
         self.accumulated_potentiation = None
@@ -390,6 +401,8 @@ class Learner(nn.Module):
             weight.grad = -delta
         else:
             weight.grad.sub_(delta)
+        if reset:
+            self.reset()
         return delta
 
     @torch.no_grad()

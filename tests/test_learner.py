@@ -156,6 +156,31 @@ def test_state_dict_mid_window_resumes_bit_identically(rule):
     assert torch.equal(layer_b.weight, layer.weight)
 
 
+def test_step_with_reset_equals_step_then_reset():
+    """``step(reset=True)`` ends an episode: the same update as ``step()`` then
+    ``reset()``, without forming the state only a next window would read."""
+    x = inputs(steps=12)
+    reward = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)
+    rule = MSTDPET(0.3, -0.2, tau_eligibility=9.0, per_sample_signal=True)
+    results = []
+    for end_with_reset in (False, True):
+        layer, source, learner = make(copy.deepcopy(rule), step_mode="multi")
+        deltas = []
+        for episode in range(2):
+            for half in (x[:6], x[6:]):  # two windows per episode, eligibility carried
+                source(layer(half))
+                if half is x[:6]:
+                    deltas.append(learner.step(reward * (episode + 1)))
+                elif end_with_reset:
+                    deltas.append(learner.step(reward * (episode + 1), reset=True))
+                else:
+                    deltas.append(learner.step(reward * (episode + 1)))
+                    learner.reset()
+            assert learner.state_names == ()
+        results.append(torch.stack(deltas))
+    torch.testing.assert_close(results[1], results[0], rtol=1e-13, atol=1e-15)
+
+
 def test_conv_multi_step_with_time_folded_into_batch():
     conv = nn.Conv2d(2, 3, 3, padding=1).double()
     source = Threshold(0.2)

@@ -40,46 +40,79 @@ __all__ = [
     "Rule",
     "Term",
     "Update",
+    "StateUse",
+    "current_state_use",
     "pair_trace_state",
-    "reusing_state",
     "route_terms",
-    "state_reusable",
+    "state_use",
 ]
 
-_REUSE: contextvars.ContextVar[bool] = contextvars.ContextVar("plastorch_reuse", default=False)
+
+class StateUse(NamedTuple):
+    """What the caller of a rule does with the state it gives and the state it gets back.
+
+    A rule is pure by default: it returns its new state and leaves the one it was
+    given alone, so a caller can run it twice on the same state. A caller that
+    knows more says so with :func:`state_use`, and a rule may skip or shortcut
+    work accordingly; every flag only ever allows a rule to do less.
+
+    Attributes
+    ----------
+    reusable : bool
+        The given state is replaced by the returned one and read by nobody: a rule
+        may write its new state into the given tensors. A large state (MSTDP-ET's
+        per-sample eligibility, ``[B, *W]``) is then updated in place; on CPU a
+        fresh tensor of that size costs its page faults (about 40 ms for 80 MB
+        here), more than the arithmetic.
+    discarded : bool
+        The returned state will not be read (the end of an episode): a rule may
+        hand back the given state instead of forming what only a next window needs.
+    initial : bool
+        The given state is the rule's ``initial_state`` (zeros): a rule may skip
+        what it would read from it.
+    """
+
+    reusable: bool = False
+    discarded: bool = False
+    initial: bool = False
+
+
+# a NamedTuple is immutable, so sharing the default is safe
+_STATE_USE: contextvars.ContextVar[StateUse] = contextvars.ContextVar(
+    "plastorch_state_use",
+    default=StateUse(),  # noqa: B039
+)
 
 
 @contextmanager
-def reusing_state() -> Iterator[None]:
-    """Let rules called in this block write their new state into the given state's tensors.
+def state_use(
+    *, reusable: bool = False, discarded: bool = False, initial: bool = False
+) -> Iterator[StateUse]:
+    """Declare, for the rules called in this block, what is done with their state.
 
-    A rule is pure: it returns its new state and leaves the one it was given
-    alone, so a caller can run it twice on the same state. The
-    :class:`~plastorch.Learner` never does (it replaces its state buffers by the
-    returned ones), so it settles windows in this block, and a rule with a large
-    state (per-sample eligibility, ``[B, *W]``) updates it in place instead of
-    allocating a new one: on CPU a fresh tensor of that size costs its page faults
-    (about 40 ms for 80 MB here), more than the arithmetic. A rule checks
-    :func:`state_reusable`; reusing is always optional.
+    The :class:`~plastorch.Learner` settles windows with ``reusable=True`` (it
+    replaces its state buffers by the returned ones), ``initial=True`` for the
+    first window after a ``reset()``, and ``discarded=True`` for
+    ``step(reset=True)``. See :class:`StateUse`.
 
     Examples
     --------
-    >>> state_reusable()
+    >>> current_state_use().reusable
     False
-    >>> with reusing_state():
-    ...     state_reusable()
-    True
+    >>> with state_use(reusable=True):
+    ...     current_state_use()
+    StateUse(reusable=True, discarded=False, initial=False)
     """
-    token = _REUSE.set(True)
+    token = _STATE_USE.set(StateUse(bool(reusable), bool(discarded), bool(initial)))
     try:
-        yield
+        yield _STATE_USE.get()
     finally:
-        _REUSE.reset(token)
+        _STATE_USE.reset(token)
 
 
-def state_reusable() -> bool:
-    """Whether the running rule may overwrite the tensors of the state it was given."""
-    return _REUSE.get()
+def current_state_use() -> StateUse:
+    """The :class:`StateUse` declared by the innermost :func:`state_use` (pure by default)."""
+    return _STATE_USE.get()
 
 
 class Term(NamedTuple):

@@ -57,11 +57,11 @@ from .base import (
     Rule,
     Term,
     check_batch_reduction,
+    current_state_use,
     pair_trace_state,
     parse_signal,
     route_terms,
     split_signal,
-    state_reusable,
 )
 
 __all__ = ["MSTDP", "MSTDPET", "STDP"]
@@ -280,9 +280,11 @@ class MSTDPET(_PairRule):
     (:func:`~plastorch.functional.weighted_acausal_factors`), so every term pairs
     with the sparse :math:`s_\text{post}`; a signal constant over the window
     (scalar or ``[B]``) shares one such factor between both signs. When the caller
-    allows it (:func:`~plastorch.rules.base.reusing_state`, as a
+    allows it (:func:`~plastorch.rules.base.state_use`, as a
     :class:`~plastorch.Learner` does) :math:`z(T)` is accumulated into the given
-    :math:`z_0` instead of a new tensor.
+    :math:`z_0` instead of a new tensor; at the end of an episode
+    (``Learner.step(reset=True)``) it is not formed at all, and after a reset
+    the carried :math:`z_0 = 0` is not read.
 
     Parameters
     ----------
@@ -369,6 +371,7 @@ class MSTDPET(_PairRule):
         if isinstance(signal, float):
             signal = torch.full((steps, 1), signal, dtype=dtype, device=device)
         decay, tau = self.decay_eligibility, self.tau_eligibility
+        use = current_state_use()
         # Weights of step j's pairs: R(j) / tau_z in this window's change, for the
         # positive and the negative part of M, and d^(T-1-j) / tau_z in z(T).
         weights = []
@@ -412,10 +415,13 @@ class MSTDPET(_PairRule):
                         for term in acausal[k]:
                             potentiative = self.lr_pre * sign >= 0
                             halves.add_term(layer, term, None, abs(self.lr_pre), potentiative)
-            self._carried_change(halves, carried, signal, steps, batch)
+            if not use.initial:  # initial eligibility is zero: nothing is carried in
+                self._carried_change(halves, carried, signal, steps, batch)
 
+        if use.discarded:  # the end of an episode: no next window reads z(T)
+            new_state["eligibility_post"], new_state["eligibility_pre"] = carried
+            return halves.result(), new_state
         # Eligibility carried to the next window: z(T) = d^T z_0 + this window's pairs.
-        reuse = state_reusable()
         fresh_parts = (
             ("eligibility_post", carried[0], [Term(ltp.pre, ltp.post * _steps(tail, post), 1.0)]),
             ("eligibility_pre", carried[1], acausal[-1]),
@@ -424,7 +430,7 @@ class MSTDPET(_PairRule):
             if self.per_sample_signal:
                 # [B, *W]: accumulated into z_0 itself when the caller lets the rule
                 # reuse its state (z_0 has been read above), else into a scaled copy
-                if reuse and z0.is_contiguous() and z0.dtype == dtype:
+                if use.reusable and z0.is_contiguous() and z0.dtype == dtype:
                     target, beta = z0, decay**steps
                 else:
                     target, beta = z0 * decay**steps, 1.0

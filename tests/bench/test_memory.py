@@ -16,7 +16,7 @@ from torch import nn
 from plastorch.bench.timing import AllocationTracker
 from plastorch.functional import sparse_mode
 from plastorch.rules import MSTDP, MSTDPET, STDP
-from plastorch.rules.base import reusing_state
+from plastorch.rules.base import state_use
 
 correlate_module = importlib.import_module("plastorch.functional.correlate")
 
@@ -87,7 +87,7 @@ def test_mstdpet_per_sample_only_the_carried_state(steps, mode):
 def test_mstdpet_in_a_learner_updates_the_eligibility_without_a_per_sample_tensor(
     mode, monkeypatch
 ):
-    """As a Learner settles a window (``reusing_state``), z(T) = d^T z0 + C is formed
+    """As a Learner settles a window (``state_use(reusable=True)``), z(T) = d^T z0 + C is formed
     in z0 itself: nothing of the size [B, out, in] is allocated, not even the state.
     The sparse path sums rows into temporaries of at most ``_ROWS_CHUNK`` entries
     (1 MiB of float32; a sample at a time for a large layer): set to one sample's
@@ -99,7 +99,7 @@ def test_mstdpet_in_a_learner_updates_the_eligibility_without_a_per_sample_tenso
     layer = nn.Linear(N_IN, N_OUT, bias=False).double()
     pre, post = window(20, generator)
     state = rule.initial_state(layer, pre[0], post[0])
-    with sparse_mode(mode), reusing_state():
+    with sparse_mode(mode), state_use(reusable=True):
         _, state = rule(layer, pre, post, state, reward)
         given = {name: state[name].data_ptr() for name in ("eligibility_post", "eligibility_pre")}
         pre, post = window(20, generator)

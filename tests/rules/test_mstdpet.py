@@ -8,7 +8,7 @@ from torch import nn
 
 from plastorch.functional import correlate_per_sample, stdp_factors
 from plastorch.rules import MSTDPET
-from plastorch.rules.base import reusing_state
+from plastorch.rules.base import state_use
 
 from .helpers import TAU_HALF, TAU_QUARTER, run_rule, spike_train, value
 
@@ -163,8 +163,8 @@ def test_no_signal_advances_eligibility_only():
 
 
 @pytest.mark.parametrize("per_sample", [True, False])
-def test_reusing_state_writes_the_eligibility_in_place_with_the_same_values(per_sample):
-    """Inside ``reusing_state`` (how a Learner settles windows) the per-sample
+def test_reusable_state_takes_the_eligibility_in_place_with_the_same_values(per_sample):
+    """Inside ``state_use(reusable=True)`` (how a Learner settles windows) the per-sample
     eligibility is accumulated into the given tensors; outside, they are untouched."""
     layer = nn.Linear(5, 3, bias=False).double()
     g = torch.Generator().manual_seed(4)
@@ -181,10 +181,34 @@ def test_reusing_state_writes_the_eligibility_in_place_with_the_same_values(per_
     expected_update, expected = rule(layer, pre[1], post[1], warm, signals[1])
     for name in warm:  # a plain call leaves the state it was given alone
         assert torch.equal(warm[name], before[name])
-    with reusing_state():
+    with state_use(reusable=True):
         update, new = rule(layer, pre[1], post[1], warm, signals[1])
     torch.testing.assert_close(update.delta(), expected_update.delta(), rtol=1e-13, atol=1e-15)
     for name in ("eligibility_post", "eligibility_pre"):
         torch.testing.assert_close(new[name], expected[name], rtol=1e-13, atol=1e-15)
         # [B, *W] eligibility reuses the given tensor; [*W] is small and made anew
         assert (new[name].data_ptr() == warm[name].data_ptr()) == per_sample
+
+
+def test_discarded_or_initial_state_skips_only_work_that_cannot_matter():
+    """``discarded``: the new state is thrown away (end of an episode), so z(T) is not
+    formed; ``initial``: z0 is the initial zeros, so the carried change is skipped.
+    Either way the update is the same."""
+    layer = nn.Linear(5, 3, bias=False).double()
+    g = torch.Generator().manual_seed(5)
+    pre = (torch.rand(6, 4, 5, generator=g) < 0.3).double()
+    post = (torch.rand(6, 4, 3, generator=g) < 0.3).double()
+    reward = torch.randn(4, generator=g, dtype=torch.float64)
+    rule = MSTDPET(0.7, -0.4, tau_eligibility=8.0, per_sample_signal=True)
+    initial = rule.initial_state(layer, pre[0], post[0])
+    expected, expected_state = rule(layer, pre, post, initial, reward)
+    with state_use(initial=True):
+        fresh, fresh_state = rule(layer, pre, post, initial, reward)
+    torch.testing.assert_close(fresh.delta(), expected.delta(), rtol=0, atol=0)
+    torch.testing.assert_close(fresh_state["eligibility_pre"], expected_state["eligibility_pre"])
+    with state_use(reusable=True, discarded=True):
+        last, last_state = rule(layer, pre, post, expected_state, reward)
+    reference, _ = rule(layer, pre, post, expected_state, reward)
+    torch.testing.assert_close(last.delta(), reference.delta(), rtol=1e-13, atol=1e-15)
+    # nothing was carried out: the eligibility handed back is the one given, untouched
+    assert last_state["eligibility_post"] is expected_state["eligibility_post"]
