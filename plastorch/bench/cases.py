@@ -474,7 +474,15 @@ def mstdpet_window(config: Config) -> CaseSetup:
         return MSTDPET(LR, -LR, TAU, TAU, 25.0, per_sample_signal=True)
 
     rows = [_linear_limit(pres, posts, generator, config, torch.float32)]
-    for name, mode in (("plastorch MSTDP-ET", None), ("plastorch MSTDP-ET, dense path", "dense")):
+    # episodic: one rewarded window per episode, the state reset after it;
+    # step(reset=True) tells the rule, so it does not form the eligibility it would carry
+    variants = (
+        ("plastorch MSTDP-ET", None, {}, False),
+        ("plastorch MSTDP-ET, dense path", "dense", {}, False),
+        ("plastorch MSTDP-ET, step(); reset()", None, {}, True),
+        ("plastorch MSTDP-ET, step(reset=True)", None, {"reset": True}, False),
+    )
+    for name, mode, step_kwargs, reset_after_step in variants:
         driver = LearnerDriver(
             make_layer(),
             make_rule(),
@@ -484,6 +492,8 @@ def mstdpet_window(config: Config) -> CaseSetup:
             warm=1,
             signal=signal,
             mode=mode,
+            step_kwargs=step_kwargs,
+            reset_after_step=reset_after_step,
         )
         rows.append(Contender(name, "plastorch", driver.step, driver.record))
     stdp = LearnerDriver(make_layer(), _rule(), pres, posts, step_mode="multi", warm=1)

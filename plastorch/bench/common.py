@@ -172,6 +172,8 @@ class LearnerDriver:
         warm: int = 0,
         signal: Callable[[int], object] | None = None,
         mode: str | None = None,
+        step_kwargs: dict[str, object] | None = None,
+        reset_after_step: bool = False,
         **learner_kwargs,
     ):
         self.layer = layer
@@ -180,6 +182,8 @@ class LearnerDriver:
         self.pres, self.posts = pres, posts
         self.signal = signal
         self.mode = mode
+        self.step_kwargs = dict(step_kwargs or {})
+        self.reset_after_step = reset_after_step
         self.index = 0
         for _ in range(warm):
             self.record()
@@ -201,8 +205,12 @@ class LearnerDriver:
         context = nullcontext() if self.mode is None else sparse_mode(self.mode)
         with context:
             if self.signal is None:
-                return self.learner.step()
-            return self.learner.step(signal=self.signal(self.index))
+                delta = self.learner.step(**self.step_kwargs)
+            else:
+                delta = self.learner.step(signal=self.signal(self.index), **self.step_kwargs)
+        if self.reset_after_step:
+            self.learner.reset()
+        return delta
 
 
 def stdp_reference(
