@@ -318,7 +318,9 @@ class Learner(nn.Module):
         for key, value in state_dict.items():
             name = key[len(prefix) :]
             if key.startswith(prefix) and "." not in name and isinstance(value, Tensor):
-                if name not in self._buffers:
+                current = self._buffers.get(name)
+                # a broadcast view (a rule's lazy initial state) cannot be written into
+                if current is None or not current.is_contiguous():
                     self._set(name, torch.empty_like(value))
                 if name not in _OWN_BUFFERS:  # everything else is rule state
                     names.append(name)

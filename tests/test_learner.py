@@ -181,6 +181,26 @@ def test_step_with_reset_equals_step_then_reset():
     torch.testing.assert_close(results[1], results[0], rtol=1e-13, atol=1e-15)
 
 
+def test_load_into_a_learner_left_with_a_broadcast_initial_state():
+    """A settle that fails after the rule's lazy initial state (a broadcast view) was
+    stored leaves that view in the buffers; loading a checkpoint replaces it."""
+    x = inputs(steps=6)
+    rule = MSTDPET(0.3, -0.2, tau_eligibility=9.0, per_sample_signal=True)
+    layer, source, saved = make(copy.deepcopy(rule), step_mode="multi")
+    source(layer(x))
+    saved.step(torch.ones(3, dtype=torch.float64))
+    source(layer(x))  # a window pending, as in the learner below
+    checkpoint = copy.deepcopy(saved.state_dict())
+
+    layer_b, source_b, learner = make(copy.deepcopy(rule), step_mode="multi")
+    source_b(layer_b(x))
+    with pytest.raises(ValueError, match="signal"):
+        learner.step(torch.ones(5, dtype=torch.float64))  # wrong shape, raised in the rule
+    assert not learner.eligibility_post.is_contiguous()
+    learner.load_state_dict(checkpoint)
+    assert torch.equal(learner.eligibility_post, saved.eligibility_post)
+
+
 def test_conv_multi_step_with_time_folded_into_batch():
     conv = nn.Conv2d(2, 3, 3, padding=1).double()
     source = Threshold(0.2)

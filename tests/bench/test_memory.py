@@ -108,3 +108,16 @@ def test_mstdpet_in_a_learner_updates_the_eligibility_without_a_per_sample_tenso
             update.delta()
     assert tracker.largest < SYNAPSES_PER_SAMPLE
     assert {name: new_state[name].data_ptr() for name in given} == given
+
+
+def test_mstdpet_initial_per_sample_eligibility_is_a_broadcast_zero():
+    """The initial [B, out, in] eligibility is a view of one zero [out, in]: an episode
+    that ends after one window (``step(reset=True)``) never allocates it."""
+    rule = MSTDPET(1.0, -1.0, per_sample_signal=True).double()
+    layer = nn.Linear(N_IN, N_OUT, bias=False).double()
+    pre, post = window(1, torch.Generator().manual_seed(0))
+    with AllocationTracker() as tracker:
+        state = rule.initial_state(layer, pre[0], post[0])
+    assert tracker.largest < SYNAPSES_PER_SAMPLE
+    assert state["eligibility_post"].shape == (BATCH, N_OUT, N_IN)
+    assert not state["eligibility_post"].any()
