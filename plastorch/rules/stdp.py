@@ -388,9 +388,11 @@ class MSTDPET(_PairRule):
         constant = signal is not None and bool((signal == signal[:1]).all())
         if constant:
             profile = discounted_reverse_sum(torch.ones_like(tail), decay) / tau
-            scans = [profile, tail]
+            scans = [profile]
         else:
-            scans = [*weights, tail]
+            scans = list(weights)
+        if not use.discarded:  # the pairs weighted for z(T), last
+            scans.append(tail)
         if self.trace_mode == "cumulative":
             # acausal pairs written over the post spikes: every term pairs with the
             # sparse s_post (one list of terms per weighting in ``scans``)
@@ -457,13 +459,15 @@ class MSTDPET(_PairRule):
         pre, post = pre.to(dtype), post.to(dtype)
         x_post0 = state["trace_post"].to(dtype)
         x_pre = trace_window(state["trace_pre"], pre, self.decay_pre, 1.0, "cumulative")
-        size = max(w.shape[1] for w in weights)
-        stacked = torch.stack([w.expand(-1, size) for w in weights])
-        after, carried = weighted_acausal_factors(pre, stacked, self.decay_post)
-        acausal = [
-            [Term(after[k], post, 1.0), Term(carried[k][None], x_post0[None], 1.0)]
-            for k in range(len(weights))
-        ]
+        acausal = []
+        if weights:
+            size = max(w.shape[1] for w in weights)
+            stacked = torch.stack([w.expand(-1, size) for w in weights])
+            after, carried = weighted_acausal_factors(pre, stacked, self.decay_post)
+            acausal = [
+                [Term(after[k], post, 1.0), Term(carried[k][None], x_post0[None], 1.0)]
+                for k in range(len(weights))
+            ]
         new_state = {
             "trace_pre": x_pre[-1],
             "trace_post": cumulative_trace_at_end(x_post0, post, self.decay_post),

@@ -212,3 +212,10 @@ def test_discarded_or_initial_state_skips_only_work_that_cannot_matter():
     torch.testing.assert_close(last.delta(), reference.delta(), rtol=1e-13, atol=1e-15)
     # nothing was carried out: the eligibility handed back is the one given, untouched
     assert last_state["eligibility_post"] is expected_state["eligibility_post"]
+    # no signal and a discarded state: nothing to compute but the traces
+    with state_use(discarded=True):
+        silent, silent_state = rule(layer, pre, post, expected_state)
+    assert silent.delta() is None
+    plain_state = rule(layer, pre, post, expected_state)[1]
+    for name in ("trace_pre", "trace_post"):
+        torch.testing.assert_close(silent_state[name], plain_state[name], rtol=0, atol=0)
