@@ -112,6 +112,12 @@ def interleaved(
     return timings
 
 
+def _owns_storage(t: object) -> bool:
+    """A dense tensor with memory (sparse tensors hold theirs in member tensors,
+    which the ops that made them were counted for)."""
+    return isinstance(t, torch.Tensor) and t.device.type != "meta" and t.layout == torch.strided
+
+
 class AllocationTracker(TorchDispatchMode):
     """Track the bytes of tensor storage allocated by ATen ops inside the ``with`` block.
 
@@ -153,11 +159,11 @@ class AllocationTracker(TorchDispatchMode):
         inputs = {
             t.untyped_storage().data_ptr()
             for t in tree_flatten((args, kwargs))[0]
-            if isinstance(t, torch.Tensor) and t.device.type != "meta"
+            if _owns_storage(t)
         }
         out = func(*args, **kwargs)
         for tensor in tree_flatten(out)[0]:
-            if not isinstance(tensor, torch.Tensor) or tensor.device.type == "meta":
+            if not _owns_storage(tensor):
                 continue
             storage = tensor.untyped_storage()
             key, nbytes = storage.data_ptr(), storage.nbytes()

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextvars
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -902,6 +903,8 @@ def _sum_rows_into(
     """
     batch = accumulate.shape[0]
     channels = (bag_start.numel() - 1) // batch
+    if side == "a" and _csr_addmm(accumulate, table, lookups, weights, bag_start, beta):
+        return accumulate
     per_run = max(1, _ROWS_CHUNK // max(1, accumulate[0].numel()))
     starts = bag_start.tolist()
     for first in range(0, batch, per_run):
@@ -927,6 +930,56 @@ def _sum_rows_into(
         else:
             torch.add(run, target, alpha=beta, out=target)
     return accumulate
+
+
+#: Whether ``torch.addmm`` with a sparse CSR matrix works here (``None``: not tried yet).
+_CSR_ADDMM: dict[tuple[str, torch.dtype], bool] = {}
+
+
+def _csr_addmm(
+    accumulate: Tensor,
+    table: Tensor,
+    lookups: Tensor,
+    weights: Tensor | None,
+    bag_start: Tensor,
+    beta: float,
+) -> bool:
+    """Side ``"a"`` of :func:`_sum_rows_into` as one sparse-dense product, in place.
+
+    The bags are the rows of a CSR matrix (``bag_start`` its row pointers, the
+    looked-up table rows its columns, already ordered within a bag), so
+    ``accumulate`` viewed as ``[bags, row]`` is ``beta * accumulate + CSR @ table``:
+    one ``addmm`` call (MKL on x86), no temporary and no loop over samples (the
+    runs cost ~0.4 ms each inside a learner step, mostly their cold output).
+    Returns ``False`` where this build of torch cannot (no sparse ``addmm`` for the
+    device or dtype); the caller then sums runs.
+    """
+    key = (accumulate.device.type, accumulate.dtype)
+    if not _CSR_ADDMM.get(key, True) or accumulate.dtype not in (torch.float32, torch.float64):
+        return False
+    bags = bag_start.numel() - 1
+    values = (
+        weights.to(accumulate.dtype)
+        if weights is not None
+        else torch.ones(lookups.numel(), dtype=accumulate.dtype, device=lookups.device)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        matrix = torch.sparse_csr_tensor(
+            bag_start,
+            lookups,
+            values,
+            size=(bags, table.shape[0]),
+            check_invariants=False,
+        )
+        flat = accumulate.view(bags, -1)
+        try:
+            torch.addmm(flat, matrix, table, beta=beta, out=flat)
+        except (RuntimeError, NotImplementedError):
+            _CSR_ADDMM[key] = False
+            return False
+    _CSR_ADDMM[key] = True
+    return True
 
 
 def _weight_of(layer: nn.Module) -> Tensor:

@@ -72,7 +72,9 @@ def test_sparse_equals_dense_exactly(make, shape, sparse_side, scan, monkeypatch
     # accumulated in place, beta * acc + C (Linear: a few samples per row-sum run)
     monkeypatch.setattr(correlate_module, "_ROWS_CHUNK", layer.weight.numel() + 1)
     acc = torch.randint(-8, 8, dense_b.shape, generator=generator).double() / 8
-    for sparse in (True, False):
+    # sparse Linear side "a" is one CSR addmm where torch has it, else runs of samples
+    for sparse, csr in ((True, True), (True, False), (False, True)):
+        monkeypatch.setitem(correlate_module._CSR_ADDMM, ("cpu", torch.float64), csr)
         target = acc.clone()
         out = correlate_per_sample(layer, pre, post, sparse=sparse, accumulate=target, beta=0.5)
         assert out is target
