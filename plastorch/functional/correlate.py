@@ -332,9 +332,10 @@ def correlate_per_sample(
 
     With ``accumulate`` the result is added in place, ``accumulate <- beta *
     accumulate + C``, and ``accumulate`` is returned. For ``nn.Linear`` no
-    ``[B, *W]`` temporary is made then (a batched GEMM into it, or the sparse
-    path's row sums a few samples at a time): a fresh tensor of that size costs
-    its page faults, which on CPU can take longer than the arithmetic.
+    ``[B, *W]`` temporary is made then (a batched GEMM into it; on the sparse
+    path one sparse CSR ``addmm`` into it, or row sums a few samples at a time
+    where that is not available): a fresh tensor of that size costs its page
+    faults, which on CPU can take longer than the arithmetic.
 
     Parameters
     ----------
@@ -896,7 +897,8 @@ def _sum_rows_into(
 ) -> Tensor:
     """``accumulate <- beta * accumulate + bag sums`` of a per-sample Linear correlation.
 
-    The bags are ``(sample, channel)`` in order, so a run of whole samples is a
+    Side ``"a"`` is one CSR product where torch has it (:func:`_csr_addmm`).
+    Otherwise: the bags are ``(sample, channel)`` in order, so a run of whole samples is a
     run of bags: each run is summed into a small temporary (reused by the
     allocator, and still in cache when it is added), never into a ``[B, *W]`` one.
     Side ``"b"`` bags are the weight's columns: the run is added transposed.
