@@ -274,10 +274,10 @@ class Learner(nn.Module):
         batch = pre.shape[1]
         initial = not self.state_names
         if initial:
-            initial = self.rule.initial_state(self.layer, pre[0], post[0])
-            for name, value in initial.items():
+            fresh = self.rule.initial_state(self.layer, pre[0], post[0])
+            for name, value in fresh.items():
                 self._set(name, value)
-            self.state_names = tuple(initial)
+            self.state_names = tuple(fresh)
             self._set("batch_size", torch.tensor(batch))
         elif int(self.batch_size) != batch:
             raise ValueError(
