@@ -13,16 +13,6 @@ from plastorch.models.distal_reward import (
 )
 
 
-@pytest.fixture
-def one_thread():
-    """Step-by-step simulations of small populations: one thread avoids oversubscribing
-    a shared machine (with two busy cores, two threads made these runs ~8x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_network_wiring_follows_the_paper():
     net = DistalRewardNetwork(40, 10, 6, seed=1)
     mask = net.mask

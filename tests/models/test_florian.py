@@ -30,16 +30,6 @@ from plastorch.models.florian import (
 )
 
 
-@pytest.fixture
-def one_thread():
-    """Step-by-step simulations of small populations: one thread avoids oversubscribing
-    a shared machine (with two busy cores, two threads made these runs ~8x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def S(a, b):
     return sum(math.exp(-k / 25) for k in range(a, b))
 
