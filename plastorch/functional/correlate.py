@@ -934,7 +934,8 @@ def _sum_rows_into(
     return accumulate
 
 
-#: Whether ``torch.addmm`` with a sparse CSR matrix works here (``None``: not tried yet).
+#: Whether ``torch.addmm`` with a sparse CSR matrix works, per (device type, dtype); a
+#: missing key means not tried yet.
 _CSR_ADDMM: dict[tuple[str, torch.dtype], bool] = {}
 
 
