@@ -25,7 +25,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .traces import trace_after, trace_window
+from .checks import check_choice
+from .traces import TRACE_MODES, trace_after, trace_window
 
 __all__ = [
     "PostTriggeredFactors",
@@ -65,6 +66,7 @@ def stdp_factors(
     decay_pre: float,
     decay_post: float,
     trace_mode: str = "cumulative",
+    inplace: bool = False,
 ) -> STDPFactors:
     r"""Scan the pre and post traces over a window (unit amplitude).
 
@@ -77,6 +79,12 @@ def stdp_factors(
     decay_pre, decay_post : float
         :math:`e^{-\Delta t/\tau_\text{pre}}`, :math:`e^{-\Delta t/\tau_\text{post}}`.
     trace_mode : {"cumulative", "nearest"}
+    inplace : bool
+        The caller no longer needs ``trace_pre`` and ``trace_post``: a one-step
+        window (``T = 1``, spikes of the traces' dtype) may write into them.
+        ``next_trace_pre`` is then ``trace_pre`` itself and ``trace_post`` holds
+        ``trace_post_before``; the values are the same as without (same roundings),
+        with no temporary and one new tensor (``next_trace_post``) instead of five.
 
     Examples
     --------
@@ -87,6 +95,10 @@ def stdp_factors(
     >>> f.trace_pre.flatten(), f.trace_post_before.flatten()
     (tensor([1.0000, 0.5000]), tensor([0., 0.]))
     """
+    if _one_step(pre, trace_pre) and _one_step(post, trace_post):
+        return _one_step_factors(
+            pre[0], post[0], trace_pre, trace_post, decay_pre, decay_post, trace_mode, inplace
+        )
     x_pre = trace_window(trace_pre, pre, decay_pre, 1.0, trace_mode)
     x_post = trace_window(trace_post, post, decay_post, 1.0, trace_mode)
     if x_post.shape[0] == 1:
@@ -96,6 +108,39 @@ def stdp_factors(
         torch.mul(trace_post.to(x_post.dtype), decay_post, out=x_post_before[0])
         torch.mul(x_post[:-1], decay_post, out=x_post_before[1:])
     return STDPFactors(x_pre, x_post_before, x_pre[-1], x_post[-1])
+
+
+def _one_step(spikes: Tensor, trace: Tensor) -> bool:
+    return spikes.shape[0] == 1 and spikes.shape[1:] == trace.shape and spikes.dtype == trace.dtype
+
+
+def _one_step_factors(
+    pre: Tensor,
+    post: Tensor,
+    trace_pre: Tensor,
+    trace_post: Tensor,
+    decay_pre: float,
+    decay_post: float,
+    trace_mode: str,
+    inplace: bool,
+) -> STDPFactors:
+    """:func:`stdp_factors` of a one-step window (``pre [B, *in]``, ``post [B, *out]``).
+
+    The post trace after the step is the decayed one plus the spike, so the
+    decay is computed once; the roundings are those of :func:`trace_window`
+    (``x * decay``, then the spike).
+    """
+    check_choice("trace_mode", trace_mode, TRACE_MODES)
+    x_pre = trace_pre if inplace else torch.empty_like(trace_pre)
+    torch.mul(trace_pre, decay_pre, out=x_pre)
+    before = trace_post.mul_(decay_post) if inplace else trace_post * decay_post
+    if trace_mode == "cumulative":
+        x_pre.add_(pre)
+        x_post = before + post
+    else:
+        x_pre.masked_fill_(pre != 0, 1.0)
+        x_post = before.masked_fill(post != 0, 1.0)
+    return STDPFactors(x_pre.unsqueeze(0), before.unsqueeze(0), x_pre, x_post)
 
 
 class PostTriggeredFactors(NamedTuple):

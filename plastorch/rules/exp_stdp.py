@@ -37,7 +37,14 @@ from ..functional import correlate, correlate_per_sample, stdp_factors
 from ..functional.checks import check_choice, check_nonnegative, check_positive
 from ..functional.traces import TRACE_MODES, decay_factor
 from ..functional.update import Update
-from .base import BatchReduction, Halves, Rule, check_batch_reduction, pair_trace_state
+from .base import (
+    BatchReduction,
+    Halves,
+    Rule,
+    check_batch_reduction,
+    current_state_use,
+    pair_trace_state,
+)
 
 __all__ = ["ExpSTDP", "ExpSTDPBound"]
 
@@ -138,6 +145,7 @@ class ExpSTDP(Rule):
             decay_pre=self.decay_pre,
             decay_post=self.decay_post,
             trace_mode=self.trace_mode,
+            inplace=current_state_use().reusable,
         )
         new_state = {"trace_pre": factors.next_trace_pre, "trace_post": factors.next_trace_post}
         halves = Halves(self.batch_reduction, pre.shape[1])

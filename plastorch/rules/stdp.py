@@ -109,6 +109,7 @@ class _PairRule(Rule):
             decay_pre=self.decay_pre,
             decay_post=self.decay_post,
             trace_mode=self.trace_mode,
+            inplace=current_state_use().reusable,
         )
         terms = [
             Term(factors.trace_pre, post.to(factors.trace_pre.dtype), self.lr_post),
