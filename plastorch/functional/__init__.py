@@ -21,9 +21,11 @@ from .stdp import (
 )
 from .traces import (
     TRACE_MODES,
+    add_spikes_,
     decay_factor,
     discounted_reverse_sum,
     trace,
+    trace_,
     trace_after,
     trace_cumulative,
     trace_nearest,
@@ -36,6 +38,7 @@ __all__ = [
     "TRACE_MODES",
     "STDPFactors",
     "Update",
+    "add_spikes_",
     "correlate",
     "correlate_per_sample",
     "correlate_sum",
@@ -47,6 +50,7 @@ __all__ = [
     "stdp_factors",
     "stdp_factors_post_triggered",
     "trace",
+    "trace_",
     "trace_after",
     "weighted_acausal_factors",
     "trace_cumulative",

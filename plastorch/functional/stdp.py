@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from .checks import check_choice
-from .traces import TRACE_MODES, trace_after, trace_window
+from .traces import TRACE_MODES, trace, trace_, trace_after, trace_window
 
 __all__ = [
     "PostTriggeredFactors",
@@ -131,14 +131,15 @@ def _one_step_factors(
     (``x * decay``, then the spike).
     """
     check_choice("trace_mode", trace_mode, TRACE_MODES)
-    x_pre = trace_pre if inplace else torch.empty_like(trace_pre)
-    torch.mul(trace_pre, decay_pre, out=x_pre)
-    before = trace_post.mul_(decay_post) if inplace else trace_post * decay_post
-    if trace_mode == "cumulative":
-        x_pre.add_(pre)
+    if inplace:
+        x_pre = trace_(trace_pre, pre, decay_pre, 1.0, trace_mode)
+        before = trace_post.mul_(decay_post)
+    else:
+        x_pre = trace(trace_pre, pre, decay_pre, 1.0, trace_mode)
+        before = trace_post * decay_post
+    if trace_mode == "cumulative":  # as add_spikes_, into a new tensor
         x_post = before + post
     else:
-        x_pre.masked_fill_(pre != 0, 1.0)
         x_post = before.masked_fill(post != 0, 1.0)
     return STDPFactors(x_pre.unsqueeze(0), before.unsqueeze(0), x_pre, x_post)
 

@@ -1,6 +1,8 @@
 """Spike traces and exponential scans over time.
 
-All functions are pure: they return new tensors and never modify their inputs.
+All functions are pure (they return new tensors and never modify their inputs)
+except those whose name ends in an underscore, which write into their first
+argument, as in torch.
 Time is the leading dimension of a window: ``[T, B, ...]``.
 """
 
@@ -25,9 +27,11 @@ _CLOSED_FORM_MAX_NUMEL = 1024
 
 __all__ = [
     "TRACE_MODES",
+    "add_spikes_",
     "decay_factor",
     "discounted_reverse_sum",
     "trace",
+    "trace_",
     "trace_after",
     "trace_cumulative",
     "trace_nearest",
@@ -106,6 +110,41 @@ def trace(
     if check_choice("trace_mode", mode, TRACE_MODES) == "cumulative":
         return trace_cumulative(x, spikes, decay, amplitude)
     return trace_nearest(x, spikes, decay, amplitude)
+
+
+def add_spikes_(
+    x: Tensor, spikes: Tensor, amplitude: float = 1.0, mode: str = "cumulative"
+) -> Tensor:
+    r"""The spike half of a trace step, written into the decayed trace ``x``; returns ``x``.
+
+    Cumulative: :math:`x + a\, s`; nearest: :math:`a` where :math:`s \ne 0`. With
+    ``x`` already multiplied by the decay this completes :func:`trace` with its
+    roundings, so a caller can read the decayed trace (the trace *before* a step,
+    what the acausal STDP term pairs with) and then finish the step in place.
+
+    Examples
+    --------
+    >>> x = torch.tensor([0.5, 0.5])
+    >>> add_spikes_(x, torch.tensor([1.0, 0.0])) is x, x
+    (True, tensor([1.5000, 0.5000]))
+    """
+    if check_choice("trace_mode", mode, TRACE_MODES) == "cumulative":
+        return x.add_(spikes if amplitude == 1.0 else amplitude * spikes)
+    return x.masked_fill_(spikes != 0, amplitude)
+
+
+def trace_(
+    x: Tensor, spikes: Tensor, decay: float, amplitude: float = 1.0, mode: str = "cumulative"
+) -> Tensor:
+    """:func:`trace` written into ``x`` (no new tensor; the same values); returns ``x``.
+
+    Examples
+    --------
+    >>> x = torch.tensor([1.0, 0.0])
+    >>> trace_(x, torch.tensor([1.0, 1.0]), 0.5) is x, x
+    (True, tensor([1.5000, 1.0000]))
+    """
+    return add_spikes_(x.mul_(decay), spikes, amplitude, mode)
 
 
 def trace_window(
