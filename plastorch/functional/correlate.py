@@ -43,6 +43,7 @@ Both paths compute the same sum; only the order of the additions differs.
 from __future__ import annotations
 
 import contextvars
+import functools
 import math
 import warnings
 from collections.abc import Iterator, Sequence
@@ -508,29 +509,24 @@ def _choose_path(
         raise TypeError(f"sparse must be None, True or False, got {sparse!r}")
     if sparse is False or a.numel() == 0 or b.numel() == 0:
         return None
-    conv = len(weight_shape) > 2
     groups = max(1, b.shape[1] // weight_shape[1]) if b.dim() > 1 else 1
-    weight_numel = math.prod(weight_shape) * per
-    dense_macs = a.numel() * math.prod(weight_shape[1:])  # N P M * Cg K
+    threads = max(1, torch.get_num_threads())
+    candidates = _path_candidates(
+        a.numel(),
+        b.numel(),
+        tuple(weight_shape),
+        kernel_size,
+        per,
+        groups,
+        a.dtype,
+        threads,
+        sparse is None,
+    )
     best = None
-    for side, tensor, other, row_length in (
-        ("a", a, b, weight_shape[1]),
-        ("b", b, a, max(1, weight_shape[0] // groups)),
-    ):
-        costs = dict(
-            dtype=a.dtype,
-            conv=conv,
-            dense_macs=dense_macs,
-            sparse_numel=tensor.numel(),
-            kernel_size=kernel_size,
-            row_length=row_length,
-            table_numel=other.numel() if conv else 0,
-            permuted_numel=weight_numel if (conv or side == "b") else 0,
+    for side, costs in candidates:
+        dense, cost = estimate_costs(
+            nnz=_count_nonzero(a if side == "a" else b), threads=threads, **dict(costs)
         )
-        dense, floor = estimate_costs(nnz=0, **costs)
-        if sparse is None and floor >= _MARGIN * dense:
-            continue  # not even an empty factor would pay: do not count
-        dense, cost = estimate_costs(nnz=_count_nonzero(tensor), **costs)
         if best is None or cost < best[1]:
             best = (side, cost, dense)
     if best is None:
@@ -539,6 +535,49 @@ def _choose_path(
     if sparse is None and cost >= _MARGIN * dense:
         return None
     return side
+
+
+@functools.lru_cache(maxsize=256)
+def _path_candidates(
+    a_numel: int,
+    b_numel: int,
+    weight_shape: tuple[int, ...],
+    kernel_size: int,
+    per: int,
+    groups: int,
+    dtype: torch.dtype,
+    threads: int,
+    auto: bool,
+) -> tuple[tuple[str, tuple[tuple[str, object], ...]], ...]:
+    """Sides worth counting the non-zeros of, with their cost-model arguments.
+
+    Depends on shapes only, so it is cached: with ``auto``, a side whose sparse
+    path would not pay even with no non-zero at all is dropped without counting
+    (the common case for dense-looking factors; it saves ~30 us of Python per call).
+    """
+    conv = len(weight_shape) > 2
+    weight_numel = math.prod(weight_shape) * per
+    dense_macs = a_numel * math.prod(weight_shape[1:])  # N P M * Cg K
+    out = []
+    for side, numel, other, row_length in (
+        ("a", a_numel, b_numel, weight_shape[1]),
+        ("b", b_numel, a_numel, max(1, weight_shape[0] // groups)),
+    ):
+        costs = dict(
+            dtype=dtype,
+            conv=conv,
+            dense_macs=dense_macs,
+            sparse_numel=numel,
+            kernel_size=kernel_size,
+            row_length=row_length,
+            table_numel=other if conv else 0,
+            permuted_numel=weight_numel if (conv or side == "b") else 0,
+        )
+        dense, floor = estimate_costs(nnz=0, threads=threads, **costs)
+        if auto and floor >= _MARGIN * dense:
+            continue  # not even an empty factor would pay: do not count
+        out.append((side, tuple(costs.items())))
+    return tuple(out)
 
 
 class _Geometry:
