@@ -203,7 +203,7 @@ class Learner(nn.Module):
         if not args or not isinstance(args[0], Tensor):
             raise TypeError("the layer's first positional input must be the presynaptic spikes")
         out = output[0] if isinstance(output, (tuple, list)) else output
-        self._in_flight = (args[0].detach(), out.shape)
+        self.__dict__["_in_flight"] = (args[0].detach(), out.shape)
 
     def _record_post(self, module, args, output) -> None:
         if not self.enabled:
@@ -214,12 +214,13 @@ class Learner(nn.Module):
                 "the next spike-source call"
             )
         pre, layer_out_shape = self._in_flight
-        self._in_flight = None
+        self.__dict__["_in_flight"] = None
         post = self.post_from(output).detach()
         pre, post = self._as_window(pre, post, layer_out_shape)
         if self._pending_window() is not None:
             self._accumulate(self._settle(None))
-        self.pending_pre, self.pending_post = pre, post
+        self._set("pending_pre", pre)
+        self._set("pending_post", post)
 
     def _as_window(self, pre: Tensor, post: Tensor, layer_out: torch.Size) -> tuple[Tensor, Tensor]:
         weight = self.layer.weight
@@ -254,8 +255,8 @@ class Learner(nn.Module):
 
     # -- state ------------------------------------------------------------------------
     def _pending_window(self) -> tuple[Tensor, Tensor] | None:
-        pre = getattr(self, "pending_pre", None)
-        return None if pre is None else (pre, self.pending_post)
+        pre = self._buffers.get("pending_pre")
+        return None if pre is None else (pre, self._buffers["pending_post"])
 
     def _set(self, name: str, value: Tensor | None) -> None:
         if name in self._buffers:
@@ -294,20 +295,20 @@ class Learner(nn.Module):
             update, new_state = self.rule(self.layer, pre, post, state, signal)
         for name, value in new_state.items():
             self._buffers[name] = value
-        self.pending_pre = None
-        self.pending_post = None
+        self._set("pending_pre", None)
+        self._set("pending_post", None)
         return update
 
     def _accumulate(self, update: Update) -> None:
         total = (
             Update(
-                getattr(self, "accumulated_potentiation", None),
-                getattr(self, "accumulated_depression", None),
+                self._buffers.get("accumulated_potentiation"),
+                self._buffers.get("accumulated_depression"),
             )
             + update
         )
-        self.accumulated_potentiation = total.potentiation
-        self.accumulated_depression = total.depression
+        self._set("accumulated_potentiation", total.potentiation)
+        self._set("accumulated_depression", total.depression)
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
@@ -377,15 +378,15 @@ class Learner(nn.Module):
                 "spike source first"
             )
         update = Update(
-            getattr(self, "accumulated_potentiation", None),
-            getattr(self, "accumulated_depression", None),
+            self._buffers.get("accumulated_potentiation"),
+            self._buffers.get("accumulated_depression"),
         )
         if pending is not None:
             update = update + self._settle(signal, discard=reset)
         if self.synchronize is not None:
             update = self.synchronize(update, self)
-        self.accumulated_potentiation = None
-        self.accumulated_depression = None
+        self._set("accumulated_potentiation", None)
+        self._set("accumulated_depression", None)
         update = update.scale(scale)
         weight = self.target
         if self.check_finite:
