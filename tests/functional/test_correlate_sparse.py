@@ -51,9 +51,11 @@ def factors(layer, shape, sparse_side, steps, batch, generator):
 @pytest.mark.parametrize("sparse_side", ["pre", "post"])
 @pytest.mark.parametrize("make, shape", LAYERS)
 def test_sparse_equals_dense_exactly(make, shape, sparse_side, scan, monkeypatch):
-    # "flat": the scan used for large factors (flat nonzero + stable sort by owner)
+    # "flat": the scan used for large factors (flat nonzero + stable sort by owner),
+    # which the Linear path takes instead of its column scan past _COLUMN_SCAN_BYTES
     if scan == "flat":
         monkeypatch.setattr(correlate_module, "_PERMUTED_SCAN", 0)
+        monkeypatch.setattr(correlate_module, "_COLUMN_SCAN_BYTES", 0)
     layer = make().double()
     generator = torch.Generator().manual_seed(7)
     pre, post = factors(layer, shape, sparse_side, 3, 2, generator)
