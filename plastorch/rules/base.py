@@ -237,22 +237,27 @@ class Halves:
                 entry[2] = entry[2] * entry[3] + weights * rate
                 entry[3] = 1.0
         # Terms that share their post factor (both pair terms of a post-triggered
-        # STDP window) are one correlation of the rate-weighted sum of their pre
-        # factors: C(a1, b) c1 + C(a2, b) c2 = C(c1 a1 + c2 a2, b).
+        # STDP window, MSTDP-ET's terms over the post spikes) are one correlation of
+        # the rate-weighted sum of their pre factors: C(a1, b) c1 + C(a2, b) c2 =
+        # C(c1 a1 + c2 a2, b); per-step weights go onto the pre factors too. One
+        # pre-sized tensor replaces a weighted post factor and a correlation per term.
         shared: dict[tuple[int, int], list] = {}
         entries = []
         for layer, term, weights, rate in merged.values():
             key = (id(layer), id(term.post))
-            other = shared.get(key) if weights is None else None
-            if other is not None and other[1].pre.shape == term.pre.shape:
-                combined = (other[1].pre * other[3]).add_(term.pre, alpha=rate)
-                other[1], other[3] = Term(combined, term.post, 1.0), 1.0
+            other = shared.get(key)
+            if (
+                other is not None
+                and other[1].pre.shape == term.pre.shape
+                and _per_step(weights, term.pre)
+            ):
+                _fold_into(other, term, weights, rate)
                 continue
-            entry = [layer, term, weights, rate]
-            if weights is None:
+            entry = [layer, term, weights, rate, False]
+            if _per_step(weights, term.pre):
                 shared.setdefault(key, entry)
             entries.append(entry)
-        delta = correlate_terms([tuple(entry) for entry in entries])
+        delta = correlate_terms([tuple(entry[:4]) for entry in entries])
         for half, sign in ((self.potentiation, 1.0), (self.depression, -1.0)):
             if half is not None:
                 delta = (
@@ -270,6 +275,43 @@ class Halves:
 
     def __repr__(self) -> str:
         return f"Halves({len(self.terms)} pending terms, reduction={self.reduction!r})"
+
+
+def _per_step(weights: Tensor | None, pre: Tensor) -> bool:
+    """Whether ``weights`` (``None``, ``[T, B]`` or ``[T, 1]``) can be folded into ``pre [T, B, ...]``."""
+    return weights is None or (
+        weights.dim() == 2
+        and weights.shape[0] == pre.shape[0]
+        and weights.shape[1] in (1, pre.shape[1])
+    )
+
+
+def _fold_into(entry: list, term: Term, weights: Tensor | None, rate: float) -> None:
+    """Add ``rate * weights * term.pre`` to the pre factor of ``entry`` (same post factor).
+
+    ``entry`` is ``[layer, term, weights, rate, owned]``; it becomes an unweighted
+    term of rate 1 whose pre factor it owns (so later folds add in place). Two
+    unweighted terms combine as ``c1 a1 + c2 a2`` with the roundings this had
+    before weights could be folded too.
+    """
+    _, first, first_weights, first_rate, owned = entry
+    if not owned:
+        if first_weights is None:
+            combined = first.pre * first_rate
+        else:
+            combined = first.pre * _lead(first_weights * first_rate, first.pre)
+    else:
+        combined = first.pre
+    if weights is None:
+        combined.add_(term.pre, alpha=rate)
+    else:
+        combined.addcmul_(term.pre, _lead(weights, term.pre), value=rate)
+    entry[1:] = [Term(combined, term.post, 1.0), None, 1.0, True]
+
+
+def _lead(weights: Tensor, like: Tensor) -> Tensor:
+    """``weights [T, B|1]`` shaped to broadcast over ``like [T, B, ...]``, in its dtype."""
+    return weights.reshape(*weights.shape, *([1] * (like.dim() - 2))).to(like.dtype)
 
 
 def _weighted(tensor: Tensor, weights: Tensor) -> Tensor:

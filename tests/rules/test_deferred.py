@@ -8,8 +8,8 @@ from torch import nn
 from plastorch import Learner
 from plastorch.bounds import Hard, Soft
 from plastorch.functional import Update
-from plastorch.rules import MSTDP, MSTDPET, STDP, TripletSTDP
-from plastorch.rules.base import Halves, Term, _prepare
+from plastorch.rules import MSTDP, MSTDPET, STDP, TripletSTDP, base
+from plastorch.rules.base import Halves, Term, _prepare, state_use
 
 T, B, IN, OUT = 6, 3, 5, 4
 
@@ -38,6 +38,11 @@ CASES = [
     (lambda: MSTDP(0.5, -0.25), torch.tensor([1.0, -2.0, 0.0], dtype=torch.float64)),
     (lambda: MSTDP(0.5, -0.25), torch.linspace(-1, 1, T * B, dtype=torch.float64).reshape(T, B)),
     (lambda: MSTDPET(0.5, -0.25, per_sample_signal=True), torch.tensor([1.0, -2.0, 0.5]).double()),
+    (
+        lambda: MSTDPET(0.5, -0.25, per_sample_signal=True),
+        torch.linspace(-1, 1, T * B, dtype=torch.float64).reshape(T, B),
+    ),
+    (lambda: MSTDPET(-0.5, -0.25, per_sample_signal=True), 0.75),
     (lambda: TripletSTDP(0.5, 0.25, 0.125, 0.0625), None),
 ]
 
@@ -139,3 +144,28 @@ def test_signed_weights_leave_no_negative_zeros_for_the_sparse_scan():
     bits = weighted_post.view(torch.int64)
     assert not bool((bits == torch.iinfo(torch.int64).min).any())  # no -0.0
     assert int(bits.ne(0).sum()) == int(post.count_nonzero())  # one entry per spike
+
+
+def test_terms_sharing_the_post_spikes_are_one_correlation(monkeypatch):
+    # MSTDP-ET, [B] reward, first window of an episode: the causal term (weighted per
+    # step and sample) and the acausal pairs over the post spikes (weighted inside
+    # their factor) share s_post: their pre factors are summed, one correlation; the
+    # carried-trace term pairs with x_post(-1) and stays apart
+    rule = MSTDPET(0.5, -0.25, per_sample_signal=True).double()
+    fc = nn.Linear(IN, OUT, bias=False).double()
+    pre, post = window()
+    signal = torch.tensor([1.0, -2.0, 0.5]).double()
+    counts = []
+    original = base.correlate_terms
+
+    def spy(terms):
+        counts.append(len(terms))
+        return original(terms)
+
+    monkeypatch.setattr(base, "correlate_terms", spy)
+    with state_use(initial=True, discarded=True):
+        update, _ = rule(fc, pre, post, rule.initial_state(fc, pre[0], post[0]), signal)
+    delta = update.delta()
+    assert counts == [2]
+    expected = Update(update.potentiation, update.depression).delta()
+    torch.testing.assert_close(delta, expected, rtol=1e-12, atol=1e-14)
