@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from .bounds import Bound
 from .functional import Update
 from .functional.checks import check_choice, check_finite, check_real, check_same_device_dtype
-from .rules.base import Rule, state_use
+from .rules.base import Rule, Workspace, state_use
 
 __all__ = ["Learner"]
 
@@ -174,6 +174,9 @@ class Learner(nn.Module):
         self._in_flight: tuple[Tensor, torch.Size] | None = None
         self.enabled = True
         self.state_names: tuple[str, ...] = ()
+        #: buffers lent to the rule for a window's temporaries, reused by the next
+        #: window (not state: not saved, not reset; ``workspace.clear()`` frees them)
+        self.workspace = Workspace()
 
     # -- properties -------------------------------------------------------------------
     @property
@@ -291,7 +294,7 @@ class Learner(nn.Module):
         pre, post = self._pending_window()
         state, initial = self._state(pre, post)
         # the old state is replaced below and read by nobody: rules may reuse it
-        with state_use(reusable=True, discarded=discard, initial=initial):
+        with state_use(reusable=True, discarded=discard, initial=initial, workspace=self.workspace):
             update, new_state = self.rule(self.layer, pre, post, state, signal)
         for name, value in new_state.items():
             self._buffers[name] = value

@@ -179,6 +179,8 @@ def stdp_factors_post_triggered(
     *,
     decay_pre: float,
     decay_post: float,
+    out_trace_pre: Tensor | None = None,
+    out_after_pre: Tensor | None = None,
 ) -> PostTriggeredFactors:
     r"""Cumulative-trace factors that write both terms of a window over the post spikes.
 
@@ -199,6 +201,10 @@ def stdp_factors_post_triggered(
     over the spikes. Only for cumulative (all-to-all) traces: a nearest-spike
     pairing depends on both neurons' spikes and does not separate.
 
+    ``out_trace_pre`` and ``out_after_pre`` (``[T, B, *in]``, the traces' dtype)
+    receive ``trace_pre`` and ``after_pre`` instead of new tensors, e.g. buffers a
+    caller reuses across windows (``next_trace_pre`` is then a copy, not a view).
+
     Examples
     --------
     >>> pre = torch.tensor([[[0.0]], [[1.0]]])   # pre spike at step 1
@@ -209,14 +215,16 @@ def stdp_factors_post_triggered(
     tensor([0.5000, 0.0000])
     """
     dtype = trace_pre.dtype
-    x_pre = trace_window(trace_pre, pre, decay_pre, 1.0, "cumulative")
-    after = trace_after(pre.to(dtype), decay_post)
+    x_pre = trace_window(trace_pre, pre, decay_pre, 1.0, "cumulative", out=out_trace_pre)
+    after = trace_after(pre.to(dtype), decay_post, out=out_after_pre)
     steps = pre.shape[0]
     powers = decay_post ** torch.arange(1, steps + 1, dtype=dtype, device=pre.device)
     carried_pre = torch.tensordot(powers, pre.to(dtype), dims=1).unsqueeze(0)
     next_post = cumulative_trace_at_end(trace_post.to(dtype), post.to(dtype), decay_post)
+    # a trace written into a caller's buffer is carried out as a copy of its last step
+    next_pre = x_pre[-1] if out_trace_pre is None else x_pre[-1].clone()
     return PostTriggeredFactors(
-        x_pre, after, carried_pre, trace_post.to(dtype).unsqueeze(0), x_pre[-1], next_post
+        x_pre, after, carried_pre, trace_post.to(dtype).unsqueeze(0), next_pre, next_post
     )
 
 
@@ -236,8 +244,8 @@ def cumulative_trace_at_end(trace: Tensor, spikes: Tensor, decay: float) -> Tens
 
 
 def weighted_acausal_factors(
-    pre: Tensor, weights: Tensor, decay_post: float
-) -> tuple[Tensor, Tensor]:
+    pre: Tensor, weights: Tensor, decay_post: float, *, out: Tensor | None = None
+) -> tuple[list[Tensor], Tensor]:
     r"""Post-triggered factors of acausal terms weighted per step and sample.
 
     For each of ``K`` weightings :math:`w_k(t, b)` the weighted acausal term
@@ -263,6 +271,9 @@ def weighted_acausal_factors(
         ``[K, T, B]`` or ``[K, T, 1]``.
     decay_post : float
         :math:`e^{-\Delta t/\tau_\text{post}}`.
+    out : Tensor, optional
+        ``[K, T, B, *in]`` to write the :math:`y_k` into (e.g. a buffer reused
+        across windows); ``after`` is then its ``K`` views.
 
     Returns
     -------
@@ -288,7 +299,15 @@ def weighted_acausal_factors(
     pre = pre.to(dtype)
     weights = weights.to(dtype).reshape(count, steps, -1, *([1] * (pre.dim() - 2)))
     # one tensor per weighting: each is the size of a factor, none K times that
-    after = [torch.empty(pre.shape, dtype=dtype, device=pre.device) for _ in range(count)]
+    if out is None:
+        after = [torch.empty(pre.shape, dtype=dtype, device=pre.device) for _ in range(count)]
+    else:
+        if out.shape != (count, *pre.shape) or out.dtype != dtype:
+            raise ValueError(
+                f"out must be {[count, *pre.shape]} of dtype {dtype}, got "
+                f"{list(out.shape)} of {out.dtype}"
+            )
+        after = list(out.unbind(0))
     carried = torch.empty((count, *pre.shape[1:]), dtype=dtype, device=pre.device)
     if steps == 0:
         return after, carried.zero_()

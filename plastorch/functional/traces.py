@@ -148,7 +148,13 @@ def trace_(
 
 
 def trace_window(
-    x: Tensor, spikes: Tensor, decay: float, amplitude: float = 1.0, mode: str = "cumulative"
+    x: Tensor,
+    spikes: Tensor,
+    decay: float,
+    amplitude: float = 1.0,
+    mode: str = "cumulative",
+    *,
+    out: Tensor | None = None,
 ) -> Tensor:
     r"""Trace at every step of a window ``[T, ...]``, starting from the state ``x``.
 
@@ -165,6 +171,9 @@ def trace_window(
         Trace before the window, shape ``[...]``.
     spikes : Tensor
         Spikes ``[T, ...]``.
+    out : Tensor, optional
+        Where to write the traces (``[T, *x.shape]``, their dtype), e.g. a buffer
+        reused across windows; ``traces[-1]`` then lives in it.
 
     Examples
     --------
@@ -175,16 +184,22 @@ def trace_window(
     tensor([1.0000, 0.5000, 1.0000])
     """
     mode = check_choice("trace_mode", mode, TRACE_MODES)
-    if spikes.shape[0] == 1 and x.shape == spikes.shape[1:] and x.dtype == spikes.dtype:
-        # one step (the common single-step case): no scan
-        return trace(x, spikes[0], decay, amplitude, mode).unsqueeze(0)
     dtype = torch.promote_types(x.dtype, spikes.dtype)
-    if (
+    closed_form = (
         mode == "nearest"
         and x.shape == spikes.shape[1:]
         and dtype.is_floating_point
         and x.numel() <= _CLOSED_FORM_MAX_NUMEL
-    ):
+    )
+    if out is not None:
+        _check_out(out, spikes.shape, dtype)
+        if x.shape == spikes.shape[1:] and x.dtype == dtype and not closed_form:
+            return _trace_scan(x, spikes, decay, amplitude, mode, out)
+        return out.copy_(trace_window(x, spikes, decay, amplitude, mode))
+    if spikes.shape[0] == 1 and x.shape == spikes.shape[1:] and x.dtype == spikes.dtype:
+        # one step (the common single-step case): no scan
+        return trace(x, spikes[0], decay, amplitude, mode).unsqueeze(0)
+    if closed_form:
         return _nearest_window(x.to(dtype), spikes, decay, amplitude)
     out = torch.empty(spikes.shape, dtype=dtype, device=spikes.device)
     if (
@@ -192,22 +207,36 @@ def trace_window(
         and x.dtype == out.dtype
         and (mode == "nearest" or amplitude == 1.0)
     ):
-        # Written in place, step by step, with the roundings of trace_cumulative
-        # (x * decay, then + s) or trace_nearest (x * decay, then the amplitude where
-        # a spike is): two or three kernels and no temporaries per step.
-        previous = x
-        for t in range(spikes.shape[0]):
-            torch.mul(previous, decay, out=out[t])
-            if mode == "cumulative":
-                out[t].add_(spikes[t])
-            else:
-                out[t].masked_fill_(spikes[t] != 0, amplitude)
-            previous = out[t]
-        return out
+        return _trace_scan(x, spikes, decay, amplitude, mode, out)
     step = trace_cumulative if mode == "cumulative" else trace_nearest
     for t in range(spikes.shape[0]):
         x = step(x, spikes[t], decay, amplitude)
         out[t] = x
+    return out
+
+
+def _check_out(out: Tensor, shape, dtype: torch.dtype) -> None:
+    if out.shape != shape or out.dtype != dtype:
+        raise ValueError(
+            f"out must be {list(shape)} of dtype {dtype}, got {list(out.shape)} of {out.dtype}"
+        )
+
+
+def _trace_scan(
+    x: Tensor, spikes: Tensor, decay: float, amplitude: float, mode: str, out: Tensor
+) -> Tensor:
+    """The window scan written into ``out``, step by step, with the roundings of
+    :func:`trace_cumulative` (``x * decay``, then ``+ a s``) or :func:`trace_nearest`
+    (``x * decay``, then the amplitude where a spike is): two or three kernels and
+    no temporaries per step (amplitude 1 for cumulative traces)."""
+    previous = x
+    for t in range(spikes.shape[0]):
+        torch.mul(previous, decay, out=out[t])
+        if mode == "cumulative":
+            out[t].add_(spikes[t] if amplitude == 1.0 else amplitude * spikes[t])
+        else:
+            out[t].masked_fill_(spikes[t] != 0, amplitude)
+        previous = out[t]
     return out
 
 
@@ -266,7 +295,7 @@ def discounted_reverse_sum(values: Tensor, decay: float, *, out: Tensor | None =
     return out
 
 
-def trace_after(spikes: Tensor, decay: float) -> Tensor:
+def trace_after(spikes: Tensor, decay: float, *, out: Tensor | None = None) -> Tensor:
     r"""Anticausal trace of a window: spikes strictly *after* each step, discounted.
 
     .. math:: y(t) = \sum_{t' > t} d^{\,t' - t}\, s(t')
@@ -283,7 +312,10 @@ def trace_after(spikes: Tensor, decay: float) -> Tensor:
     >>> trace_after(torch.tensor([1.0, 0.0, 1.0]), 0.5)
     tensor([0.2500, 0.5000, 0.0000])
     """
-    out = torch.empty_like(spikes)
+    if out is None:
+        out = torch.empty_like(spikes)
+    else:
+        _check_out(out, spikes.shape, spikes.dtype)
     if spikes.shape[0] == 0:
         return out
     out[-1].zero_()

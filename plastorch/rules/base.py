@@ -41,9 +41,11 @@ __all__ = [
     "Term",
     "Update",
     "StateUse",
+    "Workspace",
     "current_state_use",
     "pair_trace_state",
     "route_terms",
+    "scratch",
     "state_use",
 ]
 
@@ -70,11 +72,71 @@ class StateUse(NamedTuple):
     initial : bool
         The given state is the rule's ``initial_state`` (zeros): a rule may skip
         what it would read from it.
+    workspace : Workspace or None
+        Buffers the caller lends for the window's temporaries (traces over the
+        window, weighted factors): the caller evaluates the update before it calls
+        the rule again, so they may be rewritten by the next window. A new
+        window-sized tensor costs its page faults on CPU, about as much as the
+        arithmetic that fills it.
     """
 
     reusable: bool = False
     discarded: bool = False
     initial: bool = False
+    workspace: Workspace | None = None
+
+
+class Workspace:
+    """Named scratch tensors reused from one call to the next.
+
+    :meth:`get` returns the tensor kept under a name if it has the requested
+    shape, dtype and device, else a new one that replaces it. Contents are not
+    kept meaningful: whoever gets a tensor overwrites it. A
+    :class:`~plastorch.Learner` owns one and lends it to its rule
+    (:func:`state_use`); it holds the largest temporaries of one window (for an
+    STDP window of ``T`` steps about ``2 T B n_in`` numbers) until :meth:`clear`.
+
+    Examples
+    --------
+    >>> ws = Workspace()
+    >>> a = ws.get("x", (2, 3), torch.float32, torch.device("cpu"))
+    >>> ws.get("x", (2, 3), torch.float32, torch.device("cpu")) is a, ws.nbytes
+    (True, 24)
+    """
+
+    def __init__(self) -> None:
+        self._tensors: dict[str, Tensor] = {}
+
+    def get(self, name: str, shape, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """The tensor kept under ``name``, (re)allocated to ``shape``, ``dtype``, ``device``."""
+        tensor = self._tensors.get(name)
+        shape = torch.Size(shape)
+        if (
+            tensor is None
+            or tensor.shape != shape
+            or tensor.dtype != dtype
+            or tensor.device != device
+        ):
+            self._tensors.pop(name, None)  # free the old one before allocating
+            tensor = torch.empty(shape, dtype=dtype, device=device)
+            self._tensors[name] = tensor
+        return tensor
+
+    def clear(self) -> None:
+        """Drop every tensor."""
+        self._tensors.clear()
+
+    def __getstate__(self) -> dict:
+        # scratch is not worth copying or pickling with its owner: start empty
+        return {"_tensors": {}}
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held."""
+        return sum(t.untyped_storage().nbytes() for t in self._tensors.values())
+
+    def __repr__(self) -> str:
+        return f"Workspace({len(self._tensors)} tensors, {self.nbytes} bytes)"
 
 
 # a NamedTuple is immutable, so sharing the default is safe
@@ -86,7 +148,11 @@ _STATE_USE: contextvars.ContextVar[StateUse] = contextvars.ContextVar(
 
 @contextmanager
 def state_use(
-    *, reusable: bool = False, discarded: bool = False, initial: bool = False
+    *,
+    reusable: bool = False,
+    discarded: bool = False,
+    initial: bool = False,
+    workspace: Workspace | None = None,
 ) -> Iterator[StateUse]:
     """Declare, for the rules called in this block, what is done with their state.
 
@@ -101,13 +167,23 @@ def state_use(
     False
     >>> with state_use(reusable=True):
     ...     current_state_use()
-    StateUse(reusable=True, discarded=False, initial=False)
+    StateUse(reusable=True, discarded=False, initial=False, workspace=None)
     """
-    token = _STATE_USE.set(StateUse(bool(reusable), bool(discarded), bool(initial)))
+    token = _STATE_USE.set(StateUse(bool(reusable), bool(discarded), bool(initial), workspace))
     try:
         yield _STATE_USE.get()
     finally:
         _STATE_USE.reset(token)
+
+
+def scratch(name: str, shape, dtype: torch.dtype, device: torch.device) -> Tensor | None:
+    """A buffer of the :class:`Workspace` lent by the caller (``None`` if none is).
+
+    For a rule's window-sized temporaries, passed as ``out=`` to the functional
+    kernels; ``None`` lets them allocate.
+    """
+    workspace = _STATE_USE.get().workspace
+    return None if workspace is None else workspace.get(name, shape, dtype, device)
 
 
 def current_state_use() -> StateUse:
@@ -158,6 +234,8 @@ class Halves:
         self.terms: list[tuple[nn.Module, Term, Tensor | None, float, bool]] = []
         #: factor applied to both halves by :meth:`scaled`
         self.factor = 1.0
+        #: lent by the caller of the rule (``state_use``) for the fused delta's temporaries
+        self.workspace = current_state_use().workspace
 
     def add(self, value: Tensor, potentiative: bool) -> None:
         """Add a magnitude (``[B, *W]`` when per-sample, else ``[*W]``) to one half."""
@@ -251,9 +329,9 @@ class Halves:
                 and other[1].pre.shape == term.pre.shape
                 and _per_step(weights, term.pre)
             ):
-                _fold_into(other, term, weights, rate)
+                _fold_into(other, term, weights, rate, self.workspace)
                 continue
-            entry = [layer, term, weights, rate, False]
+            entry = [layer, term, weights, rate, False, len(entries)]
             if _per_step(weights, term.pre):
                 shared.setdefault(key, entry)
             entries.append(entry)
@@ -271,6 +349,7 @@ class Halves:
         copy.potentiation, copy.depression = self.potentiation, self.depression
         copy.terms = list(self.terms)
         copy.factor = self.factor * factor
+        copy.workspace = self.workspace
         return copy
 
     def __repr__(self) -> str:
@@ -286,27 +365,39 @@ def _per_step(weights: Tensor | None, pre: Tensor) -> bool:
     )
 
 
-def _fold_into(entry: list, term: Term, weights: Tensor | None, rate: float) -> None:
+def _fold_into(
+    entry: list,
+    term: Term,
+    weights: Tensor | None,
+    rate: float,
+    workspace: Workspace | None,
+) -> None:
     """Add ``rate * weights * term.pre`` to the pre factor of ``entry`` (same post factor).
 
-    ``entry`` is ``[layer, term, weights, rate, owned]``; it becomes an unweighted
-    term of rate 1 whose pre factor it owns (so later folds add in place). Two
-    unweighted terms combine as ``c1 a1 + c2 a2`` with the roundings this had
-    before weights could be folded too.
+    ``entry`` is ``[layer, term, weights, rate, owned, position]``; it becomes an
+    unweighted term of rate 1 whose pre factor it owns (so later folds add in
+    place), written into ``workspace`` when one is lent (under the entry's
+    position, which tells the folds of one delta apart). Two unweighted terms
+    combine as ``c1 a1 + c2 a2`` with the roundings this had before weights could
+    be folded too.
     """
-    _, first, first_weights, first_rate, owned = entry
+    _, first, first_weights, first_rate, owned, position = entry
     if not owned:
+        out = None
+        if workspace is not None:
+            shape, dtype, device = first.pre.shape, first.pre.dtype, first.pre.device
+            out = workspace.get(f"fold{position}", shape, dtype, device)
         if first_weights is None:
-            combined = first.pre * first_rate
+            combined = torch.mul(first.pre, first_rate, out=out)
         else:
-            combined = first.pre * _lead(first_weights * first_rate, first.pre)
+            combined = torch.mul(first.pre, _lead(first_weights * first_rate, first.pre), out=out)
     else:
         combined = first.pre
     if weights is None:
         combined.add_(term.pre, alpha=rate)
     else:
         combined.addcmul_(term.pre, _lead(weights, term.pre), value=rate)
-    entry[1:] = [Term(combined, term.post, 1.0), None, 1.0, True]
+    entry[1:5] = [Term(combined, term.post, 1.0), None, 1.0, True]
 
 
 def _lead(weights: Tensor, like: Tensor) -> Tensor:

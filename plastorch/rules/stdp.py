@@ -62,6 +62,7 @@ from .base import (
     pair_trace_state,
     parse_signal,
     route_terms,
+    scratch,
     split_signal,
 )
 
@@ -156,7 +157,7 @@ class _PairRule(Rule):
         """The pair terms of a cumulative window with the acausal one summed over post
         spikes (:func:`~plastorch.functional.stdp_factors_post_triggered`): the same
         pairs as :meth:`_terms`, with ``post`` shared by both in-window terms."""
-        dtype = state["trace_pre"].dtype
+        dtype, device = state["trace_pre"].dtype, pre.device
         factors = stdp_factors_post_triggered(
             pre.to(dtype),
             post.to(dtype),
@@ -164,6 +165,8 @@ class _PairRule(Rule):
             state["trace_post"],
             decay_pre=self.decay_pre,
             decay_post=self.decay_post,
+            out_trace_pre=scratch("trace_pre", pre.shape, dtype, device),
+            out_after_pre=scratch("after_pre", pre.shape, dtype, device),
         )
         post = post.to(dtype)
         terms = [
@@ -462,8 +465,10 @@ class MSTDPET(_PairRule):
             new_state["eligibility_post"], new_state["eligibility_pre"] = carried
             return halves.result(), new_state
         # Eligibility carried to the next window: z(T) = d^T z_0 + this window's pairs.
+        tail_post = scratch("tail_post", ltp.post.shape, ltp.post.dtype, ltp.post.device)
+        tail_post = torch.mul(ltp.post, _steps(tail, post), out=tail_post)
         fresh_parts = (
-            ("eligibility_post", carried[0], [Term(ltp.pre, ltp.post * _steps(tail, post), 1.0)]),
+            ("eligibility_post", carried[0], [Term(ltp.pre, tail_post, 1.0)]),
             ("eligibility_pre", carried[1], acausal[-1]),
         )
         for name, z0, parts in fresh_parts:
@@ -492,18 +497,21 @@ class MSTDPET(_PairRule):
         dtype = state["trace_pre"].dtype
         pre, post = pre.to(dtype), post.to(dtype)
         x_post0 = state["trace_post"].to(dtype)
-        x_pre = trace_window(state["trace_pre"], pre, self.decay_pre, 1.0, "cumulative")
+        window = scratch("trace_pre", pre.shape, dtype, pre.device)
+        x_pre = trace_window(state["trace_pre"], pre, self.decay_pre, 1.0, "cumulative", out=window)
         acausal = []
         if weights:
             size = max(w.shape[1] for w in weights)
             stacked = torch.stack([w.expand(-1, size) for w in weights])
-            after, carried = weighted_acausal_factors(pre, stacked, self.decay_post)
+            out = scratch("acausal", (len(weights), *pre.shape), dtype, pre.device)
+            after, carried = weighted_acausal_factors(pre, stacked, self.decay_post, out=out)
             acausal = [
                 [Term(after[k], post, 1.0), Term(carried[k][None], x_post0[None], 1.0)]
                 for k in range(len(weights))
             ]
         new_state = {
-            "trace_pre": x_pre[-1],
+            # a trace written into a lent buffer is carried out as a copy
+            "trace_pre": x_pre[-1] if window is None else x_pre[-1].clone(),
             "trace_post": cumulative_trace_at_end(x_post0, post, self.decay_post),
         }
         return Term(x_pre, post, self.lr_post), acausal, new_state
