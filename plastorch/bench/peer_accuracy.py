@@ -1,0 +1,131 @@
+"""Accuracy of BindsNET's Diehl & Cook network under plastorch's evaluation protocol.
+
+``python -m plastorch.bench.peer_accuracy --seed 0 --norm 30 --intensity 63.75``
+trains BindsNET's ``DiehlAndCook2015`` (64 inputs, 100 neurons, 250 ms per
+sample, batch 1, one epoch, no retries) on the split of ``plastorch train
+diehl-cook`` (scikit-learn's digits, 1000 training / 797 test images, the
+training order of ``DiehlCookTrainer`` for the seed), then, with learning off,
+records every neuron's spike count for each training and test image and applies
+plastorch's own :func:`~plastorch.models.diehl_cook.assign_labels` and votes. So
+the two libraries differ only in their networks, not in how they are scored.
+Prints one JSON line. BindsNET is an optional extra (``.[bench]``); about 6-8
+minutes per run on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ..data import load_digits
+from ..data.dataset import LabeledImages
+from ..models.diehl_cook import (
+    _epoch_order,
+    assign_labels,
+    vote_all_activity,
+    vote_proportion_weighting,
+)
+from .peers import load_peer
+
+__all__ = ["bindsnet_presenter", "main", "score"]
+
+N_CLASSES = 10
+
+
+def score(
+    present: Callable[[Tensor, bool], Tensor],
+    train: LabeledImages,
+    test: LabeledImages,
+    *,
+    seed: int,
+) -> dict[str, float]:
+    """Train one epoch, then assign labels and vote as ``plastorch train diehl-cook`` does.
+
+    ``present(image, learn)`` shows one image to the network and returns its spike
+    count per neuron (learning when ``learn``). Training visits the images in the
+    trainer's order for ``seed`` (epoch 0).
+    """
+    start = time.perf_counter()
+    for index in _epoch_order(len(train.labels), seed, 0).tolist():
+        present(train.images[index], True)
+    train_seconds = time.perf_counter() - start
+    responses = torch.stack([present(image, False) for image in train.images])
+    assignment = assign_labels(responses, train.labels, N_CLASSES)
+    test_responses = torch.stack([present(image, False) for image in test.images])
+    return {
+        "accuracy_all_activity": (vote_all_activity(test_responses, assignment) == test.labels)
+        .double()
+        .mean()
+        .item(),
+        "accuracy_proportion_weighting": (
+            vote_proportion_weighting(test_responses, assignment) == test.labels
+        )
+        .double()
+        .mean()
+        .item(),
+        "silent_neurons": int((responses.sum(0) == 0).sum()),
+        "train_samples_per_second": len(train.labels) / train_seconds,
+    }
+
+
+def bindsnet_presenter(
+    *, norm: float, intensity: float, theta_plus: float, n_neurons: int = 100, time_steps: int = 250
+) -> Callable[[Tensor, bool], Tensor]:
+    """``present(image, learn)`` for BindsNET's ``DiehlAndCook2015`` on 8x8 images."""
+    peer = load_peer("bindsnet")
+    if not peer.available:
+        raise RuntimeError(f"BindsNET is needed here: {peer.status}")
+    from bindsnet.encoding import poisson
+    from bindsnet.models import DiehlAndCook2015
+    from bindsnet.network.monitors import Monitor
+
+    network = DiehlAndCook2015(
+        n_inpt=64,
+        n_neurons=n_neurons,
+        exc=22.5,
+        inh=17.5,
+        dt=1.0,
+        norm=norm,
+        theta_plus=theta_plus,
+        inpt_shape=(1, 8, 8),
+    )
+    monitor = Monitor(network.layers["Ae"], state_vars=["s"], time=time_steps)
+    network.add_monitor(monitor, name="Ae_spikes")
+
+    def present(image: Tensor, learn: bool) -> Tensor:
+        network.train(learn)
+        spikes = poisson(datum=image.view(1, 8, 8) * intensity, time=time_steps, dt=1.0)
+        network.run(inputs={"X": spikes.unsqueeze(1)}, time=time_steps)
+        counts = monitor.get("s").sum(0).reshape(-1).float()
+        network.reset_state_variables()
+        return counts
+
+    return present
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m plastorch.bench.peer_accuracy", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--norm", type=float, default=30.0, help="input weight sum per neuron")
+    parser.add_argument("--intensity", type=float, default=63.75, help="Hz at pixel value 1")
+    parser.add_argument("--theta-plus", type=float, default=0.05, help="threshold increment, mV")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    present = bindsnet_presenter(
+        norm=args.norm, intensity=args.intensity, theta_plus=args.theta_plus
+    )
+    result = score(present, load_digits("train"), load_digits("test"), seed=args.seed)
+    print(json.dumps({**vars(args), **result}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
