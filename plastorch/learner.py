@@ -254,7 +254,11 @@ class Learner(nn.Module):
                     f"multi-step presynaptic spikes {tuple(pre.shape)} do not match postsynaptic "
                     f"spikes {tuple(post.shape)}: expected [T, B, ...] or [T * B, ...]"
                 )
-        return pre.to(weight.dtype), post.to(weight.dtype)
+        dtype = weight.dtype  # (a no-op .to still costs a dispatch per step)
+        return (
+            pre if pre.dtype == dtype else pre.to(dtype),
+            post if post.dtype == dtype else post.to(dtype),
+        )
 
     # -- state ------------------------------------------------------------------------
     def _pending_window(self) -> tuple[Tensor, Tensor] | None:
@@ -398,7 +402,10 @@ class Learner(nn.Module):
             delta = self.bound(weight, update)
         else:
             delta = update.delta()
-            delta = torch.zeros_like(weight) if delta is None else delta.to(weight.dtype)
+            if delta is None:
+                delta = torch.zeros_like(weight)
+            elif delta.dtype != weight.dtype:
+                delta = delta.to(weight.dtype)
         if self.apply if apply is None else apply:
             with torch.no_grad():
                 weight.add_(delta)

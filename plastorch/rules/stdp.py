@@ -103,9 +103,10 @@ class _PairRule(Rule):
         return pair_trace_state(layer, pre, post)
 
     def _terms(self, pre: Tensor, post: Tensor, state: dict[str, Tensor]):
+        pre = _as(pre, state["trace_pre"].dtype)
         factors = stdp_factors(
-            pre.to(state["trace_pre"].dtype),
-            post.to(state["trace_post"].dtype),
+            pre,
+            _as(post, state["trace_post"].dtype),
             state["trace_pre"],
             state["trace_post"],
             decay_pre=self.decay_pre,
@@ -114,8 +115,8 @@ class _PairRule(Rule):
             inplace=current_state_use().reusable,
         )
         terms = [
-            Term(factors.trace_pre, post.to(factors.trace_pre.dtype), self.lr_post),
-            Term(pre.to(factors.trace_pre.dtype), factors.trace_post_before, self.lr_pre),
+            Term(factors.trace_pre, _as(post, factors.trace_pre.dtype), self.lr_post),
+            Term(_as(pre, factors.trace_pre.dtype), factors.trace_post_before, self.lr_pre),
         ]
         new_state = {"trace_pre": factors.next_trace_pre, "trace_post": factors.next_trace_post}
         return terms, new_state
@@ -545,6 +546,11 @@ class MSTDPET(_PairRule):
                 values = [z0 * g for g in gain]
             for k, value in zip(live, values):
                 halves.add(value, rate * signs[k] >= 0)
+
+
+def _as(tensor: Tensor, dtype: torch.dtype) -> Tensor:
+    """``tensor`` in ``dtype`` (itself when it already is: a no-op ``.to`` still dispatches)."""
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
 
 def _steps(weights: Tensor, like: Tensor) -> Tensor:
