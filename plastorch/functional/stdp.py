@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from .checks import check_choice
-from .traces import TRACE_MODES, trace, trace_, trace_after, trace_window
+from .traces import TRACE_MODES, _check_out, trace, trace_, trace_after, trace_window
 
 __all__ = [
     "PostTriggeredFactors",
@@ -302,11 +302,7 @@ def weighted_acausal_factors(
     if out is None:
         after = [torch.empty(pre.shape, dtype=dtype, device=pre.device) for _ in range(count)]
     else:
-        if out.shape != (count, *pre.shape) or out.dtype != dtype:
-            raise ValueError(
-                f"out must be {[count, *pre.shape]} of dtype {dtype}, got "
-                f"{list(out.shape)} of {out.dtype}"
-            )
+        _check_out(out, (count, *pre.shape), dtype)
         after = list(out.unbind(0))
     carried = torch.empty((count, *pre.shape[1:]), dtype=dtype, device=pre.device)
     if steps == 0:

@@ -216,7 +216,8 @@ def trace_window(
 
 
 def _check_out(out: Tensor, shape, dtype: torch.dtype) -> None:
-    if out.shape != shape or out.dtype != dtype:
+    """Raise unless ``out`` (an ``out=`` argument of the window kernels) is ``shape`` of ``dtype``."""
+    if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
         raise ValueError(
             f"out must be {list(shape)} of dtype {dtype}, got {list(out.shape)} of {out.dtype}"
         )
