@@ -42,6 +42,7 @@ __all__ = [
     "Update",
     "StateUse",
     "Workspace",
+    "broadcast_steps",
     "current_state_use",
     "pair_trace_state",
     "route_terms",
@@ -390,19 +391,22 @@ def _fold_into(
         if first_weights is None:
             combined = torch.mul(first.pre, first_rate, out=out)
         else:
-            combined = torch.mul(first.pre, _lead(first_weights * first_rate, first.pre), out=out)
+            combined = torch.mul(
+                first.pre, broadcast_steps(first_weights * first_rate, first.pre), out=out
+            )
     else:
         combined = first.pre
     if weights is None:
         combined.add_(term.pre, alpha=rate)
     else:
-        combined.addcmul_(term.pre, _lead(weights, term.pre), value=rate)
+        combined.addcmul_(term.pre, broadcast_steps(weights, term.pre), value=rate)
     entry[1:5] = [Term(combined, term.post, 1.0), None, 1.0, True]
 
 
-def _lead(weights: Tensor, like: Tensor) -> Tensor:
+def broadcast_steps(weights: Tensor, like: Tensor) -> Tensor:
     """``weights [T, B|1]`` shaped to broadcast over ``like [T, B, ...]``, in its dtype."""
-    return weights.reshape(*weights.shape, *([1] * (like.dim() - 2))).to(like.dtype)
+    weights = weights.reshape(*weights.shape, *([1] * (like.dim() - 2)))
+    return weights if weights.dtype == like.dtype else weights.to(like.dtype)
 
 
 def _weighted(tensor: Tensor, weights: Tensor) -> Tensor:
@@ -413,8 +417,7 @@ def _weighted(tensor: Tensor, weights: Tensor) -> Tensor:
     signal of both signs would be walked as if about half of it were spikes.
     Adding ``+0.0`` turns every ``-0.0`` into ``+0.0`` and changes nothing else.
     """
-    shape = (*weights.shape, *([1] * (tensor.dim() - 2)))
-    return (tensor * weights.reshape(shape).to(tensor.dtype)).add_(0.0)
+    return (tensor * broadcast_steps(weights, tensor)).add_(0.0)
 
 
 def _prepare(

@@ -57,6 +57,7 @@ from .base import (
     Halves,
     Rule,
     Term,
+    broadcast_steps,
     check_batch_reduction,
     current_state_use,
     pair_trace_state,
@@ -437,7 +438,7 @@ class MSTDPET(_PairRule):
             ltp, acausal, new_state = self._weighted_terms(pre, post, state, scans)
         else:
             (ltp, ltd), new_state = self._terms(pre, post, state)
-            acausal = [[Term(ltd.pre, ltd.post * _steps(w, post), 1.0)] for w in scans]
+            acausal = [[Term(ltd.pre, ltd.post * broadcast_steps(w, post), 1.0)] for w in scans]
 
         halves = Halves(self.batch_reduction, batch)
         carried = [state["eligibility_post"], state["eligibility_pre"]]
@@ -467,7 +468,7 @@ class MSTDPET(_PairRule):
             return halves.result(), new_state
         # Eligibility carried to the next window: z(T) = d^T z_0 + this window's pairs.
         tail_post = scratch("tail_post", ltp.post.shape, ltp.post.dtype, ltp.post.device)
-        tail_post = torch.mul(ltp.post, _steps(tail, post), out=tail_post)
+        tail_post = torch.mul(ltp.post, broadcast_steps(tail, post), out=tail_post)
         fresh_parts = (
             ("eligibility_post", carried[0], [Term(ltp.pre, tail_post, 1.0)]),
             ("eligibility_pre", carried[1], acausal[-1]),
@@ -551,8 +552,3 @@ class MSTDPET(_PairRule):
 def _as(tensor: Tensor, dtype: torch.dtype) -> Tensor:
     """``tensor`` in ``dtype`` (itself when it already is: a no-op ``.to`` still dispatches)."""
     return tensor if tensor.dtype == dtype else tensor.to(dtype)
-
-
-def _steps(weights: Tensor, like: Tensor) -> Tensor:
-    """``[T, B|1]`` weights shaped to multiply a ``[T, B, ...]`` factor."""
-    return weights.reshape(*weights.shape, *([1] * (like.dim() - 2)))
