@@ -227,18 +227,34 @@ def correlate_sum(
         return _linear_sum(layer, items, sparse)
     total: Tensor | None = None
     for pre, post, rate in items:
-        if rate != 1.0 and min(pre.numel(), post.numel()) < weight.numel():
-            if pre.numel() <= post.numel():
-                pre = pre * rate
-            else:
-                post = post * rate
-            rate = 1.0
+        pre, post, rate = fold_rate(pre, post, rate, weight.numel())
         value = correlate(layer, pre, post, sparse=sparse)
         if total is None:
             total = value if rate == 1.0 else value.mul_(rate)
         else:
             total.add_(value, alpha=rate)
     return total
+
+
+def fold_rate(
+    pre: Tensor, post: Tensor, rate: float, result_numel: int
+) -> tuple[Tensor, Tensor, float]:
+    """``(pre, post, leftover)`` with ``rate * C(pre, post) = leftover * C(pre', post')``.
+
+    The rate multiplies the smaller factor when that is smaller than the result
+    (``result_numel`` entries), else it is left over for the result.
+
+    Examples
+    --------
+    >>> pre, post, left = fold_rate(torch.ones(2, 3), torch.ones(2, 1), 0.5, 3)
+    >>> post.flatten().tolist(), left
+    ([0.5, 0.5], 1.0)
+    """
+    if rate != 1.0 and min(pre.numel(), post.numel()) < result_numel:
+        if pre.numel() <= post.numel():
+            return pre * rate, post, 1.0
+        return pre, post * rate, 1.0
+    return pre, post, rate
 
 
 def _linear_sum(

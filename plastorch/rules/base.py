@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ..functional import Update, correlate, correlate_per_sample, correlate_sum
 from ..functional.checks import check_finite
+from ..functional.correlate import fold_rate
 from ..functional.update import add_optional as _add
 
 BatchReduction = str | Callable[[Tensor, int], Tensor]
@@ -449,14 +450,10 @@ def _prepare(
             pre = _weighted(pre, weights)
         else:
             post = _weighted(post, weights)
-    elif scale != 1.0 and fold_scale:
-        result_size = layer.weight.numel() * (batch if per_sample else 1)
-        if min(pre.numel(), post.numel()) < result_size:
-            if pre.numel() <= post.numel():
-                pre = pre * scale
-            else:
-                post = post * scale
-            scale = 1.0
+    elif fold_scale:
+        pre, post, scale = fold_rate(
+            pre, post, scale, layer.weight.numel() * (batch if per_sample else 1)
+        )
     return pre, post, scale
 
 
