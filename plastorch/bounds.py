@@ -64,8 +64,7 @@ class Bound:
         if type(self).dependence is Bound.dependence:
             # no weight dependence: the net change is all that is needed, which a
             # deferred update computes without forming its halves
-            delta = update.delta()
-            delta = torch.zeros_like(weight) if delta is None else delta.to(weight.dtype)
+            delta = update.delta_like(weight)
         else:
             up, down = self.dependence(weight)
             delta = torch.zeros_like(weight)

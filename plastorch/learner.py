@@ -401,11 +401,7 @@ class Learner(nn.Module):
         if self.bound is not None:
             delta = self.bound(weight, update)
         else:
-            delta = update.delta()
-            if delta is None:
-                delta = torch.zeros_like(weight)
-            elif delta.dtype != weight.dtype:
-                delta = delta.to(weight.dtype)
+            delta = update.delta_like(weight)
         if self.apply if apply is None else apply:
             with torch.no_grad():
                 weight.add_(delta)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import torch  # noqa: F401  (used in the doctest)
+import torch
 from torch import Tensor
 
 __all__ = ["Deferred", "Update", "add_optional"]
@@ -97,6 +97,19 @@ class Update:
         if self._depression is None:
             return self._potentiation
         return self._potentiation - self._depression
+
+    def delta_like(self, target: Tensor) -> Tensor:
+        """:meth:`delta` as a tensor in ``target``'s dtype; zeros shaped like it when empty.
+
+        Examples
+        --------
+        >>> Update().delta_like(torch.ones(2, dtype=torch.float64))
+        tensor([0., 0.], dtype=torch.float64)
+        """
+        delta = self.delta()
+        if delta is None:
+            return torch.zeros_like(target)
+        return delta if delta.dtype == target.dtype else delta.to(target.dtype)
 
     def __add__(self, other: Update) -> Update:
         if self.empty:
