@@ -30,9 +30,10 @@ from ..models.diehl_cook import (
     vote_all_activity,
     vote_proportion_weighting,
 )
+from .peer_cases import bindsnet_diehl_cook_presenter
 from .peers import load_peer
 
-__all__ = ["bindsnet_presenter", "main", "score"]
+__all__ = ["main", "score"]
 
 N_CLASSES = 10
 
@@ -73,41 +74,6 @@ def score(
     }
 
 
-def bindsnet_presenter(
-    *, norm: float, intensity: float, theta_plus: float, n_neurons: int = 100, time_steps: int = 250
-) -> Callable[[Tensor, bool], Tensor]:
-    """``present(image, learn)`` for BindsNET's ``DiehlAndCook2015`` on 8x8 images."""
-    peer = load_peer("bindsnet")
-    if not peer.available:
-        raise RuntimeError(f"BindsNET is needed here: {peer.status}")
-    from bindsnet.encoding import poisson
-    from bindsnet.models import DiehlAndCook2015
-    from bindsnet.network.monitors import Monitor
-
-    network = DiehlAndCook2015(
-        n_inpt=64,
-        n_neurons=n_neurons,
-        exc=22.5,
-        inh=17.5,
-        dt=1.0,
-        norm=norm,
-        theta_plus=theta_plus,
-        inpt_shape=(1, 8, 8),
-    )
-    monitor = Monitor(network.layers["Ae"], state_vars=["s"], time=time_steps)
-    network.add_monitor(monitor, name="Ae_spikes")
-
-    def present(image: Tensor, learn: bool) -> Tensor:
-        network.train(learn)
-        spikes = poisson(datum=image.view(1, 8, 8) * intensity, time=time_steps, dt=1.0)
-        network.run(inputs={"X": spikes.unsqueeze(1)}, time=time_steps)
-        counts = monitor.get("s").sum(0).reshape(-1).float()
-        network.reset_state_variables()
-        return counts
-
-    return present
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m plastorch.bench.peer_accuracy", description=__doc__.splitlines()[0]
@@ -119,8 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
-    present = bindsnet_presenter(
-        norm=args.norm, intensity=args.intensity, theta_plus=args.theta_plus
+    peer = load_peer("bindsnet")
+    if not peer.available:
+        raise SystemExit(f"BindsNET is needed here: {peer.status}")
+    present = bindsnet_diehl_cook_presenter(
+        norm=args.norm, intensity=args.intensity, theta_plus=args.theta_plus, record=True
     )
     result = score(present, load_digits("train"), load_digits("test"), seed=args.seed)
     print(json.dumps({**vars(args), **result}))

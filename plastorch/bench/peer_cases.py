@@ -27,6 +27,7 @@ from .peers import load_peer
 
 __all__ = [
     "bindsnet_diehl_cook",
+    "bindsnet_diehl_cook_presenter",
     "bindsnet_stdp",
     "inferno_stdp_dense",
     "peer_rows",
@@ -236,34 +237,70 @@ def inferno_stdp_dense(config: Config, pres: list[Tensor], n_out: int) -> Conten
     return Contender(peer.label, "peer", fn, setup)
 
 
+def bindsnet_diehl_cook_presenter(
+    *,
+    norm: float,
+    intensity: float,
+    theta_plus: float,
+    time_steps: int = 250,
+    n_neurons: int = 100,
+    record: bool = False,
+    device: torch.device | str = "cpu",
+) -> Callable[[Tensor, bool], Tensor | None]:
+    """``present(image, learn)`` for BindsNET's ``DiehlAndCook2015`` on 8x8 images.
+
+    Poisson input at ``intensity`` Hz per unit pixel, one ``network.run`` of
+    ``time_steps`` per image, learning when ``learn``; returns the excitatory
+    spike count per neuron if ``record`` (a monitor), else ``None``. BindsNET must
+    be loadable (:func:`~plastorch.bench.peers.load_peer`).
+    """
+    from bindsnet.encoding import poisson
+    from bindsnet.models import DiehlAndCook2015
+    from bindsnet.network.monitors import Monitor
+
+    network = DiehlAndCook2015(
+        n_inpt=64,
+        n_neurons=n_neurons,
+        exc=22.5,
+        inh=17.5,
+        dt=1.0,
+        norm=norm,
+        theta_plus=theta_plus,
+        inpt_shape=(1, 8, 8),
+        device=str(device),
+    )
+    monitor = None
+    if record:
+        monitor = Monitor(network.layers["Ae"], state_vars=["s"], time=time_steps)
+        network.add_monitor(monitor, name="Ae_spikes")
+    mode = [None]
+
+    def present(image: Tensor, learn: bool) -> Tensor | None:
+        if mode[0] is not learn:
+            network.train(learn)
+            mode[0] = learn
+        spikes = poisson(datum=image.view(1, 8, 8) * intensity, time=time_steps, dt=1.0)
+        network.run(inputs={"X": spikes.unsqueeze(1).to(device)}, time=time_steps)
+        counts = None if monitor is None else monitor.get("s").sum(0).reshape(-1).float()
+        network.reset_state_variables()
+        return counts
+
+    return present
+
+
 def bindsnet_diehl_cook(config: Config, images: Tensor, steps: int) -> Contender:
     """BindsNET's ``DiehlAndCook2015`` model trained on one sample per ``network.run``."""
     peer, missing = _peer_or_status("bindsnet", config)
     if missing is not None:
         return missing
-    from bindsnet.encoding import poisson
-    from bindsnet.models import DiehlAndCook2015
-
-    network = DiehlAndCook2015(
-        n_inpt=64,
-        n_neurons=100,
-        exc=22.5,
-        inh=17.5,
-        dt=1.0,
-        norm=6.4,
-        theta_plus=0.05,
-        inpt_shape=(1, 8, 8),
-        device=str(images.device),
+    present_image = bindsnet_diehl_cook_presenter(
+        norm=6.4, intensity=63.75, theta_plus=0.05, time_steps=steps, device=images.device
     )
-    network.train(True)
     cursor = [0]
 
     def present() -> None:
-        image = images[cursor[0] % images.shape[0]]
+        present_image(images[cursor[0] % images.shape[0]], True)
         cursor[0] += 1
-        spikes = poisson(datum=image.view(1, 8, 8) * 63.75, time=steps, dt=1.0)
-        network.run(inputs={"X": spikes.unsqueeze(1).to(images.device)}, time=steps)
-        network.reset_state_variables()
 
     return Contender(peer.label + ", batch 1", "peer", present, items_per_call=1)
 
