@@ -20,23 +20,14 @@ import sys
 import torch
 from torch import nn
 
-from .common import spike_patterns
+from .common import Replay, spike_patterns
 from .timing import interleaved
 
 __all__ = ["main"]
 
 
-class _Replay(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.value = None
-
-    def forward(self, current):
-        return self.value
-
-
 def _driver(package, layer, rule, pres, posts, step_mode, warm, signal=None):
-    source = _Replay()
+    source = Replay()
     learner = package.Learner(layer, source, rule, step_mode=step_mode)
     index = [0]
 

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from plastorch import Learner
+from plastorch.bench.common import Replay
 from plastorch.bench.timing import AllocationTracker
 from plastorch.rules import MSTDPET, STDP
 from plastorch.rules.base import Workspace, state_use
@@ -73,19 +74,10 @@ def test_windows_with_a_workspace_equal_the_pure_rule(make, signal):
     assert ws.nbytes > 0  # the case used it
 
 
-class _Replay(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.value = None
-
-    def forward(self, x):
-        return self.value
-
-
 def test_a_learner_reuses_window_buffers():
     # after the first window, an STDP window allocates no tensor of T*B*IN numbers
     fc = nn.Linear(IN, OUT, bias=False).double()
-    source = _Replay()
+    source = Replay()
     learner = Learner(fc, source, STDP(1.0, -0.6), step_mode="multi")
     pres, posts = _windows(3)
     window_bytes = T * B * IN * 8
