@@ -815,8 +815,9 @@ def _sparse_linear(post: Tensor, pre: Tensor, side: str) -> Tensor:
     r"""``post^T pre`` (``[N, M]``, ``[N, C]`` -> ``[M, C]``) from the non-zeros of one factor.
 
     The Linear case of :func:`_sparse_weight_grad` without its index machinery:
-    the non-zeros of the sparse factor, read column by column (so they come out
-    ordered by their output row), name the rows of the other factor that
+    the non-zeros of the sparse factor, ordered by their output row (read column
+    by column, or past ``_COLUMN_SCAN_BYTES`` scanned flat and sorted by
+    :func:`_entries_by_owner`), name the rows of the other factor that
     ``embedding_bag`` sums into each output row. Walking ``pre`` (side ``"b"``)
     gives ``[C, M]``, transposed into the weight's layout.
     """
