@@ -323,7 +323,7 @@ def _linear_operands(
     _check_linear(layer, pre, post)
     pre = pre.reshape(-1, layer.in_features)
     post = post.reshape(-1, layer.out_features)
-    return pre, post, _choose_path(sparse, post, pre, layer.weight.shape, 1, 1, per)
+    return pre, post, _choose_path(sparse, post, pre, layer.weight.shape, 1, per)
 
 
 def _conv_operands(
@@ -334,7 +334,7 @@ def _conv_operands(
     weight_shape = layer.weight.shape
     geometry = _Geometry.conv(layer, weight_shape, layer.groups, pre, post)
     a, b = geometry.a_of(pre, post), geometry.b_of(pre, post)
-    side = _choose_path(sparse, a, b, weight_shape, geometry.positions, geometry.kernel_size, per)
+    side = _choose_path(sparse, a, b, weight_shape, geometry.kernel_size, per)
     return pre, post, geometry, side
 
 
@@ -516,12 +516,10 @@ def _choose_path(
     a: Tensor,
     b: Tensor,
     weight_shape: torch.Size,
-    positions: int,
     kernel_size: int,
     per: int = 1,
 ) -> str | None:
     """``"a"`` or ``"b"`` (the side whose non-zeros the sparse path walks) or ``None`` (dense)."""
-    del positions
     if sparse is None:
         mode = _MODE.get()
         if mode == "dense" or (mode == "auto" and a.device.type != "cpu"):
@@ -618,7 +616,6 @@ class _Geometry:
         self.q_shape = tuple(q_shape)  # spatial shape of B
         self.kernel = self.weight_shape[2:]
         self.kernel_size = math.prod(self.kernel)
-        self.positions = math.prod(self.p_shape)
 
     @classmethod
     def linear(cls, weight_shape) -> _Geometry:
