@@ -12,6 +12,14 @@ in a running network.
 The *limit* is the arithmetic no implementation can skip on the dense path:
 the two weight-gradient products of the update (``torch.mm`` /
 ``torch.nn.grad.convNd_weight``) on precomputed traces, rates folded in.
+
+A *floor* row (role ``"floor"``) times the least work that plastorch's semantics
+need beyond the limit, written as bare torch calls, so each run shows whether a
+target is reachable on the machine at hand: the one-step update with its trace
+updates, weight check and ``.grad`` write (``dense_step``), the STDP window plus
+one pass over MSTDP-ET's carried per-sample eligibility (``mstdpet_window``), and
+the conv step with its spikes' scan in place of one of the two products
+(``conv2d_*``).
 """
 
 from __future__ import annotations
@@ -190,6 +198,77 @@ def _plastorch_rows(
 # -- dense (Linear) ------------------------------------------------------------------------
 
 
+class StepFloor:
+    r"""STDP's one-step update as bare torch calls: what ``Learner.step()`` cannot skip.
+
+    Per call: both traces advance in place, the acausal GEMM reading the decayed
+    post trace before its spikes are added (pre-before-post event order); the two
+    GEMMs write :math:`\Delta w` (rates as ``addmm_``'s coefficients); the weight is
+    checked for NaN/inf with one reduction; :math:`-\Delta w` is subtracted from
+    ``.grad``. ``record()`` runs the layer's forward pass, untimed as the Learner's.
+    The same semantics as the Learner's step with no Python layers around them
+    (its result is checked against :func:`~plastorch.bench.common.stdp_reference`).
+    """
+
+    def __init__(self, layer: nn.Module, pres: list[Tensor], posts: list[Tensor], warm: int):
+        self.layer, self.pres, self.posts = layer, pres, posts
+        self.trace_pre = torch.zeros_like(pres[0])
+        self.trace_post = torch.zeros_like(posts[0])
+        self.index = 0
+        layer.weight.grad = torch.zeros_like(layer.weight)
+        for _ in range(warm):
+            self.record()
+            self.step()
+
+    def record(self) -> None:
+        with torch.no_grad():
+            self.layer(self.pres[self.index % len(self.pres)])
+
+    def step(self) -> Tensor:
+        i = self.index % len(self.pres)
+        self.index += 1
+        pre, post = self.pres[i], self.posts[i]
+        x_pre = self.trace_pre.mul_(DECAY).add_(pre)
+        x_post = self.trace_post.mul_(DECAY)
+        delta = torch.mm(post.t(), x_pre)
+        delta.addmm_(x_post.t(), pre, beta=LR, alpha=-LR)
+        x_post.add_(post)
+        weight = self.layer.weight
+        if not math.isfinite(weight.detach().sum().item()):
+            raise ValueError("layer.weight contains NaN or inf")
+        weight.grad.sub_(delta)
+        return delta
+
+
+def _step_floor_check(make_layer, pres, posts, dtype) -> Callable[[], list[Check]]:
+    def checks() -> list[Check]:
+        rtol, atol = _tolerances(dtype)
+        floor = StepFloor(make_layer(), pres, posts, warm=3)
+        trace_pre, trace_post = floor.trace_pre.clone(), floor.trace_post.clone()
+        i = floor.index % len(pres)
+        delta = floor.step()
+        expected = stdp_reference(
+            _linear_grad,
+            pres[i][None].double(),
+            posts[i][None].double(),
+            trace_pre.double(),
+            trace_post.double(),
+            decay_pre=DECAY,
+            decay_post=DECAY,
+            lr_post=LR,
+            lr_pre=-LR,
+        )
+        scale = max(float(expected.abs().max()), 1e-30)
+        tolerance = max(atol, rtol * scale) if dtype != torch.float64 else atol
+        return [
+            Check(
+                "step floor (bare torch) == bare-arithmetic STDP", delta, expected, rtol, tolerance
+            )
+        ]
+
+    return checks
+
+
 def _linear_setup(config: Config, *, steps: int | None, dtype: torch.dtype, patterns: int):
     quick = config.quick
     batch, n_in, n_out = 64, 784, 400
@@ -233,6 +312,10 @@ def dense_step(config: Config, dtype: torch.dtype = torch.float32) -> CaseSetup:
     rows += _plastorch_rows(
         make_layer, pres, posts, step_mode="single", warm=100 if not config.quick else 5
     )
+    floor = StepFloor(make_layer(), pres, posts, warm=100 if not config.quick else 5)
+    rows.append(
+        Contender("floor: the step's semantics in bare torch", "floor", floor.step, floor.record)
+    )
     if dtype == torch.float32:
         traces_pre = [_dense_traces(p.shape, generator, config.device, dtype) for p in pres]
         traces_post = [_dense_traces(p.shape, generator, config.device, dtype) for p in posts]
@@ -248,9 +331,11 @@ def dense_step(config: Config, dtype: torch.dtype = torch.float32) -> CaseSetup:
                 "inferno": lambda: inferno_stdp_dense(config, pres, n_out),
             },
         )
+    stdp_checks = _stdp_checks(make_layer, None, pres, posts, step_mode="single", dtype=dtype)
+    floor_check = _step_floor_check(make_layer, pres, posts, dtype)
     return CaseSetup(
         rows,
-        _stdp_checks(make_layer, None, pres, posts, step_mode="single", dtype=dtype),
+        lambda: stdp_checks() + floor_check(),
         repeats=100 if not config.quick else 3,
     )
 
@@ -322,6 +407,27 @@ def _conv_case(
         return ltp.mul_(LR).sub_(ltd, alpha=LR)
 
     rows = [Contender(f"limit: conv{spatial}d_weight x2", "limit", limit)]
+    as_int = {4: torch.int32, 8: torch.int64, 2: torch.int16}[posts[0].element_size()]
+
+    def scan_floor() -> Tensor:
+        # a sparse LTP term must at least find the post spikes; the LTD term dense
+        posts[0].view(as_int).nonzero()
+        return weight_grad(pres[0], base.weight.shape, x_post, *args)
+
+    rows.append(Contender("floor: post-spike scan + one conv_weight", "floor", scan_floor))
+    if spatial == 2 and base.groups == 1 and base.dilation == (1, 1):
+
+        def unfold_bmm() -> Tensor:
+            # the peers' kernel: im2col of the input factor, a batched GEMM, a sum
+            out = []
+            for a, b in ((x_pre, posts[0]), (pres[0], x_post)):
+                columns = torch.nn.functional.unfold(
+                    a, base.kernel_size, padding=base.padding, stride=base.stride
+                )
+                out.append(torch.bmm(b.flatten(2), columns.transpose(1, 2)).sum(0))
+            return out[0].mul_(LR).sub_(out[1], alpha=LR).view(base.weight.shape)
+
+        rows.append(Contender("unfold + bmm x2 (the peers' kernel)", "alternative", unfold_bmm))
     rows += _plastorch_rows(
         make_layer, pres, posts, step_mode="single", warm=60 if not config.quick else 5
     )
@@ -498,6 +604,25 @@ def mstdpet_window(config: Config) -> CaseSetup:
         rows.append(Contender(name, "plastorch", driver.step, driver.record))
     stdp = LearnerDriver(make_layer(), _rule(), pres, posts, step_mode="multi", warm=1)
     rows.append(Contender("plastorch STDP (same window)", "plastorch", stdp.step, stdp.record))
+    # A continuing window must read and write each carried [B, out, in] eligibility at
+    # least once (its decay over the window), besides the pairs an STDP window has;
+    # the pass here is a sign flip, so that repeated rounds keep the values normal.
+    floor_stdp = LearnerDriver(make_layer(), _rule(), pres, posts, step_mode="multi", warm=1)
+    carried = [torch.rand(batch, n_out, n_in, generator=generator).to(config.device) for _ in "zz"]
+
+    def carried_floor() -> None:
+        floor_stdp.step()
+        for eligibility in carried:
+            eligibility.neg_()
+
+    rows.append(
+        Contender(
+            "floor: STDP window + 1 pass over the 2 carried eligibilities",
+            "floor",
+            carried_floor,
+            floor_stdp.record,
+        )
+    )
     rows += peer_rows(
         config,
         {

@@ -59,8 +59,10 @@ class Config:
 class Contender:
     """One timed implementation of a case.
 
-    ``role`` is ``"plastorch"``, ``"limit"`` (the bare-arithmetic floor) or
-    ``"peer"``. ``fn`` is timed; ``setup`` runs untimed before each call (for
+    ``role`` is ``"plastorch"``, ``"limit"`` (the arithmetic of the update alone),
+    ``"floor"`` (the least work plastorch's semantics add to it, as bare torch calls),
+    ``"alternative"`` (another kernel for the limit's arithmetic) or ``"peer"``.
+    ``fn`` is timed; ``setup`` runs untimed before each call (for
     example the forward pass whose hooks record the spikes). A contender that
     cannot run has ``fn=None`` and a ``status`` saying why.
     """

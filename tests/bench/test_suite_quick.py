@@ -39,10 +39,19 @@ def test_stdp_cases_check_all_three_paths():
     assert names == [
         f"Learner.step() on the {mode} path == bare-arithmetic STDP"
         for mode in ("auto", "sparse", "dense")
-    ]
+    ] + ["step floor (bare torch) == bare-arithmetic STDP"]
     roles = {row["name"]: row["role"] for row in result["contenders"]}
     assert roles["limit: two GEMMs"] == "limit"
     assert roles["plastorch"] == roles["plastorch, dense path"] == "plastorch"
+    assert roles["floor: the step's semantics in bare torch"] == "floor"
+
+
+@pytest.mark.parametrize("name", ["conv2d_2_32", "mstdpet_window"])
+def test_floor_rows_are_timed_against_the_limit(name):
+    result = run_case(next(case for case in CASES if case.name == name), QUICK)
+    floors = [row for row in result["contenders"] if row["role"] == "floor"]
+    assert len(floors) == 1 and floors[0]["status"] == "ok"
+    assert floors[0]["vs_limit"] > 0.0 and floors[0]["vs_baseline"] > 0.0
 
 
 def test_peers_without_library_get_a_status_row():
@@ -62,7 +71,7 @@ def test_cli_list_and_json(tmp_path, capsys):
     code = main(args + ["--json", str(out), "--markdown", str(markdown)])
     assert code == 0
     table = markdown.read_text()
-    assert "| limit: two GEMMs |" in table and "checks: 3/3 passed" in table
+    assert "| limit: two GEMMs |" in table and "checks: 4/4 passed" in table
     report = json.loads(out.read_text())
     assert [case["name"] for case in report["cases"]] == ["dense_step"]
     assert report["machine"]["threads"] == 2
