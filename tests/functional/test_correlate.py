@@ -73,6 +73,7 @@ CONVS = [
     ),
     (lambda: nn.Conv2d(1, 2, 2, padding="same", padding_mode="replicate"), (2, 1, 4, 5)),
     (lambda: nn.Conv2d(2, 2, 3, padding="valid"), (1, 2, 5, 4)),
+    (lambda: nn.Conv2d(3, 2, (3, 2), stride=(2, 3), padding=(2, 1), dilation=(2, 1)), (2, 3, 9, 8)),
     (lambda: nn.Conv3d(2, 2, 2, stride=(1, 2, 1), padding=1, dilation=(2, 1, 1)), (1, 2, 4, 4, 3)),
 ]
 
@@ -180,3 +181,39 @@ def test_factor_between_one_and_one_and_a_half_samples_is_correlated():
     pre = (torch.rand(100, 800, dtype=torch.float64) < 0.01).double()
     post = torch.rand(100, 3, dtype=torch.float64)
     torch.testing.assert_close(correlate(fc, pre, post), post.t() @ pre)
+
+
+@pytest.mark.parametrize(
+    "make, shape, unfolds",
+    [
+        (lambda: nn.Conv2d(2, 3, 5, padding=2), (2, 2, 6, 6), True),  # patch 50
+        (
+            lambda: nn.Conv2d(3, 2, (3, 2), stride=(2, 3), padding=(2, 1), dilation=(2, 1)),
+            (2, 3, 9, 8),
+            True,
+        ),
+        (lambda: nn.Conv2d(8, 2, 3, padding=1), (2, 8, 5, 5), False),  # patch 72 > 64
+    ],
+)
+def test_small_patch_conv2d_takes_the_unfold_kernel(make, shape, unfolds):
+    from plastorch.functional.correlate import _unfold_weight_grad
+
+    layer = make().double()
+    pre = torch.rand(shape, dtype=torch.float64)
+    post = torch.randn_like(layer(pre))
+    grad = _unfold_weight_grad(layer, pre, post, list(layer.padding))
+    assert (grad is not None) == unfolds
+    expected = torch.nn.grad.conv2d_weight(
+        pre, layer.weight.shape, post, layer.stride, layer.padding, layer.dilation
+    )
+    if unfolds:
+        torch.testing.assert_close(grad, expected)
+    torch.testing.assert_close(correlate(layer, pre, post, sparse=False), expected)
+
+
+def test_unfold_kernel_rejects_a_transposed_output_shape():
+    # [.., 4, 6] where the layer gives [.., 6, 4]: as many positions, another shape
+    layer = nn.Conv2d(1, 2, 3, padding=1)
+    pre, post = torch.rand(1, 1, 6, 4), torch.rand(1, 2, 4, 6)
+    with pytest.raises(ValueError, match=r"\(1, 2, 4, 6\).*\(1, 1, 6, 4\)"):
+        correlate(layer, pre, post, sparse=False)
