@@ -105,6 +105,36 @@ def _dense_traces(shape, generator, device, dtype) -> Tensor:
     return torch.rand(tuple(shape), generator=generator).to(device=device, dtype=dtype)
 
 
+def _stdp_check(
+    name: str,
+    delta: Tensor,
+    layer_grad: Callable[[Tensor, Tensor], Tensor],
+    pre: Tensor,
+    post: Tensor,
+    trace_pre: Tensor,
+    trace_post: Tensor,
+    dtype: torch.dtype,
+) -> Check:
+    """``delta`` of one ``[T, B, ...]`` window against :func:`stdp_reference` from these traces."""
+    rtol, atol = _tolerances(dtype)
+    expected = stdp_reference(
+        layer_grad,
+        pre.double(),
+        post.double(),
+        trace_pre.double(),
+        trace_post.double(),
+        decay_pre=DECAY,
+        decay_post=DECAY,
+        lr_post=LR,
+        lr_pre=-LR,
+    )
+    # float32/bfloat16 sums over up to T x B samples: compare relative to the
+    # largest entry (the reference is float64 on the same inputs)
+    scale = max(float(expected.abs().max()), 1e-30)
+    tolerance = max(atol, rtol * scale) if dtype != torch.float64 else atol
+    return Check(name, delta, expected, rtol, tolerance)
+
+
 def _stdp_checks(
     make_layer: Callable[[], nn.Module],
     grad: Callable[[nn.Module], Callable[[Tensor, Tensor], Tensor]] | None,
@@ -117,7 +147,6 @@ def _stdp_checks(
     """plastorch's Learner on every path against :func:`stdp_reference` from the same state."""
 
     def checks() -> list[Check]:
-        rtol, atol = _tolerances(dtype)
         out = []
         for mode in ("auto", "sparse", "dense"):
             layer = make_layer()
@@ -132,27 +161,16 @@ def _stdp_checks(
             pre, post = pres[i], posts[i]
             if step_mode == "single":
                 pre, post = pre[None], post[None]
-            expected = stdp_reference(
-                _linear_grad if grad is None else grad(layer),
-                pre.double(),
-                post.double(),
-                trace_pre.double(),
-                trace_post.double(),
-                decay_pre=DECAY,
-                decay_post=DECAY,
-                lr_post=LR,
-                lr_pre=-LR,
-            )
-            # float32/bfloat16 sums over up to T x B samples: compare relative to the
-            # largest entry (the reference is float64 on the same inputs)
-            scale = max(float(expected.abs().max()), 1e-30)
             out.append(
-                Check(
+                _stdp_check(
                     f"Learner.step() on the {mode} path == bare-arithmetic STDP",
                     delta,
-                    expected,
-                    rtol,
-                    max(atol, rtol * scale) if dtype != torch.float64 else atol,
+                    _linear_grad if grad is None else grad(layer),
+                    pre,
+                    post,
+                    trace_pre,
+                    trace_post,
+                    dtype,
                 )
             )
         return out
@@ -242,29 +260,13 @@ class StepFloor:
 
 def _step_floor_check(make_layer, pres, posts, dtype) -> Callable[[], list[Check]]:
     def checks() -> list[Check]:
-        rtol, atol = _tolerances(dtype)
         floor = StepFloor(make_layer(), pres, posts, warm=3)
         trace_pre, trace_post = floor.trace_pre.clone(), floor.trace_post.clone()
         i = floor.index % len(pres)
         delta = floor.step()
-        expected = stdp_reference(
-            _linear_grad,
-            pres[i][None].double(),
-            posts[i][None].double(),
-            trace_pre.double(),
-            trace_post.double(),
-            decay_pre=DECAY,
-            decay_post=DECAY,
-            lr_post=LR,
-            lr_pre=-LR,
-        )
-        scale = max(float(expected.abs().max()), 1e-30)
-        tolerance = max(atol, rtol * scale) if dtype != torch.float64 else atol
-        return [
-            Check(
-                "step floor (bare torch) == bare-arithmetic STDP", delta, expected, rtol, tolerance
-            )
-        ]
+        name = "step floor (bare torch) == bare-arithmetic STDP"
+        pre, post = pres[i][None], posts[i][None]
+        return [_stdp_check(name, delta, _linear_grad, pre, post, trace_pre, trace_post, dtype)]
 
     return checks
 
