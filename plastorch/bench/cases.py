@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ..functional import sparse_mode
+from ..functional.checks import check_finite
 from ..rules import MSTDP, MSTDPET, STDP
 from .common import (
     Case,
@@ -252,8 +253,7 @@ class StepFloor:
         delta.addmm_(x_post.t(), pre, beta=LR, alpha=-LR)
         x_post.add_(post)
         weight = self.layer.weight
-        if not math.isfinite(weight.detach().sum().item()):
-            raise ValueError("layer.weight contains NaN or inf")
+        check_finite("layer.weight", weight.detach())  # one sum, as the Learner's check
         weight.grad.sub_(delta)
         return delta
 

@@ -1097,7 +1097,7 @@ def _conv_samples(layer: nn.Module, pre: Tensor, post: Tensor) -> tuple[Tensor, 
     return pre, post
 
 
-#: A Conv2d weight gradient whose input patch (``C_in / groups x kernel``) has at most
+#: A Conv2d weight gradient (groups 1) whose input patch (``C_in x kernel``) has at most
 #: this many entries is an ``unfold`` and a batched GEMM (the peers' kernel), not
 #: oneDNN's weight gradient: with few input channels oneDNN leaves most of the machine
 #: idle. Conv2d 2->32 k5 (patch 50) on 16x2x28x28, both STDP terms: 2.56 ms against
@@ -1107,23 +1107,18 @@ _UNFOLD_PATCH = 64
 _UNFOLD_NUMEL = 1 << 24
 
 
-def _unfold_weight_grad(layer: nn.Module, pre: Tensor, post: Tensor, padding) -> Tensor | None:
+def _unfold_weight_grad(
+    layer: nn.Module, pre: Tensor, post: Tensor, padding, weight_shape: tuple[int, ...]
+) -> Tensor | None:
     r"""``sum_n post_n [C_out, L] @ unfold(pre)_n^T [L, C_in K]`` for a small-patch Conv2d.
 
-    ``None`` where :data:`_UNFOLD_PATCH` or :data:`_UNFOLD_NUMEL` say oneDNN's
-    weight gradient is the better kernel.
+    ``pre`` and ``post`` are ``[N, C, H, W]`` samples whose shapes the caller's
+    :class:`_Geometry` has checked against the layer. ``None`` where
+    :data:`_UNFOLD_PATCH` or :data:`_UNFOLD_NUMEL` say oneDNN's weight gradient is
+    the better kernel.
     """
-    weight_shape = layer.weight.shape
     patch = math.prod(weight_shape[1:])
-    out_shape = tuple(
-        (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
-        for size, pad, dilation, kernel, stride in zip(
-            pre.shape[2:], padding, layer.dilation, weight_shape[2:], layer.stride
-        )
-    )
-    if tuple(post.shape[2:]) != out_shape:
-        return None  # not the layer's output shape: convolution_backward says why
-    if patch > _UNFOLD_PATCH or pre.shape[0] * patch * math.prod(out_shape) > _UNFOLD_NUMEL:
+    if patch > _UNFOLD_PATCH or pre.shape[0] * patch * math.prod(post.shape[2:]) > _UNFOLD_NUMEL:
         return None
     columns = F.unfold(
         pre, weight_shape[2:], dilation=layer.dilation, padding=padding, stride=layer.stride
@@ -1141,17 +1136,8 @@ def _conv_weight_grad(
         isinstance(layer.padding, str) or getattr(layer, "padding_mode", "zeros") != "zeros"
     )
     padding = [0] * spatial if explicit_pad else list(layer.padding)
-    if (
-        spatial == 2
-        and not transposed
-        and groups == 1
-        and tuple(weight_shape) == tuple(layer.weight.shape)
-        and pre.dim() == 4
-        and post.dim() == 4
-        and post.shape[:2] == (pre.shape[0], weight_shape[0])
-        and pre.shape[1] == weight_shape[1]
-    ):
-        grad = _unfold_weight_grad(layer, pre, post, padding)
+    if spatial == 2 and not transposed and groups == 1:
+        grad = _unfold_weight_grad(layer, pre, post, padding, weight_shape)
         if grad is not None:
             return grad
     output_padding = list(layer.output_padding) if transposed else [0] * spatial

@@ -201,7 +201,7 @@ def test_small_patch_conv2d_takes_the_unfold_kernel(make, shape, unfolds):
     layer = make().double()
     pre = torch.rand(shape, dtype=torch.float64)
     post = torch.randn_like(layer(pre))
-    grad = _unfold_weight_grad(layer, pre, post, list(layer.padding))
+    grad = _unfold_weight_grad(layer, pre, post, list(layer.padding), layer.weight.shape)
     assert (grad is not None) == unfolds
     expected = torch.nn.grad.conv2d_weight(
         pre, layer.weight.shape, post, layer.stride, layer.padding, layer.dilation
