@@ -177,6 +177,8 @@ class Learner(nn.Module):
         #: buffers lent to the rule for a window's temporaries, reused by the next
         #: window (not state: not saved, not reset; ``workspace.clear()`` frees them)
         self.workspace = Workspace()
+        #: ``int(batch_size)`` (``None`` until read): comparing it costs no device read
+        self._batch: int | None = None
 
     # -- properties -------------------------------------------------------------------
     @property
@@ -287,11 +289,15 @@ class Learner(nn.Module):
                 self._set(name, value)
             self.state_names = tuple(fresh)
             self._set("batch_size", torch.tensor(batch))
-        elif int(self.batch_size) != batch:
-            raise ValueError(
-                f"batch size changed from {int(self.batch_size)} to {batch}; call "
-                "learner.reset() before feeding batches of another size"
-            )
+            self._batch = batch
+        elif batch != self._batch:
+            if self._batch is None:  # after load_state_dict (one read of the buffer)
+                self._batch = int(self.batch_size)
+            if batch != self._batch:
+                raise ValueError(
+                    f"batch size changed from {self._batch} to {batch}; call "
+                    "learner.reset() before feeding batches of another size"
+                )
         return {name: self._buffers[name] for name in self.state_names}, initial
 
     def _settle(self, signal, discard: bool = False) -> Update:
@@ -334,6 +340,7 @@ class Learner(nn.Module):
                     names.append(name)
         if names:
             self.state_names = tuple(sorted(set(self.state_names) | set(names)))
+        self._batch = None
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
@@ -373,11 +380,13 @@ class Learner(nn.Module):
             :math:`\Delta w`, shaped like the target (the weight unless the rule's
             ``target`` names another tensor), after bounds and clipping.
         """
-        if self.rule.modulated and signal is None:
-            raise ValueError(f"{type(self.rule).__name__} needs a signal: call step(signal=...)")
-        if not self.rule.modulated and signal is not None:
-            raise TypeError(f"{type(self.rule).__name__} takes no signal; call step() without one")
-        scale = abs(check_real("scale", scale))
+        rule = self.rule
+        if rule.modulated and signal is None:
+            raise ValueError(f"{type(rule).__name__} needs a signal: call step(signal=...)")
+        if not rule.modulated and signal is not None:
+            raise TypeError(f"{type(rule).__name__} takes no signal; call step() without one")
+        if scale != 1.0 or type(scale) is not float:
+            scale = abs(check_real("scale", scale))
         pending = self._pending_window()
         if pending is None and not self.state_names:
             raise RuntimeError(
@@ -395,9 +404,9 @@ class Learner(nn.Module):
         self._set("accumulated_potentiation", None)
         self._set("accumulated_depression", None)
         update = update.scale(scale)
-        weight = self.target
+        weight = getattr(self._modules_watched[0], rule.target)
         if self.check_finite:
-            check_finite(f"layer.{self.rule.target}", weight.detach())
+            check_finite(f"layer.{rule.target}", weight.detach())
         if self.bound is not None:
             delta = self.bound(weight, update)
         else:
@@ -427,6 +436,7 @@ class Learner(nn.Module):
             if name in self._buffers:
                 self._buffers[name] = None
         self.state_names = ()
+        self._batch = None
         self._in_flight = None
 
     def enable(self) -> None:

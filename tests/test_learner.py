@@ -247,6 +247,31 @@ def test_disable_enable_reset():
         learner.step()
 
 
+def test_batch_size_check_follows_a_loaded_state():
+    # the learner compares batch sizes with a Python copy of its batch_size buffer;
+    # loading another learner's state (after a reset) must replace that copy too
+    x3, x5 = inputs(batch=3), inputs(batch=5)
+    layer, source, small = make(STDP(1.0, -1.0))
+    source(layer(x3[0]))
+    small.step()
+    _, source, big = make(STDP(1.0, -1.0), layer=layer)
+    small.remove()
+    source(layer(x5[0]))
+    big.step()
+    big.reset()
+    big.load_state_dict(small.state_dict())
+    source(layer(x5[1]))
+    with pytest.raises(ValueError, match="batch size changed from 3 to 5"):
+        big.step()
+    big.reset()
+    source(layer(x5[2]))
+    big.step()  # a reset learner takes any batch size again
+    assert int(big.batch_size) == 5
+    source(layer(x3[1]))
+    with pytest.raises(ValueError, match="batch size changed from 5 to 3"):
+        big.step()
+
+
 def test_errors_are_clear():
     layer, source, learner = make(MSTDP(1.0, -1.0))
     x = inputs()

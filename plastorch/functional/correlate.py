@@ -60,6 +60,7 @@ __all__ = [
     "correlate",
     "correlate_per_sample",
     "correlate_sum",
+    "fold_steps",
     "get_sparse_mode",
     "estimate_costs",
     "sparse_mode",
@@ -105,6 +106,7 @@ _COLUMN_SCAN_BYTES = 6 << 20
 _AS_INT = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_LEADING_DIMS = (nn.Linear, *_CONV, *_CONV_T)  # layers correlate takes [*, ...] samples of
 
 
 @contextmanager
@@ -197,6 +199,24 @@ def correlate(layer: nn.Module, pre: Tensor, post: Tensor, *, sparse: bool | Non
         a, b = geometry.a_of(pre, post), geometry.b_of(pre, post)
         return _sparse_weight_grad(a, b, geometry, side, None)
     return _vjp_correlate(layer, pre, post)
+
+
+def fold_steps(layer: nn.Module, factor: Tensor) -> Tensor:
+    """A ``[T, B, ...]`` factor as :func:`correlate` takes it for ``layer``.
+
+    Linear layers and (transposed) convolutions take any leading sample
+    dimensions, so the factor is returned as it is (a view op per factor and step
+    saved); other modules get ``[T * B, ...]``.
+
+    Examples
+    --------
+    >>> x = torch.ones(2, 3, 4)
+    >>> fold_steps(nn.Linear(4, 1), x).shape, fold_steps(nn.Identity(), x).shape
+    (torch.Size([2, 3, 4]), torch.Size([6, 4]))
+    """
+    if isinstance(layer, _LEADING_DIMS):
+        return factor
+    return factor.flatten(0, 1)
 
 
 def correlate_sum(
@@ -321,9 +341,10 @@ def _linear_operands(
     ``per`` is the number of per-sample results (1 when summed over the samples).
     """
     _check_linear(layer, pre, post)
-    pre = pre.reshape(-1, layer.in_features)
-    post = post.reshape(-1, layer.out_features)
-    return pre, post, _choose_path(sparse, post, pre, layer.weight.shape, 1, per)
+    n_in, n_out = layer.in_features, layer.out_features
+    pre = pre if pre.dim() == 2 else pre.reshape(-1, n_in)
+    post = post if post.dim() == 2 else post.reshape(-1, n_out)
+    return pre, post, _choose_path(sparse, post, pre, (n_out, n_in), 1, per)
 
 
 def _conv_operands(
@@ -522,7 +543,7 @@ def _choose_path(
     """``"a"`` or ``"b"`` (the side whose non-zeros the sparse path walks) or ``None`` (dense)."""
     if sparse is None:
         mode = _MODE.get()
-        if mode == "dense" or (mode == "auto" and a.device.type != "cpu"):
+        if mode == "dense" or (mode == "auto" and not a.is_cpu):
             return None
         sparse = True if mode == "sparse" else None
     elif not isinstance(sparse, bool):
@@ -534,7 +555,7 @@ def _choose_path(
     candidates = _path_candidates(
         a.numel(),
         b.numel(),
-        tuple(weight_shape),
+        weight_shape,  # a torch.Size hashes and compares as the tuple
         kernel_size,
         per,
         groups,

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from .checks import check_choice
-from .traces import TRACE_MODES, _check_out, trace, trace_, trace_after, trace_window
+from .traces import TRACE_MODES, _check_out, decay_, trace_after, trace_window
 
 __all__ = [
     "PostTriggeredFactors",
@@ -97,7 +97,7 @@ def stdp_factors(
     """
     if _one_step(pre, trace_pre) and _one_step(post, trace_post):
         return _one_step_factors(
-            pre[0], post[0], trace_pre, trace_post, decay_pre, decay_post, trace_mode, inplace
+            pre, post, trace_pre, trace_post, decay_pre, decay_post, trace_mode, inplace
         )
     x_pre = trace_window(trace_pre, pre, decay_pre, 1.0, trace_mode)
     x_post = trace_window(trace_post, post, decay_post, 1.0, trace_mode)
@@ -124,24 +124,27 @@ def _one_step_factors(
     trace_mode: str,
     inplace: bool,
 ) -> STDPFactors:
-    """:func:`stdp_factors` of a one-step window (``pre [B, *in]``, ``post [B, *out]``).
+    """:func:`stdp_factors` of a one-step window (``pre [1, B, *in]``, ``post [1, B, *out]``).
 
     The post trace after the step is the decayed one plus the spike, so the
     decay is computed once; the roundings are those of :func:`trace_window`
-    (``x * decay``, then the spike).
+    (``x * decay``, then the spike). The window-shaped factors are ``[None]``
+    views of the traces (one step costs a dispatch per tensor op, more than its
+    arithmetic, so it has as few as the result needs).
     """
     check_choice("trace_mode", trace_mode, TRACE_MODES)
     if inplace:
-        x_pre = trace_(trace_pre, pre, decay_pre, 1.0, trace_mode)
-        before = trace_post.mul_(decay_post)
+        x_pre, before = decay_(trace_pre, decay_pre), decay_(trace_post, decay_post)
     else:
-        x_pre = trace(trace_pre, pre, decay_pre, 1.0, trace_mode)
-        before = trace_post * decay_post
-    if trace_mode == "cumulative":  # as add_spikes_, into a new tensor
-        x_post = before + post
+        x_pre, before = trace_pre * decay_pre, trace_post * decay_post
+    window_pre, window_before = x_pre[None], before[None]
+    if trace_mode == "cumulative":  # as add_spikes_; the post trace into a new tensor
+        window_pre.add_(pre)
+        x_post = before + post[0]
     else:
-        x_post = before.masked_fill(post != 0, 1.0)
-    return STDPFactors(x_pre.unsqueeze(0), before.unsqueeze(0), x_pre, x_post)
+        window_pre.masked_fill_(pre != 0, 1.0)
+        x_post = before.masked_fill(post[0] != 0, 1.0)
+    return STDPFactors(window_pre, window_before, x_pre, x_post)
 
 
 class PostTriggeredFactors(NamedTuple):

@@ -22,8 +22,7 @@ materialise per-sample halves; a callable does, by necessity.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -31,7 +30,7 @@ from torch import Tensor, nn
 
 from ..functional import Update, correlate, correlate_per_sample, correlate_sum
 from ..functional.checks import check_finite
-from ..functional.correlate import fold_rate
+from ..functional.correlate import fold_rate, fold_steps
 from ..functional.update import add_optional as _add
 
 BatchReduction = str | Callable[[Tensor, int], Tensor]
@@ -148,20 +147,15 @@ _STATE_USE: contextvars.ContextVar[StateUse] = contextvars.ContextVar(
 )
 
 
-@contextmanager
-def state_use(
-    *,
-    reusable: bool = False,
-    discarded: bool = False,
-    initial: bool = False,
-    workspace: Workspace | None = None,
-) -> Iterator[StateUse]:
+class state_use:  # noqa: N801 (used as a function: ``with state_use(...)``)
     """Declare, for the rules called in this block, what is done with their state.
 
     The :class:`~plastorch.Learner` settles windows with ``reusable=True`` (it
     replaces its state buffers by the returned ones), ``initial=True`` for the
     first window after a ``reset()``, and ``discarded=True`` for
-    ``step(reset=True)``. See :class:`StateUse`.
+    ``step(reset=True)``. See :class:`StateUse`. (A class rather than a
+    ``contextmanager`` generator: it is entered once per settled window, and the
+    generator's machinery cost more than the rest of the declaration.)
 
     Examples
     --------
@@ -171,11 +165,26 @@ def state_use(
     ...     current_state_use()
     StateUse(reusable=True, discarded=False, initial=False, workspace=None)
     """
-    token = _STATE_USE.set(StateUse(bool(reusable), bool(discarded), bool(initial), workspace))
-    try:
-        yield _STATE_USE.get()
-    finally:
-        _STATE_USE.reset(token)
+
+    __slots__ = ("_use", "_token")
+
+    def __init__(
+        self,
+        *,
+        reusable: bool = False,
+        discarded: bool = False,
+        initial: bool = False,
+        workspace: Workspace | None = None,
+    ) -> None:
+        self._use = StateUse(bool(reusable), bool(discarded), bool(initial), workspace)
+        self._token = None
+
+    def __enter__(self) -> StateUse:
+        self._token = _STATE_USE.set(self._use)
+        return self._use
+
+    def __exit__(self, *exc) -> None:
+        _STATE_USE.reset(self._token)
 
 
 def scratch(name: str, shape, dtype: torch.dtype, device: torch.device) -> Tensor | None:
@@ -476,7 +485,7 @@ def correlate_weighted(
     if per_sample:
         value = correlate_per_sample(layer, pre, post)
     else:
-        value = correlate(layer, pre.flatten(0, 1), post.flatten(0, 1))
+        value = correlate(layer, fold_steps(layer, pre), fold_steps(layer, post))
     return value if scale == 1.0 else value.mul_(scale)
 
 
@@ -496,7 +505,7 @@ def correlate_terms(terms: list[tuple[nn.Module, Term, Tensor | None, float]]) -
         while stop < len(terms) and terms[stop][0] is layer:
             _, term, weights, scale = terms[stop]
             pre, post, rate = _prepare(layer, term, weights, False, scale, fold_scale=False)
-            items.append((pre.flatten(0, 1), post.flatten(0, 1), rate))
+            items.append((fold_steps(layer, pre), fold_steps(layer, post), rate))
             stop += 1
         value = correlate_sum(layer, items)
         total = value if total is None else total.add_(value)

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from ..bounds import Bound
-from ..functional import correlate, correlate_per_sample, stdp_factors
+from ..functional import correlate, correlate_per_sample, fold_steps, stdp_factors
 from ..functional.checks import check_choice, check_nonnegative, check_positive
 from ..functional.traces import TRACE_MODES, decay_factor
 from ..functional.update import Update
@@ -153,7 +153,7 @@ class ExpSTDP(Rule):
         def corr(a: Tensor, b: Tensor) -> Tensor:
             if halves.per_sample:
                 return correlate_per_sample(layer, a, b)
-            return correlate(layer, a.flatten(0, 1), b.flatten(0, 1))
+            return correlate(layer, fold_steps(layer, a), fold_steps(layer, b))
 
         weight = layer.weight.detach()
         facilitation = torch.exp(-self.beta * weight)  # e^{-beta w}

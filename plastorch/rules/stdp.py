@@ -44,6 +44,7 @@ from ..functional import (
     correlate_per_sample,
     cumulative_trace_at_end,
     discounted_reverse_sum,
+    fold_steps,
     stdp_factors,
     stdp_factors_post_triggered,
     trace_,
@@ -51,7 +52,7 @@ from ..functional import (
     weighted_acausal_factors,
 )
 from ..functional.checks import check_choice, check_real
-from ..functional.traces import TRACE_MODES, add_spikes_, decay_factor
+from ..functional.traces import TRACE_MODES, add_spikes_, decay_, decay_factor
 from .base import (
     BatchReduction,
     Halves,
@@ -148,7 +149,7 @@ class _PairRule(Rule):
             return new_state
         pre, post = pre.to(trace_pre.dtype), post.to(trace_post.dtype)
         x_pre = trace_(trace_pre, pre[0], self.decay_pre, 1.0, self.trace_mode)
-        before = trace_post.mul_(self.decay_post)
+        before = decay_(trace_post, self.decay_post)
         route_terms(layer, [Term(pre, before.unsqueeze(0), self.lr_pre)], modulation, halves)
         halves.evaluate()
         route_terms(layer, [Term(x_pre.unsqueeze(0), post, self.lr_post)], modulation, halves)
@@ -488,7 +489,9 @@ class MSTDPET(_PairRule):
             else:
                 fresh = z0 * decay**steps
                 for part in parts:
-                    fresh.add_(correlate(layer, part.pre.flatten(0, 1), part.post.flatten(0, 1)))
+                    fresh.add_(
+                        correlate(layer, fold_steps(layer, part.pre), fold_steps(layer, part.post))
+                    )
                 new_state[name] = fresh
         return halves.result(), new_state
 

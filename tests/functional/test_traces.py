@@ -11,6 +11,7 @@ from plastorch.functional import (
     trace_nearest,
     trace_window,
 )
+from plastorch.functional.traces import decay_
 
 SPIKES = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
 
@@ -129,3 +130,15 @@ def test_discounted_reverse_sum_into_out():
     assert out.tolist() == [[1.5, 4.0], [1.0, 4.0], [2.0, 0.0]]
     with pytest.raises(ValueError, match="out must have the shape of values"):
         discounted_reverse_sum(values, 0.5, out=torch.empty(2, 2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_decay_in_place_rounds_as_a_python_number(dtype):
+    # decay_ multiplies by a cached 0-d tensor instead of the number; the product
+    # must be the same bits for every float dtype (half types compute in float32)
+    x = torch.rand(4096, generator=torch.Generator().manual_seed(0)).to(dtype) * 3
+    expected = x.clone().mul_(0.951229424500714)
+    assert decay_(x, 0.951229424500714) is x
+    assert torch.equal(x, expected)
+    with pytest.raises(RuntimeError):  # an integer tensor keeps torch's own rules
+        decay_(torch.arange(5), 0.5)
