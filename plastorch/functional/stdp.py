@@ -301,22 +301,25 @@ def weighted_acausal_factors(
     steps, count = pre.shape[0], weights.shape[0]
     pre = pre.to(dtype)
     weights = weights.to(dtype).reshape(count, steps, -1, *([1] * (pre.dim() - 2)))
-    # one tensor per weighting: each is the size of a factor, none K times that
+    # with ``out``, all K weightings advance together (two ops per step); without,
+    # one tensor per weighting, each the size of a factor (none K times that)
     if out is None:
-        after = [torch.empty(pre.shape, dtype=dtype, device=pre.device) for _ in range(count)]
+        ys = [torch.empty(pre.shape, dtype=dtype, device=pre.device)[None] for _ in range(count)]
+        chunks = [(y, weights[k : k + 1]) for k, y in enumerate(ys)]
     else:
         _check_out(out, (count, *pre.shape), dtype)
-        after = list(out.unbind(0))
+        chunks = [(out, weights)]
     carried = torch.empty((count, *pre.shape[1:]), dtype=dtype, device=pre.device)
     if steps == 0:
-        return after, carried.zero_()
-    # y(t) = d (y(t+1) + w(t+1) s(t+1)): the roundings of trace_after of w s;
-    # one step further, d (y(0) + w(0) s(0)) = g.
-    for y in after:
-        y[-1].zero_()
-    for t in range(steps - 1, -1, -1):
-        spikes = torch.mul(weights[:, t], pre[t])  # [K, B, *in]
-        for k, y in enumerate(after):
-            out = y[t - 1] if t > 0 else carried[k]
-            torch.add(spikes[k], y[t], out=out).mul_(decay_post)
-    return after, carried
+        return [y for y, _ in chunks for y in y.unbind(0)], carried.zero_()
+    # y(t) = d (y(t+1) + w(t+1) s(t+1)): the roundings of trace_after of w s (addcmul
+    # rounds w s, then the sum; no temporary); one step further, d (y(0) + w(0) s(0)) = g.
+    start = 0
+    for y, w in chunks:
+        y[:, -1].zero_()
+        g = carried[start : start + y.shape[0]]
+        for t in range(steps - 1, -1, -1):
+            target = y[:, t - 1] if t > 0 else g
+            torch.addcmul(y[:, t], w[:, t], pre[t], out=target).mul_(decay_post)
+        start += y.shape[0]
+    return [factor for y, _ in chunks for factor in y.unbind(0)], carried

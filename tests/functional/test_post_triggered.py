@@ -107,3 +107,18 @@ def test_weighted_acausal_factors_count_the_weighted_pre_triggered_pairs():
         )
         assert torch.equal(got, expected)
         assert after[k].is_contiguous()
+
+
+def test_weighted_acausal_factors_into_out_equal_the_separate_tensors():
+    # with ``out`` the K weightings advance together; without, one tensor each:
+    # the same roundings (float32 random values, compared bit for bit)
+    g = torch.Generator().manual_seed(4)
+    pre = (torch.rand(30, 4, 3, 2, generator=g) < 0.3).float()
+    for weights in (torch.randn(3, 30, 4, generator=g), torch.randn(2, 30, 1, generator=g)):
+        after, carried = weighted_acausal_factors(pre, weights, 0.9)
+        out = torch.full((weights.shape[0], *pre.shape), float("nan"))
+        into, carried_into = weighted_acausal_factors(pre, weights, 0.9, out=out)
+        assert torch.equal(carried_into, carried)
+        for k, (a, b) in enumerate(zip(after, into)):
+            assert torch.equal(a, b) and b.data_ptr() == out[k].data_ptr()
+            assert a.shape == pre.shape and a.is_contiguous()
