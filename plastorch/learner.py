@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from .bounds import Bound
-from .functional import Update
+from .functional import Update, shared_scans
 from .functional.checks import check_choice, check_finite, check_real, check_same_device_dtype
 from .rules.base import Rule, Workspace, state_use
 
@@ -393,24 +393,27 @@ class Learner(nn.Module):
                 "step() called before any forward pass was recorded: run the layer and the "
                 "spike source first"
             )
+        weight = getattr(self._modules_watched[0], rule.target)
+        if self.check_finite:
+            check_finite(f"layer.{rule.target}", weight.detach())
         update = Update(
             self._buffers.get("accumulated_potentiation"),
             self._buffers.get("accumulated_depression"),
         )
-        if pending is not None:
-            update = update + self._settle(signal, discard=reset)
-        if self.synchronize is not None:
-            update = self.synchronize(update, self)
-        self._set("accumulated_potentiation", None)
-        self._set("accumulated_depression", None)
-        update = update.scale(scale)
-        weight = getattr(self._modules_watched[0], rule.target)
-        if self.check_finite:
-            check_finite(f"layer.{rule.target}", weight.detach())
-        if self.bound is not None:
-            delta = self.bound(weight, update)
-        else:
-            delta = update.delta_like(weight)
+        # the window's correlations (in the rule, and deferred into the update) that
+        # walk the same spikes scan them once
+        with shared_scans():
+            if pending is not None:
+                update = update + self._settle(signal, discard=reset)
+            if self.synchronize is not None:
+                update = self.synchronize(update, self)
+            self._set("accumulated_potentiation", None)
+            self._set("accumulated_depression", None)
+            update = update.scale(scale)
+            if self.bound is not None:
+                delta = self.bound(weight, update)
+            else:
+                delta = update.delta_like(weight)
         if self.apply if apply is None else apply:
             with torch.no_grad():
                 weight.add_(delta)

@@ -9,6 +9,7 @@ from .correlate import (
     correlate_sum,
     fold_steps,
     get_sparse_mode,
+    shared_scans,
     sparse_mode,
     uses_sparse_path,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "fold_steps",
     "discounted_reverse_sum",
     "get_sparse_mode",
+    "shared_scans",
     "sparse_mode",
     "stdp_factors",
     "stdp_factors_post_triggered",

@@ -62,6 +62,7 @@ __all__ = [
     "correlate_sum",
     "fold_steps",
     "get_sparse_mode",
+    "shared_scans",
     "estimate_costs",
     "sparse_mode",
     "uses_sparse_path",
@@ -367,6 +368,7 @@ def correlate_per_sample(
     sparse: bool | None = None,
     accumulate: Tensor | None = None,
     beta: float = 1.0,
+    weights: Tensor | None = None,
 ) -> Tensor:
     r"""Like :func:`correlate` but keeps the batch: ``[T, B, ...]`` in, ``[B, *W.shape]`` out.
 
@@ -391,6 +393,12 @@ def correlate_per_sample(
         A contiguous ``[B, *W.shape]`` tensor of the result's dtype to add into.
     beta : float
         Factor of ``accumulate`` before the addition (only with ``accumulate``).
+    weights : Tensor, optional
+        ``[T, B]`` or ``[T, 1]``: the product of step ``t`` and sample ``b`` counts
+        ``weights[t, b]`` times (the same values as ``post`` multiplied by them). On
+        the sparse path of a Linear the weights scale the looked-up non-zeros, so
+        ``post`` itself is walked (its scan can be shared, :func:`shared_scans`)
+        and no weighted copy of it is made.
 
     Examples
     --------
@@ -411,11 +419,25 @@ def correlate_per_sample(
     steps, batch = pre.shape[:2]
     if accumulate is not None:
         _check_accumulate(accumulate, (batch, *weight.shape), pre, post)
+    if weights is not None:
+        if weights.dim() != 2 or weights.shape[0] != steps or weights.shape[1] not in (1, batch):
+            raise ValueError(
+                f"weights must be [T, B]={[steps, batch]} or [T, 1]={[steps, 1]}, got "
+                f"{list(weights.shape)}"
+            )
+        dtype = torch.promote_types(pre.dtype, post.dtype)
+        weights = weights.to(dtype)
     if isinstance(layer, nn.Linear):
         pre_f, post_f, side = _linear_operands(layer, pre, post, sparse, batch)
         if side is not None:
             geometry = _Geometry.linear(weight.shape)
-            return _sparse_weight_grad(post_f, pre_f, geometry, side, batch, accumulate, beta)
+            rows = None if weights is None else weights.expand(steps, batch).reshape(-1)
+            return _sparse_weight_grad(
+                post_f, pre_f, geometry, side, batch, accumulate, beta, row_weights=rows
+            )
+    if weights is not None:  # the dense paths weight the post factor
+        post = post * weights.reshape(steps, -1, *([1] * (post.dim() - 2)))
+    if isinstance(layer, nn.Linear):
         post_t = post.reshape(steps, batch, -1).permute(1, 2, 0)  # [B, out, T]
         pre_t = pre.reshape(steps, batch, -1).transpose(0, 1)  # [B, T, in]
         if accumulate is not None:
@@ -777,8 +799,71 @@ def _padded_table(
     return table.view(-1, row_length), math.prod(extent), position_row, kernel_row
 
 
+class shared_scans:  # noqa: N801 (used as a function: ``with shared_scans():``)
+    """Within this block, sparse-path correlations that walk the same factor scan it once.
+
+    "The same" is the same memory, dtype, shape and strides, unmodified in between
+    (its version counter). A :class:`~plastorch.Learner` step enters one around the
+    rule and the update: an MSTDP-ET window walks its post spikes for the change,
+    for each carried eligibility and (on reading the update) for the in-window
+    change, ~5 ms per scan of a ``[100, 64, 400]`` window here. The block holds
+    the factors it has scanned, and their entries, until it ends.
+
+    Examples
+    --------
+    >>> fc = nn.Linear(3, 2, bias=False)
+    >>> post, pre = torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 2.0, 3.0]])
+    >>> with shared_scans():
+    ...     a = correlate(fc, pre, post, sparse=True)
+    ...     b = correlate(fc, 2 * pre, post, sparse=True)  # post is not scanned again
+    >>> torch.equal(2 * a, b)
+    True
+    """
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        self._token = _SCANS.set({})
+
+    def __exit__(self, *exc) -> None:
+        _SCANS.reset(self._token)
+
+
+_SCANS: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "plastorch_shared_scans", default=None
+)
+
+
+def _scan_key(tensor: Tensor) -> tuple:
+    return (
+        tensor.data_ptr(),
+        tensor.device,
+        tensor.dtype,
+        tuple(tensor.shape),
+        tensor.stride(),
+        tensor._version,
+    )
+
+
 def _entries_by_owner(
     sparse_t: Tensor, channels: int, own_pos: int, batch: int | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """:func:`_scan_entries`, looked up in the :func:`shared_scans` block if one is open."""
+    memo = _SCANS.get()
+    if memo is None:
+        return _scan_entries(sparse_t, channels, own_pos, batch, None)
+    key = (_scan_key(sparse_t), channels, own_pos, batch)
+    hit = memo.get(key)
+    if hit is None:
+        # the value keeps sparse_t alive: its memory cannot be reused by another
+        # tensor while the block is open, so the key cannot name two tensors
+        hit = (sparse_t, _scan_entries(sparse_t, channels, own_pos, batch, memo))
+        memo[key] = hit
+    return hit[1]
+
+
+def _scan_entries(
+    sparse_t: Tensor, channels: int, own_pos: int, batch: int | None, memo: dict | None
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Non-zeros of ``sparse_t`` (``[N, channels, *P]``, ``own_pos`` positions) by owner.
 
@@ -812,7 +897,13 @@ def _entries_by_owner(
             owner = which * channels + channel
     else:
         flat_sparse = sparse_t.reshape(-1)
-        flat = flat_sparse.view(as_int).nonzero().squeeze(1)
+        # the flat scan serves every owner layout (with or without batch)
+        key = ("flat", _scan_key(sparse_t))
+        flat = None if memo is None else memo.get(key, (None, None))[1]
+        if flat is None:
+            flat = flat_sparse.view(as_int).nonzero().squeeze(1)
+            if memo is not None:
+                memo[key] = (sparse_t, flat)
         channel = (flat // own_pos) % channels
         owner = (
             channel if batch is None else (flat // (own_pos * channels) % per) * channels + channel
@@ -876,6 +967,8 @@ def _sparse_weight_grad(
     batch: int | None,
     accumulate: Tensor | None = None,
     beta: float = 1.0,
+    *,
+    row_weights: Tensor | None = None,
 ) -> Tensor:
     r"""``C`` of :class:`_Geometry` from the non-zeros of ``a`` (side ``"a"``) or ``b``.
 
@@ -894,6 +987,8 @@ def _sparse_weight_grad(
 
     ``accumulate`` (Linear and per-sample only): add the result into this
     ``[B, *W]`` tensor after scaling it by ``beta``, a few samples at a time.
+    ``row_weights`` (``[N]``): sample ``n``'s products count ``row_weights[n]`` times
+    (each non-zero's value is multiplied by its sample's weight).
     """
     m_total, c_group = geo.weight_shape[:2]
     groups = geo.groups
@@ -913,6 +1008,8 @@ def _sparse_weight_grad(
         sparse_t, channels, own_pos, batch
     )
     values = values.to(dtype)
+    if row_weights is not None:
+        values = values * row_weights[sample]
     nnz = values.numel()
     # spikes are 0/1: then the row sums need no per-lookup weights
     weighted = not bool((values == 1).all())

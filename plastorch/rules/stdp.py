@@ -468,12 +468,20 @@ class MSTDPET(_PairRule):
             new_state["eligibility_post"], new_state["eligibility_pre"] = carried
             return halves.result(), new_state
         # Eligibility carried to the next window: z(T) = d^T z_0 + this window's pairs.
-        tail_post = scratch("tail_post", ltp.post.shape, ltp.post.dtype, ltp.post.device)
-        tail_post = torch.mul(ltp.post, broadcast_steps(tail, post), out=tail_post)
-        fresh_parts = (
-            ("eligibility_post", carried[0], [Term(ltp.pre, tail_post, 1.0)]),
-            ("eligibility_pre", carried[1], acausal[-1]),
-        )
+        if self.per_sample_signal:
+            # the LTP pairs weighted by d^(T-1-j) / tau_z: the weights scale the looked-up
+            # post spikes, so every part walks the same s_post (one shared scan)
+            fresh_parts = (
+                ("eligibility_post", carried[0], [(Term(ltp.pre, ltp.post, 1.0), tail)]),
+                ("eligibility_pre", carried[1], [(part, None) for part in acausal[-1]]),
+            )
+        else:
+            tail_post = scratch("tail_post", ltp.post.shape, ltp.post.dtype, ltp.post.device)
+            tail_post = torch.mul(ltp.post, broadcast_steps(tail, post), out=tail_post)
+            fresh_parts = (
+                ("eligibility_post", carried[0], [(Term(ltp.pre, tail_post, 1.0), None)]),
+                ("eligibility_pre", carried[1], [(part, None) for part in acausal[-1]]),
+            )
         for name, z0, parts in fresh_parts:
             if self.per_sample_signal:
                 # [B, *W]: accumulated into z_0 itself when the caller lets the rule
@@ -482,13 +490,20 @@ class MSTDPET(_PairRule):
                     target, beta = z0, decay**steps
                 else:
                     target, beta = z0 * decay**steps, 1.0
-                for part in parts:
-                    correlate_per_sample(layer, part.pre, part.post, accumulate=target, beta=beta)
+                for part, step_weights in parts:
+                    correlate_per_sample(
+                        layer,
+                        part.pre,
+                        part.post,
+                        accumulate=target,
+                        beta=beta,
+                        weights=step_weights,
+                    )
                     beta = 1.0
                 new_state[name] = target
             else:
                 fresh = z0 * decay**steps
-                for part in parts:
+                for part, _ in parts:
                     fresh.add_(
                         correlate(layer, fold_steps(layer, part.pre), fold_steps(layer, part.post))
                     )
