@@ -300,11 +300,17 @@ class Learner(nn.Module):
                 )
         return {name: self._buffers[name] for name in self.state_names}, initial
 
-    def _settle(self, signal, discard: bool = False) -> Update:
+    def _settle(self, signal, discard: bool = False, delta_only: bool = False) -> Update:
         pre, post = self._pending_window()
         state, initial = self._state(pre, post)
         # the old state is replaced below and read by nobody: rules may reuse it
-        with state_use(reusable=True, discarded=discard, initial=initial, workspace=self.workspace):
+        with state_use(
+            reusable=True,
+            discarded=discard,
+            initial=initial,
+            workspace=self.workspace,
+            delta_only=delta_only,
+        ):
             update, new_state = self.rule(self.layer, pre, post, state, signal)
         for name, value in new_state.items():
             self._buffers[name] = value
@@ -400,11 +406,14 @@ class Learner(nn.Module):
             self._buffers.get("accumulated_potentiation"),
             self._buffers.get("accumulated_depression"),
         )
+        # nothing but Δw is read from this window's update: no bound or synchronize
+        # reads its halves, and no accumulated halves are added to it
+        delta_only = self.bound is None and self.synchronize is None and update.empty
         # the window's correlations (in the rule, and deferred into the update) that
         # walk the same spikes scan them once
         with shared_scans():
             if pending is not None:
-                update = update + self._settle(signal, discard=reset)
+                update = update + self._settle(signal, discard=reset, delta_only=delta_only)
             if self.synchronize is not None:
                 update = self.synchronize(update, self)
             self._set("accumulated_potentiation", None)

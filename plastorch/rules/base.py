@@ -79,12 +79,18 @@ class StateUse(NamedTuple):
         the rule again, so they may be rewritten by the next window. A new
         window-sized tensor costs its page faults on CPU, about as much as the
         arithmetic that fills it.
+    delta_only : bool
+        The caller reads only the update's net change (:meth:`Update.delta`), never
+        its halves (a :class:`~plastorch.Learner` without a bound or a
+        ``synchronize``): a rule may combine parts of opposite signs into one signed
+        part (:meth:`Halves.add_net`). Reading the halves of such an update raises.
     """
 
     reusable: bool = False
     discarded: bool = False
     initial: bool = False
     workspace: Workspace | None = None
+    delta_only: bool = False
 
 
 class Workspace:
@@ -163,7 +169,7 @@ class state_use:  # noqa: N801 (used as a function: ``with state_use(...)``)
     False
     >>> with state_use(reusable=True):
     ...     current_state_use()
-    StateUse(reusable=True, discarded=False, initial=False, workspace=None)
+    StateUse(reusable=True, discarded=False, initial=False, workspace=None, delta_only=False)
     """
 
     __slots__ = ("_use", "_token")
@@ -175,8 +181,11 @@ class state_use:  # noqa: N801 (used as a function: ``with state_use(...)``)
         discarded: bool = False,
         initial: bool = False,
         workspace: Workspace | None = None,
+        delta_only: bool = False,
     ) -> None:
-        self._use = StateUse(bool(reusable), bool(discarded), bool(initial), workspace)
+        self._use = StateUse(
+            bool(reusable), bool(discarded), bool(initial), workspace, bool(delta_only)
+        )
         self._token = None
 
     def __enter__(self) -> StateUse:
@@ -245,6 +254,8 @@ class Halves:
         self.terms: list[tuple[nn.Module, Term, Tensor | None, float, bool]] = []
         #: factor applied to both halves by :meth:`scaled`
         self.factor = 1.0
+        #: signed part for a caller that reads only the delta (:meth:`add_net`)
+        self.net: Tensor | None = None
         #: lent by the caller of the rule (``state_use``) for the fused delta's temporaries
         self.workspace = current_state_use().workspace
 
@@ -254,6 +265,18 @@ class Halves:
             self.potentiation = _add(self.potentiation, value)
         else:
             self.depression = _add(self.depression, value)
+
+    def add_net(self, value: Tensor) -> None:
+        """Add a signed change to the delta only (``[*W]``; not per sample).
+
+        For rules called with ``state_use(delta_only=True)``: parts of opposite
+        signs combined into one tensor cost one product where the halves would cost
+        two (MSTDP-ET's carried eligibility read by both signs of a per-sample
+        signal). The halves of an update holding such a part cannot be read.
+        """
+        if self.per_sample:
+            raise RuntimeError("add_net needs summed halves (batch_reduction 'sum' or 'mean')")
+        self.net = _add(self.net, value)
 
     def add_term(
         self,
@@ -281,8 +304,8 @@ class Halves:
             self.add(correlate_weighted(layer, term, weights, False, magnitude), potentiative)
 
     def result(self) -> Update:
-        """The update: deferred when correlations are pending, else computed now."""
-        if self.terms:
+        """The update: deferred when correlations (or a signed part) are pending, else computed now."""
+        if self.terms or self.net is not None:
             return Update.deferred(self)
         return Update(*self.halves())
 
@@ -298,6 +321,11 @@ class Halves:
 
     def halves(self) -> tuple[Tensor | None, Tensor | None]:
         """``(potentiation, depression)``: one correlation per pending term."""
+        if self.net is not None:
+            raise RuntimeError(
+                "this update was formed for a caller that reads only its delta "
+                "(state_use(delta_only=True)): it holds a signed part, not halves"
+            )
         potentiation, depression = self.potentiation, self.depression
         for layer, term, weights, magnitude, potentiative in self.terms:
             value = correlate_weighted(layer, term, weights, False, magnitude)
@@ -347,7 +375,7 @@ class Halves:
                 shared.setdefault(key, entry)
             entries.append(entry)
         delta = correlate_terms([tuple(entry[:4]) for entry in entries])
-        for half, sign in ((self.potentiation, 1.0), (self.depression, -1.0)):
+        for half, sign in ((self.potentiation, 1.0), (self.depression, -1.0), (self.net, 1.0)):
             if half is not None:
                 delta = (
                     half * (scale * sign) if delta is None else delta.add_(half, alpha=scale * sign)
@@ -361,6 +389,7 @@ class Halves:
         copy.terms = list(self.terms)
         copy.factor = self.factor * factor
         copy.workspace = self.workspace
+        copy.net = self.net
         return copy
 
     def __repr__(self) -> str:

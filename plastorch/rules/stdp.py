@@ -547,6 +547,20 @@ class MSTDPET(_PairRule):
         # [2, B|1]: the gain of the positive and of the negative part of M
         gains = torch.stack((positive, negative)).mul_(powers[None, :, None]).sum(1)
         signs = (1.0, -1.0)
+        if current_state_use().delta_only and not halves.per_sample:
+            # the caller reads the net change only: both signs in one signed gain,
+            # rate (g+ - g-) per sample, so z0 is read once by one matrix-vector product
+            net_gain = gains[0] - gains[1]
+            for rate, z0 in zip((self.lr_post, self.lr_pre), carried):
+                if rate == 0.0 or not bool(net_gain.ne(0).any()):
+                    continue
+                if self.per_sample_signal:
+                    flat = z0.reshape(batch, -1)
+                    value = (net_gain.expand(batch) * rate) @ flat
+                    halves.add_net(value.reshape(z0.shape[1:]))
+                else:
+                    halves.add_net(z0 * (net_gain * rate))
+            return
         for rate, z0 in zip((self.lr_post, self.lr_pre), carried):
             if rate == 0.0:
                 continue

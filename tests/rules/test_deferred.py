@@ -169,3 +169,65 @@ def test_terms_sharing_the_post_spikes_are_one_correlation(monkeypatch):
     assert counts == [2]
     expected = Update(update.potentiation, update.depression).delta()
     torch.testing.assert_close(delta, expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "make, signal",
+    [
+        (
+            lambda: MSTDPET(0.5, -0.25, per_sample_signal=True),
+            torch.tensor([1.0, -2.0, 0.5]).double(),
+        ),
+        (
+            lambda: MSTDPET(0.5, -0.25, per_sample_signal=True),
+            torch.linspace(-1, 1, T * B, dtype=torch.float64).reshape(T, B),
+        ),
+        (lambda: MSTDPET(-0.5, -0.25, per_sample_signal=True), 0.75),
+        (lambda: MSTDPET(0.5, -0.25), -0.5),
+    ],
+)
+def test_a_delta_only_caller_gets_the_same_delta_from_one_signed_part(make, signal):
+    # state_use(delta_only=True): MSTDP-ET reads its carried eligibility once with
+    # the net gain of both signs; the delta is that of the halves, which cannot be read
+    rule = make().double()
+    fc = nn.Linear(IN, OUT, bias=False).double()
+    pre, post = window(10)
+    state = rule(fc, pre, post, rule.initial_state(fc, pre[0], post[0]), signal)[1]
+    pre, post = window()
+    split, _ = rule(fc, pre, post, state, signal)
+    expected = Update(split.potentiation, split.depression).delta()
+    assert state["eligibility_post"].abs().sum() > 0  # the carried part is not vacuous
+    with state_use(delta_only=True):
+        fused, _ = rule(fc, pre, post, state, signal)
+    torch.testing.assert_close(fused.delta(), expected, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(fused.scale(0.5).delta(), 0.5 * expected, rtol=1e-12, atol=1e-14)
+    with pytest.raises(RuntimeError, match="reads only its delta"):
+        _ = fused.potentiation
+
+
+def test_a_learner_asks_for_the_delta_only_when_nothing_reads_the_halves(monkeypatch):
+    seen = []
+    original = MSTDPET._carried_change
+
+    def spy(self, halves, *args):
+        seen.append(base.current_state_use().delta_only)
+        return original(self, halves, *args)
+
+    monkeypatch.setattr(MSTDPET, "_carried_change", spy)
+    reward = torch.tensor([1.0, -2.0, 0.5]).double()
+    deltas = {}
+    for name, bound in (("plain", None), ("hard", Hard(-10.0, 10.0))):
+        fc = nn.Linear(IN, OUT, bias=False).double()
+        torch.nn.init.constant_(fc.weight, 0.0)
+        source = nn.Identity()
+        learner = Learner(fc, source, MSTDPET(0.5, -0.25, per_sample_signal=True), bound)
+        for seed in (0, 2, 4):  # continuing windows: the carried eligibility is read
+            for t, (x, y) in enumerate(zip(*window(seed))):
+                source(y + 0 * fc(x))
+                if t < T - 1:
+                    learner.step(reward, apply=True)
+        deltas[name] = learner.step(reward)
+    # steps of the plain learner ask for delta_only, those of the bounded one do not
+    assert seen[: len(seen) // 2] and all(seen[: len(seen) // 2])
+    assert not any(seen[len(seen) // 2 :])
+    torch.testing.assert_close(deltas["plain"], deltas["hard"], rtol=1e-12, atol=1e-14)
