@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from .checks import check_choice
-from .traces import TRACE_MODES, _check_out, decay_, trace_after, trace_window
+from .traces import TRACE_MODES, _check_out, _scalar, decay_, trace_after, trace_window
 
 __all__ = [
     "PostTriggeredFactors",
@@ -314,12 +314,12 @@ def weighted_acausal_factors(
         return [y for y, _ in chunks for y in y.unbind(0)], carried.zero_()
     # y(t) = d (y(t+1) + w(t+1) s(t+1)): the roundings of trace_after of w s (addcmul
     # rounds w s, then the sum; no temporary); one step further, d (y(0) + w(0) s(0)) = g.
-    start = 0
+    start, factor = 0, _scalar(decay_post, carried)
     for y, w in chunks:
         y[:, -1].zero_()
         g = carried[start : start + y.shape[0]]
         for t in range(steps - 1, -1, -1):
             target = y[:, t - 1] if t > 0 else g
-            torch.addcmul(y[:, t], w[:, t], pre[t], out=target).mul_(decay_post)
+            torch.addcmul(y[:, t], w[:, t], pre[t], out=target).mul_(factor)
         start += y.shape[0]
     return [factor for y, _ in chunks for factor in y.unbind(0)], carried

@@ -111,6 +111,13 @@ def _multiplier(value: float, dtype: torch.dtype) -> Tensor:
     return torch.tensor(value, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
 
 
+def _scalar(value: float, like: Tensor) -> float | Tensor:
+    """``value`` as a multiplier of ``like`` (a float tensor): the cached 0-d tensor."""
+    if type(value) is not float or not like.is_floating_point():
+        return value
+    return _multiplier(value, like.dtype)
+
+
 def decay_(x: Tensor, decay: float) -> Tensor:
     """``x *= decay`` in place (the same values as ``x.mul_(decay)``); returns ``x``.
 
@@ -123,9 +130,7 @@ def decay_(x: Tensor, decay: float) -> Tensor:
     >>> decay_(x, 0.5) is x, x
     (True, tensor([0.5000, 1.0000]))
     """
-    if type(decay) is not float or not x.is_floating_point():
-        return x.mul_(decay)
-    return x.mul_(_multiplier(decay, x.dtype))
+    return x.mul_(_scalar(decay, x))
 
 
 def trace(
@@ -259,8 +264,9 @@ def _trace_scan(
     (``x * decay``, then the amplitude where a spike is): two or three kernels and
     no temporaries per step (amplitude 1 for cumulative traces)."""
     previous = x
+    factor = _scalar(decay, out)
     for t in range(spikes.shape[0]):
-        torch.mul(previous, decay, out=out[t])
+        torch.mul(previous, factor, out=out[t])
         if mode == "cumulative":
             out[t].add_(spikes[t] if amplitude == 1.0 else amplitude * spikes[t])
         else:
@@ -317,9 +323,10 @@ def discounted_reverse_sum(values: Tensor, decay: float, *, out: Tensor | None =
     if values.shape[0] == 0:
         return out
     out[-1] = values[-1]
+    factor = _scalar(decay, out)
     for t in range(values.shape[0] - 2, -1, -1):
         # in place: the roundings of values[t] + decay * R(t + 1)
-        torch.mul(out[t + 1], decay, out=out[t])
+        torch.mul(out[t + 1], factor, out=out[t])
         out[t].add_(values[t])
     return out
 

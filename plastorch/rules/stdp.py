@@ -421,7 +421,9 @@ class MSTDPET(_PairRule):
         weights = []
         if signal is not None:
             positive, negative = split_signal(signal)
-            weights = [discounted_reverse_sum(part, decay) / tau for part in (positive, negative)]
+            # both parts in one scan over time (each entry's recursion is its own)
+            both = discounted_reverse_sum(torch.stack((positive, negative), 1), decay) / tau
+            weights = list(both.unbind(1))
         tail = (decay ** torch.arange(steps - 1, -1, -1, dtype=dtype, device=device) / tau)[:, None]
         # A signal constant over the window (scalar, [B]) factors as R(j) = m r(j):
         # one acausal factor serves both signs, with m as the weight of its terms.
