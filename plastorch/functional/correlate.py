@@ -287,7 +287,8 @@ def _linear_sum(
     add into (``addmm_``), so a sparse term costs no extra weight-sized addition.
     """
     prepared = [(*_linear_operands(layer, pre, post, sparse), rate) for pre, post, rate in items]
-    prepared.sort(key=lambda item: item[2] is None)  # stable: sparse terms, then dense
+    if any(item[2] is not None for item in prepared):
+        prepared.sort(key=lambda item: item[2] is None)  # stable: sparse terms, then dense
     total: Tensor | None = None
     pending = 1.0  # rate still to apply to the accumulator ``total``
     for pre, post, side, rate in prepared:

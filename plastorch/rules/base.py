@@ -533,7 +533,10 @@ def correlate_terms(terms: list[tuple[nn.Module, Term, Tensor | None, float]]) -
         items = []
         while stop < len(terms) and terms[stop][0] is layer:
             _, term, weights, scale = terms[stop]
-            pre, post, rate = _prepare(layer, term, weights, False, scale, fold_scale=False)
+            if weights is None:  # (what _prepare returns for it, without the call)
+                pre, post, rate = term.pre, term.post, scale
+            else:
+                pre, post, rate = _prepare(layer, term, weights, False, scale, fold_scale=False)
             items.append((fold_steps(layer, pre), fold_steps(layer, post), rate))
             stop += 1
         value = correlate_sum(layer, items)
