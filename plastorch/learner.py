@@ -35,9 +35,10 @@ import torch
 from torch import Tensor, nn
 
 from .bounds import Bound
-from .functional import Update, shared_scans
+from .functional import Update, correlation_scope
 from .functional.checks import check_choice, check_finite, check_real, check_same_device_dtype
-from .rules.base import Rule, Workspace, state_use
+from .functional.workspace import Workspace
+from .rules.base import Rule, state_use
 
 __all__ = ["Learner"]
 
@@ -410,8 +411,8 @@ class Learner(nn.Module):
         # reads its halves, and no accumulated halves are added to it
         delta_only = self.bound is None and self.synchronize is None and update.empty
         # the window's correlations (in the rule, and deferred into the update) that
-        # walk the same spikes scan them once
-        with shared_scans():
+        # walk the same spikes scan them once, and write temporaries into the workspace
+        with correlation_scope(self.workspace):
             if pending is not None:
                 update = update + self._settle(signal, discard=reset, delta_only=delta_only)
             if self.synchronize is not None:

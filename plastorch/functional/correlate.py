@@ -48,21 +48,23 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checks import check_choice
+from .workspace import Workspace
 
 __all__ = [
     "SPARSE_MODES",
     "correlate",
     "correlate_per_sample",
     "correlate_sum",
+    "correlation_scope",
     "fold_steps",
     "get_sparse_mode",
-    "shared_scans",
     "estimate_costs",
     "sparse_mode",
     "uses_sparse_path",
@@ -398,7 +400,7 @@ def correlate_per_sample(
         ``[T, B]`` or ``[T, 1]``: the product of step ``t`` and sample ``b`` counts
         ``weights[t, b]`` times (the same values as ``post`` multiplied by them). On
         the sparse path of a Linear the weights scale the looked-up non-zeros, so
-        ``post`` itself is walked (its scan can be shared, :func:`shared_scans`)
+        ``post`` itself is walked (its scan can be shared, :func:`correlation_scope`)
         and no weighted copy of it is made.
 
     Examples
@@ -800,39 +802,66 @@ def _padded_table(
     return table.view(-1, row_length), math.prod(extent), position_row, kernel_row
 
 
-class shared_scans:  # noqa: N801 (used as a function: ``with shared_scans():``)
-    """Within this block, sparse-path correlations that walk the same factor scan it once.
+class correlation_scope:  # noqa: N801 (used as a function: ``with correlation_scope():``)
+    """A block of correlations that share work: scans, and a workspace for temporaries.
 
-    "The same" is the same memory, dtype, shape and strides, unmodified in between
-    (its version counter). A :class:`~plastorch.Learner` step enters one around the
-    rule and the update: an MSTDP-ET window walks its post spikes for the change,
-    for each carried eligibility and (on reading the update) for the in-window
-    change, ~5 ms per scan of a ``[100, 64, 400]`` window here. The block holds
-    the factors it has scanned, and their entries, until it ends.
+    * Sparse-path correlations that walk the same factor scan it once. "The same"
+      is the same memory, dtype, shape and strides, unmodified in between (its
+      version counter); the block holds the factors it has scanned, and their
+      entries, until it ends (so that memory cannot be reused by another tensor).
+    * With ``workspace`` (a :class:`~plastorch.functional.workspace.Workspace`),
+      large temporaries of the dense path are written into its buffers instead of
+      fresh tensors: the ``unfold`` columns of a small-patch Conv2d (2.5 MB for
+      2->32 k5 on 16x28x28), whose page faults otherwise cost about what the
+      product does, and make its speed depend on the allocator's state.
+      Results never alias the workspace.
+
+    A :class:`~plastorch.Learner` step enters one around its rule and the update,
+    lending its own workspace: an MSTDP-ET window walks its post spikes for the
+    in-window change and for each carried eligibility (~5 ms a scan of a
+    ``[100, 64, 400]`` window here).
 
     Examples
     --------
     >>> fc = nn.Linear(3, 2, bias=False)
     >>> post, pre = torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 2.0, 3.0]])
-    >>> with shared_scans():
+    >>> with correlation_scope():
     ...     a = correlate(fc, pre, post, sparse=True)
     ...     b = correlate(fc, 2 * pre, post, sparse=True)  # post is not scanned again
     >>> torch.equal(2 * a, b)
     True
     """
 
-    __slots__ = ("_token",)
+    __slots__ = ("_scope", "_token")
+
+    def __init__(self, workspace: Workspace | None = None) -> None:
+        self._scope = _Scope({}, workspace)
+        self._token = None
 
     def __enter__(self) -> None:
-        self._token = _SCANS.set({})
+        self._token = _SCOPE.set(self._scope)
 
     def __exit__(self, *exc) -> None:
-        _SCANS.reset(self._token)
+        _SCOPE.reset(self._token)
+        self._scope.memo.clear()
 
 
-_SCANS: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
-    "plastorch_shared_scans", default=None
+class _Scope(NamedTuple):
+    memo: dict
+    workspace: Workspace | None
+
+
+_SCOPE: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar(
+    "plastorch_correlation_scope", default=None
 )
+
+
+def _scratch(name: str, shape: tuple[int, ...], like: Tensor) -> Tensor | None:
+    """A buffer of the scope's workspace (``None`` outside a scope or without one)."""
+    scope = _SCOPE.get()
+    if scope is None or scope.workspace is None:
+        return None
+    return scope.workspace.get(name, shape, like.dtype, like.device)
 
 
 def _scan_key(tensor: Tensor) -> tuple:
@@ -850,9 +879,10 @@ def _entries_by_owner(
     sparse_t: Tensor, channels: int, own_pos: int, batch: int | None
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """:func:`_scan_entries`, looked up in the :func:`shared_scans` block if one is open."""
-    memo = _SCANS.get()
-    if memo is None:
+    scope = _SCOPE.get()
+    if scope is None:
         return _scan_entries(sparse_t, channels, own_pos, batch, None)
+    memo = scope.memo
     key = (_scan_key(sparse_t), channels, own_pos, batch)
     hit = memo.get(key)
     if hit is None:
@@ -1216,34 +1246,98 @@ def _conv_samples(layer: nn.Module, pre: Tensor, post: Tensor) -> tuple[Tensor, 
     return pre, post
 
 
-#: A Conv2d weight gradient (groups 1) whose input patch (``C_in x kernel``) has at most
-#: this many entries is an ``unfold`` and a batched GEMM (the peers' kernel), not
-#: oneDNN's weight gradient: with few input channels oneDNN leaves most of the machine
-#: idle. Conv2d 2->32 k5 (patch 50) on 16x2x28x28, both STDP terms: 2.56 ms against
-#: 3.46 ms; 32->64 k3 (patch 288): 6.14 against 3.35 ms (2 threads, this host).
-_UNFOLD_PATCH = 64
+#: A convolution weight gradient (1-3 spatial dims, not transposed) whose input patch
+#: (``C_in / groups x kernel``) has at most this many entries is an ``unfold``
+#: (:func:`_columns`) and a batched GEMM, not oneDNN's weight gradient, which leaves
+#: most of the machine idle with few input channels. Measured (2 threads, this host,
+#: both paths on the same factors, unfold / oneDNN): Conv1d 4->16 k5 (patch 20) 0.60;
+#: Conv2d 2->32 k5 (50) 0.51, 8->32 k3 (72) 0.91, 16->32 k3 dilation 2 (144) 0.66,
+#: 32->64 k3 (288) 1.29, 64->64 k3 (576) 1.68; Conv3d 4->16 k3 (108) 0.97.
+_UNFOLD_PATCH = 192
+#: Most groups that path takes: one batched GEMM of small per-group products loses to
+#: oneDNN's grouped kernel past them. Conv2d 4->32 k5 groups 2: 0.54, 8->32 k5 groups 2:
+#: 0.76; 32->64 k3 groups 4: 1.48, 16->16 k3 depthwise: 2.23 (unfold / oneDNN).
+_UNFOLD_GROUPS = 2
 #: Largest ``unfold`` result (entries) that path forms, ``N x patch x positions``.
 _UNFOLD_NUMEL = 1 << 24
 
 
 def _unfold_weight_grad(
-    layer: nn.Module, pre: Tensor, post: Tensor, padding, weight_shape: tuple[int, ...]
+    layer: nn.Module,
+    pre: Tensor,
+    post: Tensor,
+    padding,
+    weight_shape: tuple[int, ...],
+    groups: int = 1,
 ) -> Tensor | None:
-    r"""``sum_n post_n [C_out, L] @ unfold(pre)_n^T [L, C_in K]`` for a small-patch Conv2d.
+    r"""``sum_n post_n [C_out, L] @ unfold(pre)_n^T [L, C_in K]``, per group, for a small patch.
 
-    ``pre`` and ``post`` are ``[N, C, H, W]`` samples whose shapes the caller's
+    ``pre`` and ``post`` are ``[N, C, *spatial]`` samples whose shapes the caller's
     :class:`_Geometry` has checked against the layer. ``None`` where
     :data:`_UNFOLD_PATCH` or :data:`_UNFOLD_NUMEL` say oneDNN's weight gradient is
-    the better kernel.
+    the better kernel. The columns are :func:`_columns` (into the scope's workspace
+    when one is lent); with groups, one batched GEMM over samples and groups.
     """
-    patch = math.prod(weight_shape[1:])
-    if patch > _UNFOLD_PATCH or pre.shape[0] * patch * math.prod(post.shape[2:]) > _UNFOLD_NUMEL:
+    patch = math.prod(weight_shape[1:])  # C_in / groups x kernel
+    positions = math.prod(post.shape[2:])
+    samples = pre.shape[0]
+    if patch > _UNFOLD_PATCH or samples * groups * patch * positions > _UNFOLD_NUMEL:
         return None
-    columns = F.unfold(
-        pre, weight_shape[2:], dilation=layer.dilation, padding=padding, stride=layer.stride
+    columns = _scratch("unfold_columns", (samples, groups * patch, positions), pre)
+    columns = _columns(
+        pre, weight_shape[2:], layer.dilation, padding, layer.stride, post.shape[2:], columns
     )
-    grad = torch.bmm(post.flatten(2), columns.transpose(1, 2))  # [N, C_out, C_in K]
-    return grad.sum(0).view(weight_shape)
+    # [N G, C_out / G, L] @ [N G, L, patch]: channel c = g C_in/G + c' leads each column block
+    out_group = weight_shape[0] // groups
+    products = _scratch("unfold_products", (samples * groups, out_group, patch), pre)
+    grad = torch.bmm(
+        post.reshape(samples * groups, out_group, positions),
+        columns.view(samples * groups, patch, positions).transpose(1, 2),
+        out=products,
+    )
+    return grad.view(samples, weight_shape[0], patch).sum(0).view(weight_shape)
+
+
+def _columns(
+    pre: Tensor,
+    kernel: Sequence[int],
+    dilation: Sequence[int],
+    padding: Sequence[int],
+    stride: Sequence[int],
+    out_spatial: Sequence[int],
+    out: Tensor | None = None,
+) -> Tensor:
+    """``F.unfold`` of ``pre [N, C, *S]`` for 1-3 spatial dims: ``[N, C prod(kernel), prod(out_spatial)]``.
+
+    One strided view of the zero-padded input, ``[N, C, *kernel, *out_spatial]``
+    (kernel offsets step by the dilation, output positions by the stride), copied
+    into the result: one vectorized copy instead of ``im2col``'s per-entry index
+    arithmetic (Conv2d 2->32 k5 on 16x28x28: 0.09 ms against 0.68 ms here). The
+    entries are those of ``F.unfold``, in its order (channel, then kernel offset).
+    """
+    if any(padding):
+        pre = F.pad(pre, [p for p in reversed(padding) for _ in range(2)])
+    n, c, *size = pre.shape
+    for extent, k, d, s, o in zip(size, kernel, dilation, stride, out_spatial):
+        if (o - 1) * s + (k - 1) * d >= extent:  # _Geometry checked it; a view must not overrun
+            raise ValueError(f"unfold of {tuple(pre.shape)} does not give {tuple(out_spatial)}")
+    strides = pre.stride()
+    spatial = strides[2:]
+    view = pre.as_strided(
+        (n, c, *kernel, *out_spatial),
+        (
+            strides[0],
+            strides[1],
+            *(d * t for d, t in zip(dilation, spatial)),
+            *(s * t for s, t in zip(stride, spatial)),
+        ),
+        pre.storage_offset(),
+    )
+    shape = (n, c * math.prod(kernel), math.prod(out_spatial))
+    if out is None:
+        return view.reshape(shape)
+    out.view(view.shape).copy_(view)
+    return out
 
 
 def _conv_weight_grad(
@@ -1255,8 +1349,8 @@ def _conv_weight_grad(
         isinstance(layer.padding, str) or getattr(layer, "padding_mode", "zeros") != "zeros"
     )
     padding = [0] * spatial if explicit_pad else list(layer.padding)
-    if spatial == 2 and not transposed and groups == 1:
-        grad = _unfold_weight_grad(layer, pre, post, padding, weight_shape)
+    if not transposed and groups <= _UNFOLD_GROUPS:
+        grad = _unfold_weight_grad(layer, pre, post, padding, weight_shape, groups)
         if grad is not None:
             return grad
     output_padding = list(layer.output_padding) if transposed else [0] * spatial

@@ -1,6 +1,7 @@
 """correlate against explicit loop references built here, for every layer geometry."""
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -192,22 +193,51 @@ def test_factor_between_one_and_one_and_a_half_samples_is_correlated():
             (2, 3, 9, 8),
             True,
         ),
-        (lambda: nn.Conv2d(8, 2, 3, padding=1), (2, 8, 5, 5), False),  # patch 72 > 64
+        (lambda: nn.Conv2d(8, 2, 3, padding=1), (2, 8, 5, 5), True),  # patch 72
+        (lambda: nn.Conv2d(32, 2, 3, padding=1), (2, 32, 5, 5), False),  # patch 288 > 192
+        (lambda: nn.Conv1d(3, 2, 4, stride=2, padding=3, dilation=2), (3, 3, 17), True),
+        (lambda: nn.Conv2d(6, 4, 3, padding=1, groups=2), (2, 6, 5, 7), True),  # patch 27
+        (lambda: nn.Conv1d(4, 6, 3, stride=2, groups=2), (3, 4, 12), True),
+        (lambda: nn.Conv2d(64, 8, 5, groups=2), (1, 64, 6, 6), False),  # patch 800
+        (lambda: nn.Conv2d(8, 8, 3, padding=1, groups=4), (2, 8, 5, 5), False),  # 4 groups
+        (
+            lambda: nn.Conv3d(
+                2, 3, (3, 2, 2), stride=(1, 2, 1), padding=(1, 0, 1), dilation=(1, 1, 2)
+            ),
+            (2, 2, 5, 7, 6),
+            True,
+        ),
     ],
 )
-def test_small_patch_conv2d_takes_the_unfold_kernel(make, shape, unfolds):
+def test_small_patch_conv_takes_the_unfold_kernel(make, shape, unfolds):
+    # against torch's own weight gradient (autograd of the layer), with and without a
+    # lent workspace for the columns (which must not leak into the result)
+    from plastorch.functional import correlation_scope
     from plastorch.functional.correlate import _unfold_weight_grad
+    from plastorch.functional.workspace import Workspace
 
     layer = make().double()
     pre = torch.rand(shape, dtype=torch.float64)
     post = torch.randn_like(layer(pre))
-    grad = _unfold_weight_grad(layer, pre, post, list(layer.padding), layer.weight.shape)
-    assert (grad is not None) == unfolds
-    expected = torch.nn.grad.conv2d_weight(
-        pre, layer.weight.shape, post, layer.stride, layer.padding, layer.dilation
+    weight = layer.weight.detach().requires_grad_()
+    out = torch.nn.functional.__dict__[f"conv{weight.dim() - 2}d"](
+        pre, weight, None, layer.stride, layer.padding, layer.dilation, layer.groups
     )
-    if unfolds:
+    (expected,) = torch.autograd.grad(out, weight, post)
+    grad = _unfold_weight_grad(
+        layer, pre, post, list(layer.padding), layer.weight.shape, layer.groups
+    )
+    # the patch limit is the kernel's own, the group limit its caller's
+    assert (grad is None) == (math.prod(layer.weight.shape[1:]) > 192)
+    if grad is not None:
         torch.testing.assert_close(grad, expected)
+    workspace = Workspace()
+    with correlation_scope(workspace):
+        first = correlate(layer, pre, post, sparse=False)
+        second = correlate(layer, 2 * pre, post, sparse=False)
+    torch.testing.assert_close(first, expected)
+    torch.testing.assert_close(second, 2 * expected)
+    assert (workspace.nbytes > 0) == unfolds
     torch.testing.assert_close(correlate(layer, pre, post, sparse=False), expected)
 
 
@@ -217,3 +247,29 @@ def test_unfold_kernel_rejects_a_transposed_output_shape():
     pre, post = torch.rand(1, 1, 6, 4), torch.rand(1, 2, 4, 6)
     with pytest.raises(ValueError, match=r"\(1, 2, 4, 6\).*\(1, 1, 6, 4\)"):
         correlate(layer, pre, post, sparse=False)
+
+
+@pytest.mark.parametrize("padding", [(0, 0), (2, 1)])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed view", "offset view"])
+def test_columns_equal_unfold_for_any_input_layout(layout, padding):
+    # _columns reads the input through its own strides and storage offset
+    from plastorch.functional.correlate import _columns
+
+    g = torch.Generator().manual_seed(5)
+    base = torch.rand(3, 2, 9, 11, generator=g)
+    if layout == "transposed view":
+        base = torch.rand(3, 2, 11, 9, generator=g).transpose(2, 3)
+    elif layout == "offset view":
+        base = torch.rand(4, 2, 9, 11, generator=g)[1:]
+    kernel, dilation, stride = (3, 2), (2, 1), (1, 2)
+    expected = torch.nn.functional.unfold(base, kernel, dilation, padding, stride)
+    out_spatial = [
+        (size + 2 * p - d * (k - 1) - 1) // s + 1
+        for size, p, d, k, s in zip(base.shape[2:], padding, dilation, kernel, stride)
+    ]
+    assert torch.equal(_columns(base, kernel, dilation, padding, stride, out_spatial), expected)
+    out = torch.full(expected.shape, float("nan"))
+    assert _columns(base, kernel, dilation, padding, stride, out_spatial, out) is out
+    assert torch.equal(out, expected)
+    with pytest.raises(ValueError, match="does not give"):
+        _columns(base, kernel, dilation, padding, stride, [s + 1 for s in out_spatial])

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from plastorch.functional import correlate, correlate_per_sample, shared_scans
+from plastorch.functional import correlate, correlate_per_sample, correlation_scope
 
 from .test_correlate_sparse import dyadic
 
@@ -58,7 +58,7 @@ def test_a_block_scans_each_factor_once_and_changes_no_result(scans):
     ]
     assert len(scans) == 4
     scans.clear()
-    with torch.profiler.profile() as profile, shared_scans():
+    with torch.profiler.profile() as profile, correlation_scope():
         shared = [
             correlate(fc, flat_pre, flat_post, sparse=True),
             correlate(fc, 2 * flat_pre, flat_post, sparse=True),
@@ -81,7 +81,7 @@ def test_a_factor_changed_in_place_is_scanned_again(scans):
     fc = nn.Linear(N_IN, N_OUT, bias=False).double()
     pre, post = factors(1)
     flat_pre, flat_post = pre.flatten(0, 1), post.flatten(0, 1)
-    with shared_scans():
+    with correlation_scope():
         before = correlate(fc, flat_pre, flat_post, sparse=True)
         flat_post[0].fill_(1.0)  # same memory, new values: the version counter moves
         after = correlate(fc, flat_pre, flat_post, sparse=True)
