@@ -50,21 +50,20 @@ def test_a_block_scans_each_factor_once_and_changes_no_result(scans):
     fc = nn.Linear(N_IN, N_OUT, bias=False).double()
     pre, post = factors()
     flat_pre, flat_post = pre.flatten(0, 1), post.flatten(0, 1)
-    alone = [
-        correlate(fc, flat_pre, flat_post, sparse=True),
-        correlate(fc, 2 * flat_pre, flat_post, sparse=True),
-        correlate_per_sample(fc, pre, post, sparse=True),
-        correlate_per_sample(fc, 2 * pre, post, sparse=True),
-    ]
-    assert len(scans) == 4
-    scans.clear()
-    with torch.profiler.profile() as profile, correlation_scope():
-        shared = [
+
+    def four():
+        return [
             correlate(fc, flat_pre, flat_post, sparse=True),
             correlate(fc, 2 * flat_pre, flat_post, sparse=True),
             correlate_per_sample(fc, pre, post, sparse=True),
             correlate_per_sample(fc, 2 * pre, post, sparse=True),
         ]
+
+    alone = four()
+    assert len(scans) == 4
+    scans.clear()
+    with torch.profiler.profile() as profile, correlation_scope():
+        shared = four()
     # one scan per owner layout (summed, per sample), and one nonzero for both
     assert len(scans) == 2
     assert sum(event.name == "aten::nonzero" for event in profile.events()) == 1
