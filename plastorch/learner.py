@@ -392,7 +392,7 @@ class Learner(nn.Module):
             raise ValueError(f"{type(rule).__name__} needs a signal: call step(signal=...)")
         if not rule.modulated and signal is not None:
             raise TypeError(f"{type(rule).__name__} takes no signal; call step() without one")
-        if scale != 1.0 or type(scale) is not float:
+        if type(scale) is not float or scale != 1.0:  # (the common 1.0 skips the checks)
             scale = abs(check_real("scale", scale))
         pending = self._pending_window()
         if pending is None and not self.state_names:

@@ -314,3 +314,19 @@ def test_runtime_shape_dtype_and_nan_errors():
     Learner(layer2, source2, STDP(1.0, -1.0))
     with pytest.raises(ValueError, match=r"does not match the layer output"):
         source2(layer2(torch.rand(2, 6, dtype=torch.float64))[:, :2])
+
+
+def test_spikes_recorded_in_inference_mode_are_learned_from():
+    # inference tensors have no version counter; the step's shared scans skip them
+    rule = MSTDPET(1.0, -0.5, per_sample_signal=True)
+    layer, source, learner = make(rule, step_mode="multi")
+    reference = copy.deepcopy(learner)
+    x = inputs(steps=20)
+    with torch.inference_mode():
+        post = source(layer(x))
+    delta = learner.step(torch.tensor([1.0, -1.0, 0.5]).double())
+    reference.reset()
+    state = rule.initial_state(layer, x[0], post[0])
+    update, _ = rule(layer, x.clone(), post.clone(), state, torch.tensor([1.0, -1.0, 0.5]).double())
+    torch.testing.assert_close(delta, update.delta())
+    assert delta.abs().sum() > 0

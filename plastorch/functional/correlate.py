@@ -811,7 +811,7 @@ class correlation_scope:  # noqa: N801 (used as a function: ``with correlation_s
       entries, until it ends (so that memory cannot be reused by another tensor).
     * With ``workspace`` (a :class:`~plastorch.functional.workspace.Workspace`),
       large temporaries of the dense path are written into its buffers instead of
-      fresh tensors: the ``unfold`` columns of a small-patch Conv2d (2.5 MB for
+      fresh tensors: the ``unfold`` columns of a small-patch convolution (2.5 MB for
       2->32 k5 on 16x28x28), whose page faults otherwise cost about what the
       product does, and make its speed depend on the allocator's state.
       Results never alias the workspace.
@@ -878,9 +878,10 @@ def _scan_key(tensor: Tensor) -> tuple:
 def _entries_by_owner(
     sparse_t: Tensor, channels: int, own_pos: int, batch: int | None
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """:func:`_scan_entries`, looked up in the :func:`shared_scans` block if one is open."""
+    """:func:`_scan_entries`, looked up in the :func:`correlation_scope` block if one is open."""
     scope = _SCOPE.get()
-    if scope is None:
+    # an inference tensor has no version counter to tell a changed one: never shared
+    if scope is None or sparse_t.is_inference():
         return _scan_entries(sparse_t, channels, own_pos, batch, None)
     memo = scope.memo
     key = (_scan_key(sparse_t), channels, own_pos, batch)
@@ -929,11 +930,11 @@ def _scan_entries(
     else:
         flat_sparse = sparse_t.reshape(-1)
         # the flat scan serves every owner layout (with or without batch)
-        key = ("flat", _scan_key(sparse_t))
-        flat = None if memo is None else memo.get(key, (None, None))[1]
+        key = None if memo is None else ("flat", _scan_key(sparse_t))
+        flat = None if key is None else memo.get(key, (None, None))[1]
         if flat is None:
             flat = flat_sparse.view(as_int).nonzero().squeeze(1)
-            if memo is not None:
+            if key is not None:
                 memo[key] = (sparse_t, flat)
         channel = (flat // own_pos) % channels
         owner = (
@@ -1283,13 +1284,19 @@ def _unfold_weight_grad(
     samples = pre.shape[0]
     if patch > _UNFOLD_PATCH or samples * groups * patch * positions > _UNFOLD_NUMEL:
         return None
-    columns = _scratch("unfold_columns", (samples, groups * patch, positions), pre)
+    # (out= buffers cannot be part of an autograd graph)
+    lend = not (pre.requires_grad or post.requires_grad)
+    columns = (
+        _scratch("unfold_columns", (samples, groups * patch, positions), pre) if lend else None
+    )
     columns = _columns(
         pre, weight_shape[2:], layer.dilation, padding, layer.stride, post.shape[2:], columns
     )
     # [N G, C_out / G, L] @ [N G, L, patch]: channel c = g C_in/G + c' leads each column block
     out_group = weight_shape[0] // groups
-    products = _scratch("unfold_products", (samples * groups, out_group, patch), pre)
+    products = (
+        _scratch("unfold_products", (samples * groups, out_group, patch), pre) if lend else None
+    )
     grad = torch.bmm(
         post.reshape(samples * groups, out_group, positions),
         columns.view(samples * groups, patch, positions).transpose(1, 2),

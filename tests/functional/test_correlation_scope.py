@@ -122,3 +122,33 @@ def test_per_sample_weights_of_a_wrong_shape_are_named():
     pre, post = factors()
     with pytest.raises(ValueError, match=r"weights must be \[T, B\]=\[40, 6\] or \[T, 1\]"):
         correlate_per_sample(fc, pre, post, weights=torch.ones(STEPS, 2).double())
+
+
+def test_factors_made_in_inference_mode_are_scanned_each_time(scans):
+    # they have no version counter, so a change in place could not be seen
+    fc = nn.Linear(N_IN, N_OUT, bias=False).double()
+    pre, post = factors(3)
+    with torch.inference_mode():
+        post = post.clone()
+    with correlation_scope():
+        first = correlate(fc, pre.flatten(0, 1), post.flatten(0, 1), sparse=True)
+        second = correlate(fc, pre.flatten(0, 1), post.flatten(0, 1), sparse=True)
+    assert len(scans) == 2
+    assert torch.equal(first, second)
+    assert torch.equal(first, post.flatten(0, 1).t() @ pre.flatten(0, 1))
+
+
+def test_a_lent_workspace_is_not_used_for_factors_that_need_gradients():
+    # out= buffers cannot be in an autograd graph: the conv kernel allocates then
+    from plastorch.functional.workspace import Workspace
+
+    conv = nn.Conv2d(2, 3, 3, padding=1).double()
+    pre = torch.rand(2, 2, 6, 6, dtype=torch.float64, requires_grad=True)
+    post = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+    workspace = Workspace()
+    with correlation_scope(workspace):
+        grad = correlate(conv, pre, post, sparse=False)
+    (expected,) = torch.autograd.grad((post * conv(pre.detach())).sum(), conv.weight)
+    torch.testing.assert_close(grad, expected)
+    grad.sum().backward()  # differentiable in pre
+    assert pre.grad is not None and workspace.nbytes == 0
