@@ -201,3 +201,49 @@ def test_learner_update_is_linear_in_scale(problem, scale):
         deltas.append(learner.step(scale=factor))
         learner.remove()
     torch.testing.assert_close(deltas[1], scale * deltas[0])
+
+
+@st.composite
+def small_convs(draw):
+    """A random Conv1d/2d/3d (stride, padding, dilation, up to 2 groups) and its factors."""
+    spatial = draw(st.integers(1, 3))
+    groups = draw(st.sampled_from([1, 2]))
+    cin, cout = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
+    kernel = tuple(draw(st.integers(1, 3)) for _ in range(spatial))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(spatial))
+    dilation = tuple(draw(st.integers(1, 2)) for _ in range(spatial))
+    padding = tuple(draw(st.integers(0, 2)) for _ in range(spatial))
+    size = tuple(draw(st.integers(k * d, k * d + 5)) for k, d in zip(kernel, dilation))
+    batch = draw(st.integers(1, 3))
+    conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[spatial - 1]
+    layer = conv(cin, cout, kernel, stride, padding, dilation, groups, bias=False).double()
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    pre = torch.rand(batch, cin, *size, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        post = torch.randn(layer(pre).shape, generator=g, dtype=torch.float64)
+    return layer, pre, post
+
+
+@PROFILE
+@given(small_convs())
+def test_the_dense_conv_kernels_are_the_weight_gradient(case):
+    # the unfold kernel (strided columns, into a workspace or not) and oneDNN's, as
+    # correlate chooses them, against autograd of the layer itself
+    from plastorch.functional import correlation_scope
+    from plastorch.functional.correlate import _columns
+    from plastorch.functional.workspace import Workspace
+
+    layer, pre, post = case
+    (expected,) = torch.autograd.grad((layer(pre) * post).sum(), layer.weight)
+    torch.testing.assert_close(correlate(layer, pre, post, sparse=False), expected)
+    with correlation_scope(Workspace()):
+        torch.testing.assert_close(correlate(layer, pre, post, sparse=False), expected)
+        torch.testing.assert_close(correlate(layer, pre, post, sparse=False), expected)
+    if pre.dim() == 4:  # F.unfold exists for 2 spatial dims
+        columns = _columns(
+            pre, layer.kernel_size, layer.dilation, layer.padding, layer.stride, post.shape[2:]
+        )
+        unfolded = torch.nn.functional.unfold(
+            pre, layer.kernel_size, layer.dilation, layer.padding, layer.stride
+        )
+        assert torch.equal(columns, unfolded)
