@@ -152,3 +152,24 @@ def test_a_lent_workspace_is_not_used_for_factors_that_need_gradients():
     torch.testing.assert_close(grad, expected)
     grad.sum().backward()  # differentiable in pre
     assert pre.grad is not None and workspace.nbytes == 0
+
+
+def test_the_column_scan_of_a_small_factor_is_shared_too(monkeypatch):
+    # below _COLUMN_SCAN_BYTES the summed Linear path scans column by column
+    calls = []
+    original = correlate_module._by_column
+
+    def counting(sparse_t):
+        calls.append(tuple(sparse_t.shape))
+        return original(sparse_t)
+
+    monkeypatch.setattr(correlate_module, "_by_column", counting)
+    fc = nn.Linear(N_IN, N_OUT, bias=False).double()
+    pre, post = factors(5)
+    flat_pre, flat_post = pre.flatten(0, 1), post.flatten(0, 1)
+    with correlation_scope():
+        first = correlate(fc, flat_pre, flat_post, sparse=True)
+        second = correlate(fc, 2 * flat_pre, flat_post, sparse=True)
+    assert calls == [tuple(flat_post.shape)]
+    assert torch.equal(first, flat_post.t() @ flat_pre)
+    assert torch.equal(second, 2 * first)
