@@ -310,16 +310,17 @@ def weighted_acausal_factors(
         _check_out(out, (count, *pre.shape), dtype)
         chunks = [(out, weights)]
     carried = torch.empty((count, *pre.shape[1:]), dtype=dtype, device=pre.device)
+    after = [factor for y, _ in chunks for factor in y.unbind(0)]
     if steps == 0:
-        return [y for y, _ in chunks for y in y.unbind(0)], carried.zero_()
+        return after, carried.zero_()
     # y(t) = d (y(t+1) + w(t+1) s(t+1)): the roundings of trace_after of w s (addcmul
     # rounds w s, then the sum; no temporary); one step further, d (y(0) + w(0) s(0)) = g.
-    start, factor = 0, _scalar(decay_post, carried)
+    start, decay = 0, _scalar(decay_post, carried)
     for y, w in chunks:
         y[:, -1].zero_()
         g = carried[start : start + y.shape[0]]
         for t in range(steps - 1, -1, -1):
             target = y[:, t - 1] if t > 0 else g
-            torch.addcmul(y[:, t], w[:, t], pre[t], out=target).mul_(factor)
+            torch.addcmul(y[:, t], w[:, t], pre[t], out=target).mul_(decay)
         start += y.shape[0]
-    return [factor for y, _ in chunks for factor in y.unbind(0)], carried
+    return after, carried

@@ -470,20 +470,19 @@ class MSTDPET(_PairRule):
             new_state["eligibility_post"], new_state["eligibility_pre"] = carried
             return halves.result(), new_state
         # Eligibility carried to the next window: z(T) = d^T z_0 + this window's pairs.
+        # The LTP pairs weighted by d^(T-1-j) / tau_z. Per sample, the weights scale the
+        # looked-up post spikes, so every part walks the same s_post (one shared scan);
+        # the summed correlation takes no weights, so there they go into a copy of s_post.
         if self.per_sample_signal:
-            # the LTP pairs weighted by d^(T-1-j) / tau_z: the weights scale the looked-up
-            # post spikes, so every part walks the same s_post (one shared scan)
-            fresh_parts = (
-                ("eligibility_post", carried[0], [(Term(ltp.pre, ltp.post, 1.0), tail)]),
-                ("eligibility_pre", carried[1], [(part, None) for part in acausal[-1]]),
-            )
+            tail_part = (Term(ltp.pre, ltp.post, 1.0), tail)
         else:
             tail_post = scratch("tail_post", ltp.post.shape, ltp.post.dtype, ltp.post.device)
             tail_post = torch.mul(ltp.post, broadcast_steps(tail, post), out=tail_post)
-            fresh_parts = (
-                ("eligibility_post", carried[0], [(Term(ltp.pre, tail_post, 1.0), None)]),
-                ("eligibility_pre", carried[1], [(part, None) for part in acausal[-1]]),
-            )
+            tail_part = (Term(ltp.pre, tail_post, 1.0), None)
+        fresh_parts = (
+            ("eligibility_post", carried[0], [tail_part]),
+            ("eligibility_pre", carried[1], [(part, None) for part in acausal[-1]]),
+        )
         for name, z0, parts in fresh_parts:
             if self.per_sample_signal:
                 # [B, *W]: accumulated into z_0 itself when the caller lets the rule
@@ -553,8 +552,10 @@ class MSTDPET(_PairRule):
             # the caller reads the net change only: both signs in one signed gain,
             # rate (g+ - g-) per sample, so z0 is read once by one matrix-vector product
             net_gain = gains[0] - gains[1]
+            if not bool(net_gain.ne(0).any()):
+                return
             for rate, z0 in zip((self.lr_post, self.lr_pre), carried):
-                if rate == 0.0 or not bool(net_gain.ne(0).any()):
+                if rate == 0.0:
                     continue
                 if self.per_sample_signal:
                     flat = z0.reshape(batch, -1)
