@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from ..functional import sparse_mode
 from ..functional.checks import check_finite
+from ..functional.correlate import _AS_INT
 from ..rules import MSTDP, MSTDPET, STDP
 from .common import (
     Case,
@@ -409,7 +410,7 @@ def _conv_case(
         return ltp.mul_(LR).sub_(ltd, alpha=LR)
 
     rows = [Contender(f"limit: conv{spatial}d_weight x2", "limit", limit)]
-    as_int = {4: torch.int32, 8: torch.int64, 2: torch.int16}[posts[0].element_size()]
+    as_int = _AS_INT[posts[0].element_size()]  # the sparse path's scan reads floats as ints
 
     def scan_floor() -> Tensor:
         # a sparse LTP term must at least find the post spikes; the LTD term dense
