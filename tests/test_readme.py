@@ -23,4 +23,7 @@ def test_readme_python_block_runs(index):
 def test_readme_has_the_two_setup_commands():
     text = README.read_text()
     assert "plastorch train diehl-cook" in text
-    assert 'pip install -e ".[test]" && python -m pytest' in text
+    assert 'pip install -e ".[test,fast]" && python -m pytest' in text
+    # CI installs what the README's test command installs, and runs the same pytest
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert 'pip install -e ".[test,fast]"' in ci and "python -m pytest" in ci

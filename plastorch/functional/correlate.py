@@ -32,7 +32,7 @@ into the weight entry they belong to with ``torch.nn.functional.embedding_bag``
 
 Which path runs is chosen per call by the ``sparse`` argument or, when that is
 ``None``, by :func:`sparse_mode` (default ``"auto"``): on CPU, ``"auto"`` counts
-the non-zeros of both factors (on a strided sample of at most 8192 entries for
+the non-zeros of both factors (on a strided sample of at most 2048 entries for
 large factors) and takes the sparse path when its estimated time
 (:func:`estimate_costs`) is below the dense one. On other devices ``"auto"``
 stays dense (counting non-zeros synchronises the device, and the crossover has
@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import compiled
 from .checks import check_choice
 from .workspace import Workspace
 
@@ -92,7 +93,7 @@ _LOOKUP = {"linear": 10.0, "conv": 6.0}
 _COPY = 1.5
 _FIXED = {"linear": 250_000.0, "conv": 1_300_000.0}
 _DENSE_FIXED = 30_000.0
-_COUNT_SAMPLE = 1 << 13
+_COUNT_SAMPLE = 1 << 11
 #: ``auto`` takes the sparse path only when its estimate is below this fraction of
 #: the dense one: the model is rough (the sparse path's scattered reads cost more
 #: when the caches are cold, as inside a learner step), and counting non-zeros
@@ -105,6 +106,27 @@ _PERMUTED_SCAN = 1 << 18
 #: plus a sort of the non-zeros, [6400, 784] 31-35 ms against 7.5-18 ms, while
 #: [3200, 400] (5 MB) stayed 1.2-2x faster by columns (2 threads, this host).
 _COLUMN_SCAN_BYTES = 6 << 20
+#: Cost model of the compiled kernel (:func:`~plastorch.functional.compiled.sparse_rows_`,
+#: Linear, the factor on the output side sparse), nanoseconds per thread: a strided
+#: scan of the sparse factor, a write of the output, one multiply-add per added
+#: element, and the call (measured on this host, docs/performance.md "Eighth round").
+_COMPILED_SCAN = 3.6
+_COMPILED_WRITE = 0.1
+_COMPILED_ADD = {torch.float32: 0.1, torch.float64: 0.2}
+_COMPILED_FIXED = 25_000.0
+#: Largest sparse factor (entries) the compiled kernel scans column by column; past
+#: the caches the torch path's contiguous scan wins (measured: [6400, 400] float32
+#: at 2 % took 14 ms in the kernel against about 10 ms for the torch path).
+_COMPILED_SCAN_NUMEL = 1 << 19
+
+
+def _compiled_linear(dtype: torch.dtype, sparse_numel: int, per: int, enabled: bool) -> bool:
+    """Whether a Linear correlation summed from its output-side factor runs compiled
+    (``enabled``: :func:`~plastorch.functional.compiled.available`)."""
+    return (
+        enabled and per == 1 and dtype in compiled.DTYPES and sparse_numel <= _COMPILED_SCAN_NUMEL
+    )
+
 
 _AS_INT = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -287,31 +309,46 @@ def _linear_sum(
 
     Sparse terms come first: the first result becomes the accumulator the GEMMs
     add into (``addmm_``), so a sparse term costs no extra weight-sized addition.
+    Compiled terms (:func:`_runs_compiled`) add into the accumulator in place (the
+    first one writes it). They run before the GEMMs: measured 3 % faster than after
+    them (784->400, batch 64), though after a GEMM they need not zero the output.
     """
-    prepared = [(*_linear_operands(layer, pre, post, sparse), rate) for pre, post, rate in items]
-    if any(item[2] is not None for item in prepared):
-        prepared.sort(key=lambda item: item[2] is None)  # stable: sparse terms, then dense
+    prepared = []
+    for pre, post, rate in items:
+        pre, post, side = _linear_operands(layer, pre, post, sparse)
+        kind = _DENSE if side is None else _COMPILED if _runs_compiled(post, pre, side) else _TORCH
+        prepared.append((kind, pre, post, side, rate))
+    prepared.sort(key=lambda item: item[0])  # stable
     total: Tensor | None = None
     pending = 1.0  # rate still to apply to the accumulator ``total``
-    for pre, post, side, rate in prepared:
-        if side is None:
+    for kind, pre, post, side, rate in prepared:
+        if kind == _DENSE:
             if total is None:
                 total, pending = post.t() @ pre, rate
             else:
                 total.addmm_(post.t(), pre, beta=pending, alpha=rate)
                 pending = 1.0
-            continue
-        value = _sparse_linear(post, pre, side)
-        if total is None:
-            total, pending = value, rate
-            continue
-        if pending != 1.0:
-            total.mul_(pending)
+        elif kind == _COMPILED:
+            if total is None:
+                dtype = torch.promote_types(post.dtype, pre.dtype)
+                total, pending = post.new_empty((post.shape[1], pre.shape[1]), dtype=dtype), 0.0
+            _compiled_rows(total, post, pre, rate, pending)
             pending = 1.0
-        total.add_(value, alpha=rate)
+        else:
+            value = _sparse_linear(post, pre, side)
+            if total is None:
+                total, pending = value, rate
+                continue
+            if pending != 1.0:
+                total.mul_(pending)
+                pending = 1.0
+            total.add_(value, alpha=rate)
     if total is not None and pending != 1.0:
         total.mul_(pending)
     return total
+
+
+_TORCH, _COMPILED, _DENSE = 0, 1, 2  # the order in which _linear_sum runs its terms
 
 
 def uses_sparse_path(
@@ -496,6 +533,8 @@ def estimate_costs(
     table_numel: int,
     permuted_numel: int,
     threads: int | None = None,
+    compiled: bool = False,
+    output_numel: int = 0,
 ) -> tuple[float, float]:
     r"""Estimated nanoseconds of the dense and the sparse path of one correlation (CPU).
 
@@ -516,6 +555,18 @@ def estimate_costs(
     ``torch.get_num_threads()``); the scan, the index arithmetic and the fixed cost
     are counted as serial.
 
+    With ``compiled`` (a Linear summed from its output-side factor by
+    :func:`~plastorch.functional.compiled.sparse_rows_`) the sparse path is one
+    parallel kernel instead:
+
+    .. math::
+
+        t_\text{sparse} = \bigl(c_\text{scan}' N_s + c_\text{write}' N_\text{out}
+            + c_\text{add}'\, \text{nnz}\, \ell\bigr) / \text{threads} + c_\text{fixed}'
+
+    (``_COMPILED_SCAN``, ``_COMPILED_WRITE``, ``_COMPILED_ADD``, ``_COMPILED_FIXED``;
+    :math:`N_\text{out}` = ``output_numel``).
+
     Returns
     -------
     (dense, sparse) : tuple of float
@@ -534,6 +585,13 @@ def estimate_costs(
         _DENSE_MAC.get(dtype, 0.1) * dense_macs * (_CONV_FACTOR if conv else 1.0) / threads
         + _DENSE_FIXED
     )
+    if compiled:
+        work = (
+            _COMPILED_SCAN * sparse_numel
+            + _COMPILED_WRITE * output_numel
+            + _COMPILED_ADD.get(dtype, 0.2) * nnz * row_length
+        )
+        return dense, work / threads + _COMPILED_FIXED
     lookups = nnz * kernel_size
     add = _SPARSE_ADD.get(dtype, 1.0) / threads
     sparse = (
@@ -546,7 +604,7 @@ def estimate_costs(
 
 
 def _count_nonzero(x: Tensor) -> int:
-    """Non-zeros of ``x``: exact up to 8192 entries, else estimated from a strided sample."""
+    """Non-zeros of ``x``: exact up to 2048 entries, else estimated from a strided sample."""
     numel = x.numel()
     if numel <= _COUNT_SAMPLE:
         return int(torch.count_nonzero(x))
@@ -584,9 +642,10 @@ def _choose_path(
         kernel_size,
         per,
         groups,
-        a.dtype,
+        torch.promote_types(a.dtype, b.dtype),
         threads,
         sparse is None,
+        compiled.available(),
     )
     best = None
     for side, costs in candidates:
@@ -614,12 +673,14 @@ def _path_candidates(
     dtype: torch.dtype,
     threads: int,
     auto: bool,
+    kernels: bool,
 ) -> tuple[tuple[str, tuple[tuple[str, object], ...]], ...]:
     """Sides worth counting the non-zeros of, with their cost-model arguments.
 
     Depends on shapes only, so it is cached: with ``auto``, a side whose sparse
     path would not pay even with no non-zero at all is dropped without counting
     (the common case for dense-looking factors; it saves ~30 us of Python per call).
+    ``kernels``: the compiled kernels are available (:func:`_compiled_linear`).
     """
     conv = len(weight_shape) > 2
     weight_numel = math.prod(weight_shape) * per
@@ -639,6 +700,8 @@ def _path_candidates(
             table_numel=other if conv else 0,
             permuted_numel=weight_numel if (conv or side == "b") else 0,
         )
+        if side == "a" and not conv and _compiled_linear(dtype, numel, per, kernels):
+            costs.update(compiled=True, output_numel=weight_numel)
         dense, floor = estimate_costs(nnz=0, threads=threads, **costs)
         if auto and floor >= _MARGIN * dense:
             continue  # not even an empty factor would pay: do not count
@@ -973,6 +1036,28 @@ def _by_column(sparse_t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return sample, columns[owner, sample], offsets
 
 
+def _runs_compiled(post: Tensor, pre: Tensor, side: str) -> bool:
+    """Whether :func:`_sparse_linear` of these factors runs the compiled kernel."""
+    return (
+        side == "a"
+        and post.device.type == "cpu"
+        and not (torch.is_grad_enabled() and (post.requires_grad or pre.requires_grad))
+        and _compiled_linear(
+            torch.promote_types(post.dtype, pre.dtype), post.numel(), 1, compiled.available()
+        )
+    )
+
+
+def _compiled_rows(out: Tensor, post: Tensor, pre: Tensor, alpha: float, beta: float) -> None:
+    """``out <- beta out + alpha post^T pre`` by the compiled kernel (:func:`_runs_compiled`)."""
+    dtype = out.dtype
+    post = post if post.dtype == dtype else post.to(dtype)
+    pre = pre if pre.dtype == dtype else pre.to(dtype)
+    compiled._sparse_rows_unchecked(
+        out, post.detach().contiguous(), pre.detach().contiguous(), alpha, beta
+    )
+
+
 def _sparse_linear(post: Tensor, pre: Tensor, side: str) -> Tensor:
     r"""``post^T pre`` (``[N, M]``, ``[N, C]`` -> ``[M, C]``) from the non-zeros of one factor.
 
@@ -983,8 +1068,12 @@ def _sparse_linear(post: Tensor, pre: Tensor, side: str) -> Tensor:
     ``embedding_bag`` sums into each output row. Walking ``pre`` (side ``"b"``)
     gives ``[C, M]``, transposed into the weight's layout.
     """
-    sparse_t, dense_t = (post, pre) if side == "a" else (pre, post)
     dtype = torch.promote_types(post.dtype, pre.dtype)
+    if _runs_compiled(post, pre, side):
+        out = torch.empty((post.shape[1], pre.shape[1]), dtype=dtype, device=post.device)
+        _compiled_rows(out, post, pre, 1.0, 0.0)
+        return out
+    sparse_t, dense_t = (post, pre) if side == "a" else (pre, post)
     if sparse_t.numel() * sparse_t.element_size() <= _COLUMN_SCAN_BYTES:
         sample, values, offsets = _shared("columns", sparse_t, (), lambda: _by_column(sparse_t))
     else:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from plastorch.functional import correlate, correlate_per_sample, correlation_scope
+from plastorch.functional import compiled, correlate, correlate_per_sample, correlation_scope
 
 from .test_correlate_sparse import dyadic
 
@@ -26,6 +26,7 @@ def scans(monkeypatch):
     The factors are small, so the thresholds are lowered: every factor takes the
     flat scan of a large one (the one MSTDP-ET's window factors take).
     """
+    monkeypatch.setattr(compiled, "_ENABLED", False)  # the torch path's scans
     monkeypatch.setattr(correlate_module, "_COLUMN_SCAN_BYTES", 0)
     monkeypatch.setattr(correlate_module, "_PERMUTED_SCAN", 0)
     calls = []
@@ -155,7 +156,8 @@ def test_a_lent_workspace_is_not_used_for_factors_that_need_gradients():
 
 
 def test_the_column_scan_of_a_small_factor_is_shared_too(monkeypatch):
-    # below _COLUMN_SCAN_BYTES the summed Linear path scans column by column
+    # below _COLUMN_SCAN_BYTES the summed Linear torch path scans column by column
+    monkeypatch.setattr(compiled, "_ENABLED", False)
     calls = []
     original = correlate_module._by_column
 

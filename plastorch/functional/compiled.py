@@ -1,0 +1,120 @@
+"""Compiled CPU kernels for the sparse correlations (optional: ``pip install plastorch[fast]``).
+
+With `numba <https://numba.pydata.org>`_ installed, :func:`~plastorch.functional.correlate`
+sums a Linear's sparse factor in one parallel pass (:func:`sparse_rows_`) instead of
+the pure-torch scan, index arithmetic and ``embedding_bag`` (which cost about
+three GEMMs' worth of small kernels on a one-step factor). Without numba, or with
+the environment variable ``PLASTORCH_NUMBA=0``, nothing here is used and every
+result is the same up to the order of the additions.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+__all__ = ["available", "sparse_rows_"]
+
+#: dtypes the kernels take (numba has no half precision)
+DTYPES = (torch.float32, torch.float64)
+
+try:
+    if os.environ.get("PLASTORCH_NUMBA", "1").strip() in ("0", "false", "no", "off"):
+        raise ImportError("disabled by PLASTORCH_NUMBA")
+    import numba
+    import numpy as np
+except ImportError:  # the optional extra is not installed (or it is switched off)
+    numba = None
+    _SCALAR = {}
+else:
+    _SCALAR = {torch.float32: np.float32, torch.float64: np.float64}
+
+_ENABLED = numba is not None
+
+
+def available() -> bool:
+    """Whether the compiled kernels are used (numba importable and not switched off)."""
+    return _ENABLED
+
+
+if numba is not None:
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _sparse_rows(out, a, b, alpha, beta):  # pragma: no cover - compiled
+        # out[m, :] = beta * out[m, :] + alpha * sum_n a[n, m] * b[n, :], over a's non-zeros;
+        # every output row is one thread's: no write is shared
+        rows, columns = a.shape
+        width = b.shape[1]
+        for m in numba.prange(columns):
+            row = out[m]
+            if beta == 0:  # the output may be uninitialised: never read it
+                row[:] = 0
+            elif beta != 1:
+                row *= beta
+            for n in range(rows):
+                value = a[n, m]
+                if value != 0:
+                    weight = alpha * value
+                    source = b[n]
+                    for c in range(width):
+                        row[c] += weight * source[c]
+
+
+_THREADS = [0]  # the torch thread count numba was last set to follow
+
+
+def _follow_torch_threads() -> None:
+    """Run the kernels on as many threads as torch's (``torch.set_num_threads``)."""
+    wanted = torch.get_num_threads()
+    if wanted != _THREADS[0]:
+        numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))
+        _THREADS[0] = wanted
+
+
+def _sparse_rows_unchecked(out: Tensor, a: Tensor, b: Tensor, alpha: float, beta: float) -> None:
+    """:func:`sparse_rows_` for callers that guarantee its preconditions."""
+    _follow_torch_threads()
+    scalar = _SCALAR[out.dtype]  # the kernel computes in out's dtype, not float64
+    _sparse_rows(out.numpy(), a.numpy(), b.numpy(), scalar(alpha), scalar(beta))
+
+
+def sparse_rows_(out: Tensor, a: Tensor, b: Tensor, alpha: float, beta: float) -> Tensor:
+    r"""``out <- beta * out + alpha * a^T b`` in place, from the non-zeros of ``a``.
+
+    ``a`` is ``[N, M]`` (the sparse factor), ``b`` ``[N, C]`` and ``out`` ``[M, C]``,
+    all contiguous CPU tensors of one dtype in :data:`DTYPES`. Each row of ``out``
+    gets the rows of ``b`` its column of ``a`` names, scaled by their values: the
+    arithmetic is ``nnz(a) * C`` instead of the GEMM's ``N M C``, after one read of
+    ``a``. With ``beta == 0`` ``out`` is not read (it may be uninitialised).
+
+    Examples
+    --------
+    >>> a = torch.tensor([[0.0, 1.0], [2.0, 0.0]])  # [N=2, M=2], two non-zeros
+    >>> b = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    >>> out = torch.ones(2, 2)
+    >>> sparse_rows_(out, a, b, 0.5, 1.0) if available() else out.addmm_(a.t(), b, alpha=0.5)
+    tensor([[4.0000, 5.0000],
+            [1.5000, 2.0000]])
+    """
+    if not _ENABLED:
+        raise RuntimeError("the compiled kernels need numba: pip install plastorch[fast]")
+    scalar = _SCALAR.get(out.dtype)
+    for name, tensor, shape in (
+        ("out", out, (a.shape[1], b.shape[1])),
+        ("a", a, (b.shape[0], a.shape[1])),
+        ("b", b, (a.shape[0], b.shape[1])),
+    ):
+        if scalar is None or tensor.dtype != out.dtype or tensor.device.type != "cpu":
+            raise TypeError(
+                f"sparse_rows_: {name} must be a CPU tensor of float32 or float64 like out, "
+                f"got {tensor.dtype} on {tensor.device}"
+            )
+        if tensor.shape != shape or not tensor.is_contiguous() or tensor.requires_grad:
+            raise ValueError(
+                f"sparse_rows_: {name} must be contiguous, not require grad and be of shape "
+                f"{list(shape)}, got {list(tensor.shape)}"
+            )
+    _sparse_rows_unchecked(out, a, b, alpha, beta)
+    return out

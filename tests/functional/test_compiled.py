@@ -1,0 +1,175 @@
+"""The compiled sparse kernel (numba, optional) and correlate's use of it.
+
+Factors are small dyadic rationals in float64 (``dyadic``), so every product and
+partial sum is exact and results are compared bit for bit with the GEMM.
+"""
+
+import importlib
+
+import pytest
+import torch
+from torch import nn
+
+from plastorch.functional import compiled, correlate, correlate_sum
+from plastorch.functional.correlate import estimate_costs, uses_sparse_path
+
+from .test_correlate_sparse import dyadic
+
+correlate_module = importlib.import_module("plastorch.functional.correlate")
+needs_numba = pytest.mark.skipif(not compiled.available(), reason="numba is not installed")
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Shapes ``(a, b)`` of every compiled-kernel call correlate makes."""
+    calls = []
+    original = compiled._sparse_rows_unchecked
+
+    def counting(out, a, b, alpha, beta):
+        calls.append((tuple(a.shape), tuple(b.shape)))
+        return original(out, a, b, alpha, beta)
+
+    monkeypatch.setattr(compiled, "_sparse_rows_unchecked", counting)
+    return calls
+
+
+def spikes(shape, p, g, dtype=torch.float64):
+    return (torch.rand(*shape, generator=g) < p).to(dtype)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("alpha, beta", [(1.0, 0.0), (0.5, 1.0), (-0.25, 0.5), (2.0, -1.0)])
+def test_sparse_rows_is_beta_out_plus_alpha_at_b(dtype, alpha, beta):
+    g = torch.Generator().manual_seed(0)
+    a = dyadic((37, 23), 0.1, g).to(dtype)  # weighted, not just 0/1
+    b = dyadic((37, 19), 1.0, g).to(dtype)
+    start = dyadic((23, 19), 1.0, g).to(dtype)
+    out = start.clone()
+    if beta == 0.0:
+        out.fill_(float("nan"))  # beta = 0 never reads the output
+    compiled.sparse_rows_(out, a, b, alpha, beta)
+    expected = (beta * start if beta != 0.0 else torch.zeros_like(start)) + alpha * (a.t() @ b)
+    assert torch.equal(out, expected)
+
+
+@needs_numba
+def test_sparse_rows_of_an_all_zero_factor_is_the_scaled_output():
+    out = torch.full((4, 3), 2.0, dtype=torch.float64)
+    compiled.sparse_rows_(out, torch.zeros(5, 4).double(), torch.rand(5, 3).double(), 1.0, 0.25)
+    assert torch.equal(out, torch.full((4, 3), 0.5, dtype=torch.float64))
+
+
+@needs_numba
+def test_sparse_rows_errors_name_the_argument():
+    a, b, out = torch.zeros(5, 4), torch.zeros(5, 3), torch.zeros(4, 3)
+    with pytest.raises(TypeError, match="b must be a CPU tensor of float32 or float64"):
+        compiled.sparse_rows_(out, a, b.double(), 1.0, 0.0)
+    with pytest.raises(TypeError, match="out must be a CPU tensor.*bfloat16"):
+        compiled.sparse_rows_(out.bfloat16(), a.bfloat16(), b.bfloat16(), 1.0, 0.0)
+    with pytest.raises(ValueError, match=r"out must be contiguous.*shape \[4, 3\], got \[3, 4\]"):
+        compiled.sparse_rows_(torch.zeros(3, 4), a, b, 1.0, 0.0)
+    with pytest.raises(ValueError, match="a must be contiguous"):
+        compiled.sparse_rows_(out, torch.zeros(4, 5).t(), b, 1.0, 0.0)
+    with pytest.raises(ValueError, match="b must be contiguous, not require grad"):
+        compiled.sparse_rows_(out, a, b.requires_grad_(), 1.0, 0.0)
+
+
+@needs_numba
+def test_the_kernel_follows_torch_threads():
+    numba = pytest.importorskip("numba")
+    before = torch.get_num_threads()
+    a, b, out = torch.zeros(5, 4), torch.zeros(5, 3), torch.zeros(4, 3)
+    try:
+        torch.set_num_threads(1)
+        compiled.sparse_rows_(out, a, b, 1.0, 0.0)
+        assert numba.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    compiled.sparse_rows_(out, a, b, 1.0, 0.0)
+    assert numba.get_num_threads() == min(before, numba.config.NUMBA_NUM_THREADS)
+
+
+def test_without_numba_the_kernel_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(compiled, "_ENABLED", False)
+    assert not compiled.available()
+    with pytest.raises(RuntimeError, match=r"pip install plastorch\[fast\]"):
+        compiled.sparse_rows_(torch.zeros(4, 3), torch.zeros(5, 4), torch.zeros(5, 3), 1.0, 0.0)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtypes", [(torch.float64,) * 2, (torch.float32, torch.float64)])
+def test_one_step_stdp_runs_its_ltp_term_compiled_and_equals_the_gemms(kernel_calls, dtypes):
+    # LTP pairs the sparse post spikes (side "a", the weight's rows) with the dense
+    # pre trace: compiled. LTD pairs the sparse pre spikes with the dense post trace:
+    # side "b", whose sums would land transposed, stays on the GEMM.
+    post_dtype, pre_dtype = dtypes
+    g = torch.Generator().manual_seed(1)
+    fc = nn.Linear(300, 200, bias=False)
+    x_pre, pre = dyadic((64, 300), 1.0, g).to(pre_dtype), spikes((64, 300), 0.05, g, pre_dtype)
+    x_post, post = dyadic((64, 200), 1.0, g), spikes((64, 200), 0.02, g, post_dtype)
+    total = correlate_sum(fc, [(x_pre, post, 0.5), (pre, x_post, -0.25)])
+    assert kernel_calls == [((64, 200), (64, 300))]
+    assert total.dtype == torch.float64
+    expected = 0.5 * post.double().t() @ x_pre.double() - 0.25 * x_post.t() @ pre.double()
+    assert torch.equal(total, expected)
+    kernel_calls.clear()
+    alone = correlate(fc, x_pre, post)
+    assert kernel_calls == [((64, 200), (64, 300))]
+    assert torch.equal(alone, post.double().t() @ x_pre.double())
+
+
+@needs_numba
+def test_the_compiled_path_is_skipped_where_it_does_not_apply(kernel_calls, monkeypatch):
+    g = torch.Generator().manual_seed(2)
+    fc = nn.Linear(30, 20, bias=False)
+    x_pre, post = dyadic((64, 30), 1.0, g), spikes((64, 20), 0.02, g)
+    # factors that require grad keep the differentiable torch path
+    leaf = x_pre.clone().requires_grad_()
+    grad_path = correlate(fc, leaf, post, sparse=True)
+    assert grad_path.requires_grad and kernel_calls == []
+    grad_path.sum().backward()
+    # d/d pre[n, i] of sum_{o, i} (post^T pre)[o, i] = sum_o post[n, o]
+    assert torch.equal(leaf.grad, post.sum(1, keepdim=True).expand(-1, 30))
+    # half precision, and factors past the scan limit, take the torch path
+    correlate(fc, x_pre.bfloat16(), post.bfloat16(), sparse=True)
+    monkeypatch.setattr(correlate_module, "_COMPILED_SCAN_NUMEL", post.numel() - 1)
+    big = correlate(fc, x_pre, post, sparse=True)
+    assert kernel_calls == []
+    assert torch.equal(big, post.t() @ x_pre)
+    # per-sample correlations are never compiled (their sums are per sample)
+    monkeypatch.undo()
+    assert not correlate_module._compiled_linear(torch.float64, 100, 4, True)
+    assert correlate_module._compiled_linear(torch.float64, 100, 1, True)
+    assert not correlate_module._compiled_linear(torch.float64, 100, 1, False)
+
+
+@needs_numba
+def test_auto_takes_the_compiled_path_below_its_crossover_only():
+    g = torch.Generator().manual_seed(3)
+    fc = nn.Linear(784, 400, bias=False)
+    x_pre = torch.rand(64, 784, generator=g)
+    assert uses_sparse_path(fc, x_pre, spikes((64, 400), 0.02, g, torch.float32))
+    assert not uses_sparse_path(fc, x_pre, spikes((64, 400), 0.5, g, torch.float32))
+
+
+def test_cost_model_of_the_compiled_kernel_hand_values():
+    # (3.6 ns per scanned entry + 0.1 per output entry written + 0.1 per added
+    # element in float32) / threads + 25 us
+    dense, sparse = estimate_costs(
+        dtype=torch.float32,
+        conv=False,
+        dense_macs=64 * 400 * 784,
+        sparse_numel=64 * 400,
+        nnz=512,
+        kernel_size=1,
+        row_length=784,
+        table_numel=0,
+        permuted_numel=0,
+        threads=2,
+        compiled=True,
+        output_numel=400 * 784,
+    )
+    assert dense == pytest.approx(0.03 * 64 * 400 * 784 / 2 + 30_000.0)
+    work = 3.6 * 64 * 400 + 0.1 * 400 * 784 + 0.1 * 512 * 784
+    assert sparse == pytest.approx(work / 2 + 25_000.0)
