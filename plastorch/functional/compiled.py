@@ -11,6 +11,7 @@ result is the same up to the order of the additions.
 from __future__ import annotations
 
 import os
+import threading
 
 import torch
 from torch import Tensor
@@ -62,22 +63,29 @@ if numba is not None:
                         row[c] += weight * source[c]
 
 
-_THREADS = [0]  # the torch thread count numba was last set to follow
+_LOCAL = threading.local()  # per thread: the torch thread count numba was set to follow
+# numba's fallback threading layer (workqueue, where neither OpenMP nor TBB loads)
+# aborts the process on concurrent launches: callers from several threads take turns
+_LAUNCH = threading.Lock()
 
 
 def _follow_torch_threads() -> None:
-    """Run the kernels on as many threads as torch's (``torch.set_num_threads``)."""
+    """Run the kernels on as many threads as torch's (``torch.set_num_threads``).
+
+    numba's thread count is per calling thread, as torch's is.
+    """
     wanted = torch.get_num_threads()
-    if wanted != _THREADS[0]:
+    if getattr(_LOCAL, "threads", None) != wanted:
         numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))
-        _THREADS[0] = wanted
+        _LOCAL.threads = wanted
 
 
 def _sparse_rows_unchecked(out: Tensor, a: Tensor, b: Tensor, alpha: float, beta: float) -> None:
     """:func:`sparse_rows_` for callers that guarantee its preconditions."""
     _follow_torch_threads()
     scalar = _SCALAR[out.dtype]  # the kernel computes in out's dtype, not float64
-    _sparse_rows(out.numpy(), a.numpy(), b.numpy(), scalar(alpha), scalar(beta))
+    with _LAUNCH:
+        _sparse_rows(out.numpy(), a.numpy(), b.numpy(), scalar(alpha), scalar(beta))
 
 
 def sparse_rows_(out: Tensor, a: Tensor, b: Tensor, alpha: float, beta: float) -> Tensor:

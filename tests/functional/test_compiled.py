@@ -173,3 +173,27 @@ def test_cost_model_of_the_compiled_kernel_hand_values():
     assert dense == pytest.approx(0.03 * 64 * 400 * 784 / 2 + 30_000.0)
     work = 3.6 * 64 * 400 + 0.1 * 400 * 784 + 0.1 * 512 * 784
     assert sparse == pytest.approx(work / 2 + 25_000.0)
+
+
+@needs_numba
+def test_threads_that_launch_the_kernel_together_get_the_right_sums():
+    import threading
+
+    g = torch.Generator().manual_seed(4)
+    cases = [(dyadic((40, 30), 0.1, g), dyadic((40, 20), 1.0, g)) for _ in range(4)]
+    results = [None] * len(cases)
+
+    def work(i):
+        a, b = cases[i]
+        out = torch.empty(30, 20, dtype=torch.float64)
+        for _ in range(20):
+            compiled.sparse_rows_(out, a, b, 1.0, 0.0)
+        results[i] = out
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(cases))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for (a, b), out in zip(cases, results):
+        assert torch.equal(out, a.t() @ b)
