@@ -729,7 +729,7 @@ def window_memory(config: Config) -> CaseSetup:
 
 
 def crossover(config: Config, steps: int | None = None) -> CaseSetup:
-    """STDP at equal pre/post density, sparse vs dense path (Linear 784 -> 400, batch 64).
+    """STDP at equal pre/post density, sparse vs dense vs auto path (Linear 784 -> 400, batch 64).
 
     ``steps=None``: one step; else a window of ``steps`` steps (time folded into the batch).
     """
@@ -755,7 +755,8 @@ def crossover(config: Config, steps: int | None = None) -> CaseSetup:
         posts = spike_patterns(
             patterns, (*lead, n_out), density, generator, device=config.device, dtype=dtype
         )
-        for path in ("sparse", "dense"):
+        # "auto" is the default choice, per term (e.g. a one-step LTP term sparse, LTD dense)
+        for path in ("auto", "sparse", "dense"):
             driver = LearnerDriver(
                 copy.deepcopy(base),
                 _rule(),
@@ -763,7 +764,7 @@ def crossover(config: Config, steps: int | None = None) -> CaseSetup:
                 posts,
                 step_mode="single" if steps is None else "multi",
                 warm=(60 if steps is None else 1) if not config.quick else 2,
-                mode=path,
+                mode=None if path == "auto" else path,
             )
             rows.append(
                 Contender(
@@ -780,6 +781,10 @@ def crossover(config: Config, steps: int | None = None) -> CaseSetup:
                 ratios.append((density, sparse / dense))
         out = {f"sparse/dense at density {d:g}": r for d, r in ratios}
         out["crossover density (sparse = dense)"] = _crossing(ratios)
+        for density in densities:
+            auto, dense = (medians.get(f"{p} path, density {density:g}") for p in ("auto", "dense"))
+            if auto and dense:
+                out[f"auto/dense at density {density:g}"] = auto / dense
         return out
 
     setup = CaseSetup(
