@@ -2,16 +2,18 @@
 
 With `numba <https://numba.pydata.org>`_ installed, :func:`~plastorch.functional.correlate`
 sums a Linear's sparse factor in one parallel pass (:func:`sparse_rows_`) instead of
-the pure-torch scan, index arithmetic and ``embedding_bag`` (which cost about
-three GEMMs' worth of small kernels on a one-step factor). Without numba, or with
-the environment variable ``PLASTORCH_NUMBA=0``, nothing here is used and every
-result is the same up to the order of the additions.
+the pure-torch scan, index arithmetic and ``embedding_bag`` (on a one-step factor
+those small kernels cost about what the GEMM does). Without numba, with the
+environment variable ``PLASTORCH_NUMBA=0``, or if numba fails to load or to compile
+(a warning says so), nothing here is used and every result is the same up to the
+order of the additions.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import warnings
 
 import torch
 from torch import Tensor
@@ -29,6 +31,12 @@ try:
 except ImportError:  # the optional extra is not installed (or it is switched off)
     numba = None
     _SCALAR = {}
+except Exception as error:  # installed but broken (e.g. built for another NumPy)
+    warnings.warn(
+        f"plastorch: numba did not load ({error!r}); using the torch kernels", stacklevel=2
+    )
+    numba = None
+    _SCALAR = {}
 else:
     _SCALAR = {torch.float32: np.float32, torch.float64: np.float64}
 
@@ -36,7 +44,13 @@ _ENABLED = numba is not None
 
 
 def available() -> bool:
-    """Whether the compiled kernels are used (numba importable and not switched off)."""
+    """Whether the compiled kernels are used (numba importable and not switched off).
+
+    Examples
+    --------
+    >>> available() in (True, False)
+    True
+    """
     return _ENABLED
 
 
@@ -81,11 +95,25 @@ def _follow_torch_threads() -> None:
 
 
 def _sparse_rows_unchecked(out: Tensor, a: Tensor, b: Tensor, alpha: float, beta: float) -> None:
-    """:func:`sparse_rows_` for callers that guarantee its preconditions."""
+    """:func:`sparse_rows_` for callers that guarantee its preconditions.
+
+    If the kernel fails to compile, the kernels are switched off (with a warning)
+    and this call computes the same sum with ``addmm``.
+    """
+    global _ENABLED
     _follow_torch_threads()
     scalar = _SCALAR[out.dtype]  # the kernel computes in out's dtype, not float64
-    with _LAUNCH:
-        _sparse_rows(out.numpy(), a.numpy(), b.numpy(), scalar(alpha), scalar(beta))
+    try:
+        with _LAUNCH:
+            _sparse_rows(out.numpy(), a.numpy(), b.numpy(), scalar(alpha), scalar(beta))
+    except Exception as error:
+        if _sparse_rows.signatures:  # it compiled before: a genuine error, not the compiler
+            raise
+        warnings.warn(
+            f"plastorch: the numba kernel did not compile ({error!r}); using torch", stacklevel=3
+        )
+        _ENABLED = False
+        out.addmm_(a.t(), b, beta=beta, alpha=alpha)
 
 
 def sparse_rows_(out: Tensor, a: Tensor, b: Tensor, alpha: float, beta: float) -> Tensor:

@@ -197,3 +197,22 @@ def test_threads_that_launch_the_kernel_together_get_the_right_sums():
         thread.join()
     for (a, b), out in zip(cases, results):
         assert torch.equal(out, a.t() @ b)
+
+
+@needs_numba
+def test_a_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch):
+    class Failing:
+        signatures = []  # never compiled
+
+        def __call__(self, *args):
+            raise RuntimeError("LLVM is unhappy")
+
+    monkeypatch.setattr(compiled, "_sparse_rows", Failing())
+    monkeypatch.setattr(compiled, "_ENABLED", True)
+    g = torch.Generator().manual_seed(5)
+    a, b = dyadic((9, 4), 0.3, g), dyadic((9, 3), 1.0, g)
+    out = torch.full((4, 3), float("nan"), dtype=torch.float64)
+    with pytest.warns(UserWarning, match="did not compile"):
+        compiled._sparse_rows_unchecked(out, a, b, 0.5, 0.0)
+    assert torch.equal(out, 0.5 * a.t() @ b)
+    assert not compiled.available()  # switched off for the rest of the process
