@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = report["machine"]
     print(
         f"torch {machine['torch']}, {machine['threads']} threads, {machine['device']}, "
-        f"{machine['processor']}, load average {machine['load_average_start']} -> "
+        f"{machine['processor']}, compiled kernels: {machine['compiled_kernels']}, "
+        f"load average {machine['load_average_start']} -> "
         f"{machine['load_average_end']}, {machine['wall_seconds']:.0f} s"
     )
     if args.json:

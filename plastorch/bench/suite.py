@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..functional import compiled
 from .cases import CASES
 from .common import CaseSetup, Config
 from .peers import PEER_NAMES, load_peer
@@ -30,6 +31,7 @@ def machine_info(config: Config) -> dict:
         "threads": torch.get_num_threads(),
         "device": str(config.device),
         "cuda_available": torch.cuda.is_available(),
+        "compiled_kernels": _kernels(),
         "quick": config.quick,
         "load_average_start": _load(),
         "peers": {name: load_peer(name).status for name in PEER_NAMES},
@@ -38,6 +40,13 @@ def machine_info(config: Config) -> dict:
     if config.device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(config.device)
     return info
+
+
+def _kernels() -> str:
+    """Whether plastorch's compiled kernels ran (they change the sparse paths' timings)."""
+    if not compiled.available():
+        return "off (torch kernels only)"
+    return f"numba {compiled.numba.__version__}"
 
 
 def _cpu_name() -> str:
@@ -220,7 +229,8 @@ def format_markdown(report: dict) -> str:
     machine = report["machine"]
     lines = [
         f"torch {machine['torch']}, {machine['threads']} threads, {machine['device']} "
-        f"({machine['processor']}, {machine['cpu_count']} cores), load average "
+        f"({machine['processor']}, {machine['cpu_count']} cores), compiled kernels: "
+        f"{machine.get('compiled_kernels')}, load average "
         f"{machine['load_average_start']} -> {machine.get('load_average_end')}",
         "",
     ]

@@ -94,6 +94,9 @@ _COPY = 1.5
 _FIXED = {"linear": 250_000.0, "conv": 1_300_000.0}
 _DENSE_FIXED = 30_000.0
 _COUNT_SAMPLE = 1 << 11
+#: With the compiled kernels non-zeros are counted exactly up to this many entries
+#: (a contiguous loop: ~3 us for 25,600).
+_COUNT_EXACT_COMPILED = 1 << 16
 #: ``auto`` takes the sparse path only when its estimate is below this fraction of
 #: the dense one: the model is rough (the sparse path's scattered reads cost more
 #: when the caches are cold, as inside a learner step), and counting non-zeros
@@ -604,13 +607,21 @@ def estimate_costs(
 
 
 def _count_nonzero(x: Tensor) -> int:
-    """Non-zeros of ``x``: exact up to 2048 entries, else estimated from a strided sample."""
+    """Non-zeros of ``x``: exact up to 2048 entries (``_COUNT_EXACT_COMPILED`` with the
+    compiled kernels), else estimated from a strided sample."""
     numel = x.numel()
+    # compiled: one loop over the contiguous factor, no slicing (~3 us, not ~20)
+    kernel = compiled.available() and x.is_cpu and x.dtype in compiled.DTYPES
+    kernel = kernel and x.is_contiguous()
+    if kernel and numel <= _COUNT_EXACT_COMPILED:
+        return compiled._count_unchecked(x)
     if numel <= _COUNT_SAMPLE:
         return int(torch.count_nonzero(x))
     # an odd prime stride does not lock onto rows or channels
     # (stride 1, the exact count, when even stride 3 would leave less than half a sample)
     stride = next((p for p in (1009, 211, 97, 31, 7, 3) if numel // p >= _COUNT_SAMPLE // 2), 1)
+    if kernel:
+        return round(compiled._count_unchecked(x, stride) * numel / -(-numel // stride))
     sample = x.reshape(-1)[::stride]
     return round(int(torch.count_nonzero(sample)) * numel / sample.numel())
 

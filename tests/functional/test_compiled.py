@@ -216,3 +216,33 @@ def test_a_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch):
         compiled._sparse_rows_unchecked(out, a, b, 0.5, 0.0)
     assert torch.equal(out, 0.5 * a.t() @ b)
     assert not compiled.available()  # switched off for the rest of the process
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_count_nonzero_counts_the_strided_sample(dtype):
+    g = torch.Generator().manual_seed(6)
+    x = dyadic((37, 29), 0.2, g).to(dtype)
+    x[0, 0] = -0.0  # a signed zero is a zero, as for torch.count_nonzero
+    assert compiled.count_nonzero(x) == int(torch.count_nonzero(x))
+    for stride in (3, 7, 1009):
+        assert compiled.count_nonzero(x, stride) == int(torch.count_nonzero(x.flatten()[::stride]))
+    with pytest.raises(TypeError, match="x must be a contiguous CPU tensor"):
+        compiled.count_nonzero(x.t())
+
+
+@needs_numba
+def test_the_path_choice_counts_with_the_kernel(monkeypatch):
+    calls = []
+    original = compiled._count_unchecked
+    monkeypatch.setattr(
+        compiled,
+        "_count_unchecked",
+        lambda x, s=1: calls.append((tuple(x.shape), s)) or original(x, s),
+    )
+    g = torch.Generator().manual_seed(7)
+    small, large = spikes((64, 400), 0.02, g), spikes((1000, 400), 0.02, g)
+    assert correlate_module._count_nonzero(small) == int(torch.count_nonzero(small))  # exact
+    estimate = correlate_module._count_nonzero(large)  # 400k entries: strided sample
+    assert calls == [((64, 400), 1), ((1000, 400), 211)]
+    assert abs(estimate - int(torch.count_nonzero(large))) < 0.25 * int(torch.count_nonzero(large))
