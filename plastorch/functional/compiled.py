@@ -54,6 +54,11 @@ def available() -> bool:
     return _ENABLED
 
 
+def _require() -> None:
+    if not _ENABLED:
+        raise RuntimeError("the compiled kernels need numba: pip install plastorch[fast]")
+
+
 if numba is not None:
 
     @numba.njit(parallel=True, cache=True, nogil=True)
@@ -75,9 +80,6 @@ if numba is not None:
                     source = b[n]
                     for c in range(width):
                         row[c] += weight * source[c]
-
-
-if numba is not None:
 
     @numba.njit(cache=True, nogil=True)
     def _count(flat, stride):  # pragma: no cover - compiled
@@ -106,8 +108,7 @@ def count_nonzero(x: Tensor, stride: int = 1) -> int:
     >>> count_nonzero(x) if available() else int(torch.count_nonzero(x))
     3
     """
-    if not _ENABLED:
-        raise RuntimeError("the compiled kernels need numba: pip install plastorch[fast]")
+    _require()
     if x.dtype not in _SCALAR or x.device.type != "cpu" or not x.is_contiguous():
         raise TypeError(
             f"count_nonzero: x must be a contiguous CPU tensor of float32 or float64, "
@@ -178,8 +179,7 @@ def sparse_rows_(out: Tensor, a: Tensor, b: Tensor, alpha: float, beta: float) -
     tensor([[4.0000, 5.0000],
             [1.5000, 2.0000]])
     """
-    if not _ENABLED:
-        raise RuntimeError("the compiled kernels need numba: pip install plastorch[fast]")
+    _require()
     scalar = _SCALAR.get(out.dtype)
     for name, tensor, shape in (
         ("out", out, (a.shape[1], b.shape[1])),

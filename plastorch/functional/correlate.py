@@ -217,6 +217,11 @@ def correlate(layer: nn.Module, pre: Tensor, post: Tensor, *, sparse: bool | Non
         pre, post, side = _linear_operands(layer, pre, post, sparse)
         if side is None:
             return post.t() @ pre
+        if _runs_compiled(post, pre, side):
+            dtype = torch.promote_types(post.dtype, pre.dtype)
+            out = post.new_empty((post.shape[1], pre.shape[1]), dtype=dtype)
+            _compiled_rows(out, post, pre, 1.0, 0.0)
+            return out
         return _sparse_linear(post, pre, side)
     if isinstance(layer, _CONV + _CONV_T):
         pre, post, geometry, side = _conv_operands(layer, pre, post, sparse)
@@ -1048,7 +1053,8 @@ def _by_column(sparse_t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def _runs_compiled(post: Tensor, pre: Tensor, side: str) -> bool:
-    """Whether :func:`_sparse_linear` of these factors runs the compiled kernel."""
+    """Whether a Linear's sparse correlation of these factors runs the compiled kernel
+    (:func:`_compiled_rows`) instead of the torch path (:func:`_sparse_linear`)."""
     return (
         side == "a"
         and post.device.type == "cpu"
@@ -1080,10 +1086,6 @@ def _sparse_linear(post: Tensor, pre: Tensor, side: str) -> Tensor:
     gives ``[C, M]``, transposed into the weight's layout.
     """
     dtype = torch.promote_types(post.dtype, pre.dtype)
-    if _runs_compiled(post, pre, side):
-        out = torch.empty((post.shape[1], pre.shape[1]), dtype=dtype, device=post.device)
-        _compiled_rows(out, post, pre, 1.0, 0.0)
-        return out
     sparse_t, dense_t = (post, pre) if side == "a" else (pre, post)
     if sparse_t.numel() * sparse_t.element_size() <= _COLUMN_SCAN_BYTES:
         sample, values, offsets = _shared("columns", sparse_t, (), lambda: _by_column(sparse_t))

@@ -146,6 +146,14 @@ def test_mode_selects_the_path(monkeypatch):
         return original(*args)
 
     monkeypatch.setattr(correlate_module, "_sparse_linear", spy)
+    # with numba, side "a" of a Linear may run the compiled kernel instead: also the sparse path
+    compiled_rows = correlate_module._compiled_rows
+
+    def compiled_spy(*args):
+        calls.append("a")
+        return compiled_rows(*args)
+
+    monkeypatch.setattr(correlate_module, "_compiled_rows", compiled_spy)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the model's thread count
     fc = nn.Linear(400, 300, bias=False)
     spikes = torch.zeros(1024, 300)  # e.g. a window, time folded into the batch
