@@ -400,7 +400,7 @@ class Learner(nn.Module):
                 "step() called before any forward pass was recorded: run the layer and the "
                 "spike source first"
             )
-        weight = getattr(self._modules_watched[0], rule.target)
+        weight = self.target
         if self.check_finite:
             check_finite(f"layer.{rule.target}", weight.detach())
         update = Update(
