@@ -82,11 +82,29 @@ _MODE: contextvars.ContextVar[str] = contextvars.ContextVar("plastorch_sparse_mo
 #: arithmetic; more for convolutions), ``_SPARSE_ADD`` per element added, copies
 #: the other factor channels-last for convolutions and permutes the result into
 #: the weight's layout where needed (``_COPY`` per element), plus ``_FIXED`` (kernel
-#: launches and Python; the dense path's is ``_DENSE_FIXED``). Per-element sums over
-#: rows that miss the cache cost about twice ``_SPARSE_ADD``; the constant is set for
-#: tables of a few MiB.
-_DENSE_MAC = {torch.float32: 0.03, torch.float64: 0.06, torch.bfloat16: 0.1, torch.float16: 0.1}
-_SPARSE_ADD = {torch.float32: 0.4, torch.float64: 1.0, torch.bfloat16: 0.12, torch.float16: 0.12}
+#: launches and Python; the dense path's is ``_DENSE_FIXED``). ``_SPARSE_ADD`` is per
+#: layer kind: a Linear's rows are summed by ``embedding_bag`` straight from the other
+#: factor, whose float32 sums measured a quarter of the convolutions' constant
+#: (docs/performance.md "Ninth round"). A Linear whose looked-up factor is larger
+#: than ``_WARM_TABLE_BYTES`` (past the per-core caches) costs ``_COLD_ADD`` times
+#: that per element. bfloat16 GEMMs are fast only where the CPU has bfloat16
+#: instructions (AVX512-BF16, AMX): there a multiply-add costs half a float32 one.
+_BF16_GEMM = bool(
+    getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+)
+_DENSE_MAC = {
+    torch.float32: 0.03,
+    torch.float64: 0.06,
+    torch.bfloat16: 0.015 if _BF16_GEMM else 0.1,
+    torch.float16: 0.1,
+}
+_SPARSE_ADD = {
+    "linear": {torch.float32: 0.1, torch.float64: 1.0, torch.bfloat16: 0.12, torch.float16: 0.12},
+    "conv": {torch.float32: 0.4, torch.float64: 1.0, torch.bfloat16: 0.12, torch.float16: 0.12},
+}
+_WARM_TABLE_BYTES = 8 << 20
+_COLD_ADD = 2.0
 _CONV_FACTOR = 1.5
 _SCAN = 2.0
 _LOOKUP = {"linear": 10.0, "conv": 6.0}
@@ -543,6 +561,7 @@ def estimate_costs(
     threads: int | None = None,
     compiled: bool = False,
     output_numel: int = 0,
+    lookup_bytes: int = 0,
 ) -> tuple[float, float]:
     r"""Estimated nanoseconds of the dense and the sparse path of one correlation (CPU).
 
@@ -561,7 +580,9 @@ def estimate_costs(
     ``_COPY`` and ``_FIXED``, measured on one x86 core; only their ratios matter for the choice.
     The GEMM and the row sums use all ``threads`` (default
     ``torch.get_num_threads()``); the scan, the index arithmetic and the fixed cost
-    are counted as serial.
+    are counted as serial. For a Linear, ``lookup_bytes`` is the size of the factor
+    whose rows are looked up: past ``_WARM_TABLE_BYTES`` its rows miss the caches and
+    :math:`c_\text{add}` is ``_COLD_ADD`` times larger.
 
     With ``compiled`` (a Linear summed from its output-side factor by
     :func:`~plastorch.functional.compiled.sparse_rows_`) the sparse path is one
@@ -586,7 +607,7 @@ def estimate_costs(
     ...     dense_macs=64 * 400 * 784, sparse_numel=64 * 400, nnz=512, kernel_size=1,
     ...     row_length=784, table_numel=0, permuted_numel=0, threads=1)
     >>> round(dense), round(sparse)  # one thread: 512 rows summed beat the GEMM
-    (632112, 466883)
+    (632112, 346461)
     """
     threads = max(1, torch.get_num_threads()) if threads is None else threads
     dense = (
@@ -600,13 +621,16 @@ def estimate_costs(
             + _COMPILED_ADD.get(dtype, 0.2) * nnz * row_length
         )
         return dense, work / threads + _COMPILED_FIXED
+    kind = "conv" if conv else "linear"
     lookups = nnz * kernel_size
-    add = _SPARSE_ADD.get(dtype, 1.0) / threads
+    add = _SPARSE_ADD[kind].get(dtype, 1.0) / threads
+    if not conv and lookup_bytes > _WARM_TABLE_BYTES:
+        add *= _COLD_ADD
     sparse = (
         _SCAN * sparse_numel
-        + lookups * (_LOOKUP["conv" if conv else "linear"] + add * row_length)
+        + lookups * (_LOOKUP[kind] + add * row_length)
         + _COPY * (table_numel + permuted_numel)
-        + _FIXED["conv" if conv else "linear"]
+        + _FIXED[kind]
     )
     return dense, sparse
 
@@ -715,6 +739,7 @@ def _path_candidates(
             row_length=row_length,
             table_numel=other if conv else 0,
             permuted_numel=weight_numel if (conv or side == "b") else 0,
+            lookup_bytes=0 if conv else other * dtype.itemsize,
         )
         if side == "a" and not conv and _compiled_linear(dtype, numel, per, kernels):
             costs.update(compiled=True, output_numel=weight_numel)

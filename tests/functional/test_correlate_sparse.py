@@ -177,8 +177,8 @@ def test_mode_selects_the_path(monkeypatch):
 
 def test_cost_model_hand_values():
     # dense: 0.03 ns per multiply-add + 30 us; sparse: 2 ns per scanned entry, per
-    # lookup 10 ns + 0.4 ns per added element, 1.5 ns per copied entry, 250 us fixed
-    # (1.3 ms for convolutions)
+    # lookup 10 ns + 0.1 ns per added element (0.4 for convolutions), 1.5 ns per
+    # copied entry, 250 us fixed (1.3 ms for convolutions)
     dense, sparse = estimate_costs(
         dtype=torch.float32,
         conv=False,
@@ -192,7 +192,7 @@ def test_cost_model_hand_values():
         threads=1,
     )
     assert dense == pytest.approx(30.0 + 30_000.0)
-    assert sparse == pytest.approx(200.0 + 10 * (10.0 + 20.0) + 30.0 + 250_000.0)
+    assert sparse == pytest.approx(200.0 + 10 * (10.0 + 5.0) + 30.0 + 250_000.0)
     # convolutions: 1.5x per dense multiply-add, 6 ns per lookup
     dense, sparse = estimate_costs(
         dtype=torch.float32,
@@ -222,7 +222,53 @@ def test_cost_model_hand_values():
         threads=2,
     )
     assert dense == pytest.approx(15.0 + 30_000.0)
-    assert sparse == pytest.approx(200.0 + 10 * (10.0 + 10.0) + 250_000.0)
+    assert sparse == pytest.approx(200.0 + 10 * (10.0 + 2.5) + 250_000.0)
+
+
+def test_cost_model_cold_tables_and_kinds():
+    common = dict(
+        dtype=torch.float32,
+        dense_macs=1000,
+        sparse_numel=100,
+        nnz=10,
+        kernel_size=1,
+        row_length=50,
+        table_numel=0,
+        permuted_numel=0,
+        threads=1,
+    )
+    warm = 200.0 + 10 * (10.0 + 0.1 * 50) + 250_000.0
+    # a looked-up Linear factor past the caches (8 MiB) costs twice per added element
+    assert estimate_costs(conv=False, lookup_bytes=8 << 20, **common)[1] == pytest.approx(warm)
+    cold = 200.0 + 10 * (10.0 + 0.2 * 50) + 250_000.0
+    assert estimate_costs(conv=False, lookup_bytes=(8 << 20) + 1, **common)[1] == pytest.approx(
+        cold
+    )
+    # convolutions keep their own per-element constant (0.4 ns) and ignore lookup_bytes
+    conv = 200.0 + 10 * (6.0 + 0.4 * 50) + 1_300_000.0
+    assert estimate_costs(conv=True, lookup_bytes=1 << 30, **common)[1] == pytest.approx(conv)
+
+
+def test_cost_model_bfloat16_follows_the_cpu():
+    # a bfloat16 multiply-add costs half a float32 one where the CPU has bfloat16
+    # instructions (AVX512-BF16, AMX) and ~3x more where it has not
+    expected = 0.015 if correlate_module._BF16_GEMM else 0.1
+    dense, _ = estimate_costs(
+        dtype=torch.bfloat16,
+        conv=False,
+        dense_macs=1000,
+        sparse_numel=0,
+        nnz=0,
+        kernel_size=1,
+        row_length=0,
+        table_numel=0,
+        permuted_numel=0,
+        threads=1,
+    )
+    assert dense == pytest.approx(expected * 1000 + 30_000.0)
+    has = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    has = has or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    assert correlate_module._BF16_GEMM == bool(has)
 
 
 def test_accumulate_errors_name_the_argument():
