@@ -34,7 +34,8 @@ from torch import Tensor, nn
 from ..functional import sparse_mode
 from ..functional.checks import check_finite
 from ..functional.correlate import _AS_INT
-from ..rules import MSTDP, MSTDPET, STDP
+from ..layers import DelayedLinear
+from ..rules import MSTDP, MSTDPET, STDP, DelayAdjustedSTDP, DelayAdjustedSTDPD
 from .common import (
     Case,
     CaseSetup,
@@ -42,6 +43,7 @@ from .common import (
     Config,
     Contender,
     LearnerDriver,
+    delay_stdp_reference,
     spike_patterns,
     stdp_reference,
 )
@@ -50,6 +52,7 @@ from .peer_cases import (
     TAU,
     bindsnet_diehl_cook,
     bindsnet_stdp,
+    inferno_delay_window,
     inferno_stdp_dense,
     peer_rows,
     spikingjelly_stdp,
@@ -681,6 +684,122 @@ def mstdpet_window(config: Config) -> CaseSetup:
     )
 
 
+# -- delay-adjusted STDP of weights and delays ---------------------------------------------------
+
+MAX_DELAY = 10.0
+
+
+def _delay_rules() -> dict[str, Callable[[], nn.Module]]:
+    return {
+        "weights": lambda: DelayAdjustedSTDP(LR, -LR, TAU, TAU),
+        "delays": lambda: DelayAdjustedSTDPD(-LR, LR, TAU, TAU),
+    }
+
+
+def delay_window(config: Config) -> CaseSetup:
+    steps, batch, n_in, n_out = (20, 4, 40, 20) if config.quick else (100, 16, 200, 100)
+    generator = config.generator()
+    device = config.device
+    pres = spike_patterns(
+        2, (steps, batch, n_in), P_PRE, generator, device=device, dtype=torch.float32
+    )
+    posts = spike_patterns(
+        2, (steps, batch, n_out), P_POST, generator, device=device, dtype=torch.float32
+    )
+    base = DelayedLinear(n_in, n_out, max_delay=MAX_DELAY, bias=False)
+    with torch.no_grad():
+        base.weight.uniform_(0.0, 0.1, generator=generator)
+        base.delay.uniform_(0.0, MAX_DELAY, generator=generator)
+    base = base.to(device)
+    rows = []
+    for learn, make_rule in _delay_rules().items():
+        rule = make_rule()
+        driver = LearnerDriver(copy.deepcopy(base), rule, pres, posts, step_mode="multi", warm=1)
+        name = f"plastorch {type(rule).__name__} ({learn}), step"
+        rows.append(Contender(name, "plastorch", driver.step, driver.record))
+    # as the peer is timed: the layer's forward pass of the window, then the update
+    both = LearnerDriver(
+        copy.deepcopy(base), _delay_rules()["weights"](), pres, posts, step_mode="multi", warm=1
+    )
+
+    def forward_and_step() -> None:
+        both.record()
+        both.step()
+
+    baseline = "plastorch forward + DelayAdjustedSTDP step"
+    rows.append(Contender(baseline, "plastorch", forward_and_step))
+    # the layer's own work: it gathers the arrivals [T, B, out, in] of the window
+    layer = copy.deepcopy(base)
+    cursor = [0]
+
+    def forward() -> None:
+        with torch.no_grad():
+            layer(pres[cursor[0] % len(pres)])
+        cursor[0] += 1
+
+    rows.append(Contender("floor: the DelayedLinear forward of the window", "floor", forward))
+    unsupported = "unsupported: no learned synaptic delays"
+    rows += peer_rows(
+        config,
+        {
+            "spikingjelly": unsupported,
+            "bindsnet": unsupported,
+            "inferno": lambda: inferno_delay_window(
+                config, pres, n_out, MAX_DELAY, learn="weights"
+            ),
+        },
+    )
+    if "inferno" in config.peers:
+        rows.append(inferno_delay_window(config, pres, n_out, MAX_DELAY, learn="delays"))
+
+    def checks() -> list[Check]:
+        gen = config.generator(1)
+        small_pre = (torch.rand(30, 2, 6, generator=gen) < 0.3).double().to(device)
+        small_post = (torch.rand(30, 2, 4, generator=gen) < 0.2).double().to(device)
+        small = DelayedLinear(6, 4, max_delay=5.0, bias=False).double().to(device)
+        with torch.no_grad():
+            small.delay.copy_(torch.rand(4, 6, generator=gen, dtype=torch.float64) * 5.0)
+        out = []
+        for make_rule in _delay_rules().values():
+            rule = make_rule().double()
+            state = rule.initial_state(small, small_pre[0], small_post[0])
+            update, _ = rule(small, small_pre, small_post, state)
+            window = rule.kernel_post
+
+            def kernel(t, window=window):
+                return window(torch.as_tensor(t, dtype=torch.float64))
+
+            pot, dep = delay_stdp_reference(
+                small_pre.cpu(), small_post.cpu(), small.delay.detach().cpu(), 1.0, kernel, kernel
+            )
+            for half, actual, expected in (
+                ("potentiation", update.potentiation, pot),
+                ("depression", update.depression, dep),
+            ):
+                out.append(
+                    Check(
+                        f"{type(rule).__name__} {half} == synapse-by-synapse reference",
+                        actual.cpu(),
+                        expected,
+                        1e-10,
+                        1e-12,
+                    )
+                )
+        return out
+
+    return CaseSetup(
+        rows,
+        checks,
+        repeats=5 if not config.quick else 2,
+        baseline=baseline,
+        notes=[
+            f"DelayedLinear {n_in}->{n_out}, max delay {MAX_DELAY:g} ms, T={steps}, batch "
+            f"{batch}, pre {P_PRE:g} / post {P_POST:g}; inferno runs its own LIF neurons and "
+            "updates after every step (its cost does not depend on the spike counts)"
+        ],
+    )
+
+
 # -- memory ------------------------------------------------------------------------------------
 
 
@@ -903,6 +1022,11 @@ CASES: tuple[Case, ...] = (
         "dense_window_bfloat16",
         "STDP Linear 784->400, T=100, batch 64, bfloat16",
         dense_window_bfloat16,
+    ),
+    Case(
+        "delay_window",
+        "Delay-adjusted STDP of weights and delays, DelayedLinear 200->100, T=100, batch 16",
+        delay_window,
     ),
     Case("diehl_cook", "Diehl & Cook training, 64 inputs, 100 neurons, 250 ms at dt=1", diehl_cook),
     Case("window_memory", "Peak memory of one window (T=100), Linear 784->400", window_memory),

@@ -21,6 +21,7 @@ __all__ = [
     "Contender",
     "LearnerDriver",
     "Replay",
+    "delay_stdp_reference",
     "spike_patterns",
     "stdp_reference",
 ]
@@ -246,3 +247,58 @@ def stdp_reference(
     return lr_post * layer_grad(x_pre.flatten(0, 1), post.flatten(0, 1)) + lr_pre * layer_grad(
         pre.flatten(0, 1), before.flatten(0, 1)
     )
+
+
+def delay_stdp_reference(
+    pre: Tensor,
+    post: Tensor,
+    delay: Tensor,
+    dt: float,
+    kernel_post: Callable[[Tensor], Tensor],
+    kernel_pre: Callable[[Tensor], Tensor],
+) -> tuple[Tensor, Tensor]:
+    r"""Delay-adjusted nearest-pair STDP of one window, synapse by synapse (float64).
+
+    From the definition (:mod:`plastorch.rules.kernel`), independent of the rules'
+    vectorised code: a spike sent by input :math:`i` at step :math:`s` arrives at
+    synapse :math:`(o, i)` at step :math:`s + n_{oi}`, :math:`n_{oi} = \lfloor
+    d_{oi}/\Delta t + 1/2 \rfloor`. At each step the arrivals come first and pair with
+    the latest post spike strictly before (:math:`K_\text{pre}`, times the spike's
+    amplitude), then each post spike pairs with the latest arrival at or before it
+    (:math:`K_\text{post}`, times the post value), both on :math:`t_\Delta =
+    t_\text{post} - t_\text{sent} - d_{oi}` in ms. Positive values add to the returned
+    potentiation, negative ones (negated) to the depression, summed over the batch.
+    ``pre [T, B, in]``, ``post [T, B, out]`` start a fresh state; no signal,
+    co-occurrence tolerance 0.
+    """
+    steps, batch, n_in = pre.shape
+    n_out = post.shape[2]
+    pre, post, delay = pre.double(), post.double(), delay.double()
+    arrival_steps = torch.floor(delay / dt + 0.5).long()
+    potentiation = torch.zeros(n_out, n_in, dtype=torch.float64)
+    depression = torch.zeros_like(potentiation)
+
+    def add(o: int, i: int, value: Tensor) -> None:
+        if value > 0:
+            potentiation[o, i] += value
+        else:
+            depression[o, i] -= value
+
+    for b in range(batch):
+        for o in range(n_out):
+            for i in range(n_in):
+                lag, d = int(arrival_steps[o, i]), delay[o, i]
+                last_sent = last_post = None
+                for t in range(steps):
+                    sent = t - lag
+                    if sent >= 0 and pre[sent, b, i] != 0:
+                        if last_post is not None:
+                            t_delta = (last_post - sent) * dt - d
+                            add(o, i, kernel_pre(t_delta) * pre[sent, b, i])
+                        last_sent = sent
+                    if post[t, b, o] != 0:
+                        if last_sent is not None:
+                            t_delta = (t - last_sent) * dt - d
+                            add(o, i, kernel_post(t_delta) * post[t, b, o])
+                        last_post = t
+    return potentiation, depression

@@ -12,7 +12,9 @@ no ``fn`` and its ``status`` says why. What each one times:
   pass, which is not timed); a window is ``T`` such updates.
 - inferno: the ``STDP`` trainer's update (``trainer()``) and the connection's
   updater applying it, after a forward pass of a ``Serial(LinearDense, LIF)``
-  layer that its monitors record.
+  layer that its monitors record. Its delay-adjusted trainers
+  (``DelayAdjustedSTDP`` / ``DelayAdjustedSTDPD``) are timed with the forward pass
+  of each step included, as inferno updates after every step.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "bindsnet_diehl_cook",
     "bindsnet_diehl_cook_presenter",
     "bindsnet_stdp",
+    "inferno_delay_window",
     "inferno_stdp_dense",
     "peer_rows",
     "spikingjelly_stdp",
@@ -235,6 +238,73 @@ def inferno_stdp_dense(config: Config, pres: list[Tensor], n_out: int) -> Conten
         setup()
         fn()
     return Contender(peer.label, "peer", fn, setup)
+
+
+def inferno_delay_window(
+    config: Config, pres: list[Tensor], n_out: int, max_delay: float, *, learn: str
+) -> Contender:
+    """inferno's delay-adjusted trainer over a window, one forward pass and update per step.
+
+    ``learn`` is ``"weights"`` (``DelayAdjustedSTDP``) or ``"delays"``
+    (``DelayAdjustedSTDPD``), on a ``Serial(LinearDense(delay=max_delay), LIF)`` layer
+    with delays drawn uniformly from ``[0, max_delay]``; ``pres`` are ``[T, B, in]``.
+    inferno evaluates its window on every synapse at every step, so its cost does not
+    depend on how often the LIF neurons fire.
+    """
+    peer, missing = _peer_or_status("inferno", config)
+    label = f"{peer.label} {'DelayAdjustedSTDP' if learn == 'weights' else 'DelayAdjustedSTDPD'}"
+    if missing is not None:
+        return Contender(label, "peer", None, status=missing.status)
+    if pres[0].dtype != torch.float32:
+        return Contender(label, "peer", None, status="not compared (float32 only here)")
+    from inferno.learn import DelayAdjustedSTDP, DelayAdjustedSTDPD
+    from inferno.neural import LIF, DeltaCurrent, LinearDense, Serial
+
+    steps, batch, n_in = pres[0].shape
+    generator = config.generator(7)
+    connection = LinearDense(
+        n_in,
+        n_out,
+        1.0,
+        synapse=DeltaCurrent.partialconstructor(1.0),
+        delay=max_delay,
+        batch_size=batch,
+        weight_init=lambda w: torch.rand(w.shape, generator=generator).to(w) * 0.5,
+        delay_init=lambda d: torch.rand(d.shape, generator=generator).to(d) * max_delay,
+    )
+    connection.updater = connection.defaultupdater()
+    neuron = LIF(
+        n_out,
+        1.0,
+        rest_v=-65.0,
+        reset_v=-65.0,
+        thresh_v=-52.0,
+        refrac_t=2.0,
+        time_constant=20.0,
+        batch_size=batch,
+    )
+    layer = Serial(connection, neuron)
+    if learn == "weights":
+        trainer = DelayAdjustedSTDP(LR, -LR, TAU, TAU, batch_reduction=torch.sum)
+    else:
+        trainer = DelayAdjustedSTDPD(-LR, LR, TAU, TAU, batch_reduction=torch.sum)
+    trainer.register_cell("layer", layer.cell)
+    layer.to(pres[0].device)
+    trainer.to(pres[0].device)
+    layer.train()
+    trainer.train()
+    index = [0]
+
+    def fn() -> None:
+        window = pres[index[0] % len(pres)]
+        index[0] += 1
+        for t in range(steps):
+            with torch.no_grad():
+                layer(window[t])
+            trainer()
+            layer.cell.updater()
+
+    return Contender(label + f" ({steps} steps, forward included)", "peer", fn)
 
 
 def bindsnet_diehl_cook_presenter(

@@ -355,3 +355,36 @@ def test_delay_adjusted_sub_windows_and_zero_max_delay(monkeypatch):
     )
     got, _ = run_rule(rule, flat, pre, post)
     torch.testing.assert_close(got.delta(), expected.delta(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("split", [None, 13])
+def test_delay_adjusted_random_trains_equal_the_synapse_by_synapse_reference(seed, split):
+    # random amplitudes, dt = 0.5, delays off the step grid; a window split in two carries
+    # its state (latest arrivals, latest post spikes, the ring of sent spikes) across
+    from plastorch.bench.common import delay_stdp_reference
+
+    torch.manual_seed(seed)
+    steps, batch, n_in, n_out = 40, 2, 4, 3
+    layer = DelayedLinear(n_in, n_out, max_delay=6.0, dt=0.5, bias=False).double()
+    pre = (torch.rand(steps, batch, n_in) < 0.3).double() * (1 + torch.rand(steps, batch, n_in))
+    post = (torch.rand(steps, batch, n_out) < 0.2).double() * (1 + torch.rand(steps, batch, n_out))
+    rates = dict(lr_causal=1.0, lr_acausal=-0.7, tau_causal=3.0, tau_acausal=5.0)
+    for cls in (DelayAdjustedKernelSTDP, DelayAdjustedKernelSTDPD):
+        rule = cls(Kernel(exponential_window, **rates)).double()
+        state = rule.initial_state(layer, pre[0], post[0])
+        cuts = [0, steps] if split is None else [0, split, steps]
+        potentiation = depression = 0
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            update, state = rule(layer, pre[lo:hi], post[lo:hi], state)
+            potentiation = potentiation + update.potentiation
+            depression = depression + update.depression
+
+        def kernel(t):
+            return exponential_window(torch.as_tensor(t, dtype=torch.float64), **rates)
+
+        delay = layer.delay.detach().clamp(0.0, 6.0)
+        expected = delay_stdp_reference(pre, post, delay, 0.5, kernel, kernel)
+        assert float(expected[0].sum()) > 0 and float(expected[1].sum()) > 0
+        torch.testing.assert_close(potentiation, expected[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(depression, expected[1], rtol=1e-12, atol=1e-12)
