@@ -465,13 +465,9 @@ class DelayAdjustedKernelSTDP(_KernelRule):
             stop = min(start + chunk, steps)
             clock = clock0 + start
             events = _window_arrivals(ring, pre[start:stop], clock, delay_steps)
-            step_of, b_all, o_all, i_all, sent_all, amplitude_all = events
-            row_all = b_all * out_features + o_all  # (sample, output): a row of sent_rows
-            synapse_all = o_all * in_features + i_all
-            entry_all = row_all * in_features + i_all
-            bounds = torch.cumsum(
-                torch.bincount(step_of - (clock + 1), minlength=stop - start), 0
-            ).tolist()
+            bounds, b_all, synapse_all, sent_all, amplitude_all = events
+            entry_all = b_all * (out_features * in_features) + synapse_all  # into [B, out, in]
+            row_all = entry_all // in_features  # (sample, output): a row of sent_rows
             for t in range(start, stop):
                 now = clock0 + 1 + t
                 # arrivals at this step: pair with the latest post spike strictly before it
@@ -538,11 +534,13 @@ def _window_arrivals(ring: Tensor, pre: Tensor, clock: int, delay_steps: Tensor)
 
     ``ring`` holds the raw spikes of steps ``clock - S + 1 .. clock`` (slot ``s % S``),
     ``pre`` those of steps ``clock + 1 .. clock + T``. A spike sent at step ``s`` by input
-    ``i`` arrives at synapse ``(o, i)`` at ``s + n[o, i]``. Returns the tensors ``(step,
-    b, o, i, sent, amplitude)`` of the arrivals at steps ``clock + 1 .. clock + T``.
-    The synapses are sorted by (input, delay) once, so each spike finds the outputs it
-    reaches within the window as one contiguous range: the work is proportional to the
-    number of arrivals, never to steps x synapses.
+    ``i`` arrives at synapse ``(o, i)`` at ``s + n[o, i]``. Returns ``(bounds, b,
+    synapse, sent, amplitude)`` for the arrivals at steps ``clock + 1 .. clock + T`` in
+    step order (stable): ``synapse = o * in + i`` is the flat synapse, and the arrivals
+    of window step ``t`` are ``bounds[t - 1]:bounds[t]`` (``bounds`` a list; 0 before
+    the first). The synapses are sorted by (input, delay) once, so each spike finds the
+    outputs it reaches within the window as one contiguous range: the work is
+    proportional to the number of arrivals, never to steps x synapses.
     """
     size, steps = ring.shape[0], pre.shape[0]
     history = size - 1
@@ -557,6 +555,7 @@ def _window_arrivals(ring: Tensor, pre: Tensor, clock: int, delay_steps: Tensor)
     lowest = (clock + 1 - sent).clamp(min=0)  # delays that land inside the window
     highest = (clock + steps - sent).clamp(max=history)
     # synapses sorted by (input, delay): key i * S + n
+    flat_delays = delay_steps.reshape(-1)
     keys = (torch.arange(in_features, device=device) * size + delay_steps).flatten()
     order = torch.argsort(keys, stable=True)
     starts = torch.zeros(in_features * size + 1, dtype=torch.long, device=device)
@@ -564,13 +563,18 @@ def _window_arrivals(ring: Tensor, pre: Tensor, clock: int, delay_steps: Tensor)
     first = starts[i * size + lowest]
     count = (starts[i * size + highest + 1] - first).clamp(min=0)
     spike = torch.repeat_interleave(torch.arange(count.numel(), device=device), count)
-    offset = torch.arange(spike.numel(), device=device) - (torch.cumsum(count, 0) - count)[spike]
-    synapse = order[first[spike] + offset]
-    o, i = synapse // in_features, i[spike]
-    sent, b, amplitude = sent[spike], b[spike], amplitude[spike]
-    step = sent + delay_steps[o, i]
-    by_step = torch.argsort(step, stable=True)
-    return tuple(x[by_step] for x in (step, b, o, i, sent, amplitude))
+    # arrival k of spike p is synapse order[first[p] + k]; k = position - (events before p)
+    shift = first - (torch.cumsum(count, 0) - count)  # per spike: one gather, not two
+    synapse = order[torch.arange(spike.numel(), device=device) + shift[spike]]
+    # window step of each arrival, 0 .. T-1: a small integer type sorts several times
+    # faster (radix) than int64 (1M arrivals: 2-3 ms instead of 10)
+    step = (sent - (clock + 1))[spike] + flat_delays[synapse]
+    small = torch.uint8 if steps <= 256 else torch.int16 if steps <= 32768 else torch.long
+    by_step = torch.argsort(step.to(small), stable=True)
+    bounds = torch.cumsum(torch.bincount(step, minlength=steps), 0).tolist()
+    # gather the per-spike values through the sorted spike index (small tables)
+    spike, synapse = spike[by_step], synapse[by_step]
+    return bounds, b[spike], synapse, sent[spike], amplitude[spike]
 
 
 class DelayAdjustedKernelSTDPD(DelayAdjustedKernelSTDP):
