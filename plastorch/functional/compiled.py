@@ -18,7 +18,7 @@ import warnings
 import torch
 from torch import Tensor
 
-__all__ = ["available", "count_nonzero", "sparse_rows_"]
+__all__ = ["available", "count_nonzero", "expand_by_step", "sparse_rows_"]
 
 #: dtypes the kernels take (numba has no half precision)
 DTYPES = (torch.float32, torch.float64)
@@ -80,6 +80,36 @@ if numba is not None:
                     source = b[n]
                     for c in range(width):
                         row[c] += weight * source[c]
+
+    @numba.njit(cache=True, nogil=True)
+    def _expand_by_step(step0, first, count, order, lag, steps):  # pragma: no cover - compiled
+        # events (p, order[first[p] + k]) for k < count[p], at step step0[p] + lag[...],
+        # bucketed by step (stable): a counting sort, two passes over the events
+        sources = step0.shape[0]
+        ends = np.zeros(steps + 1, np.int64)
+        for p in range(sources):
+            base, start = step0[p], first[p]
+            for k in range(count[p]):
+                t = base + lag[order[start + k]]
+                if t < 0 or t >= steps:
+                    raise ValueError("expand_by_step: an event's step is outside [0, steps)")
+                ends[t + 1] += 1
+        for t in range(steps):
+            ends[t + 1] += ends[t]
+        total = ends[steps]
+        source = np.empty(total, np.int64)
+        target = np.empty(total, np.int64)
+        cursor = ends[:steps].copy()
+        for p in range(sources):
+            base, start = step0[p], first[p]
+            for k in range(count[p]):
+                item = order[start + k]
+                t = base + lag[item]
+                at = cursor[t]
+                source[at] = p
+                target[at] = item
+                cursor[t] = at + 1
+        return ends[1:], source, target
 
     @numba.njit(cache=True, nogil=True)
     def _count(flat, stride):  # pragma: no cover - compiled
@@ -198,3 +228,63 @@ def sparse_rows_(out: Tensor, a: Tensor, b: Tensor, alpha: float, beta: float) -
             )
     _sparse_rows_unchecked(out, a, b, alpha, beta)
     return out
+
+
+def expand_by_step(
+    step0: Tensor, first: Tensor, count: Tensor, order: Tensor, lag: Tensor, steps: int
+) -> tuple[list[int], Tensor, Tensor]:
+    r"""Expand ranges of items into events and bucket them by step (a stable counting sort).
+
+    Source ``p`` reaches the items ``order[first[p] : first[p] + count[p]]``; the event
+    ``(p, item)`` happens at step ``step0[p] + lag[item]``, which must lie in
+    ``[0, steps)`` (``ValueError`` otherwise). Returns ``(bounds, source, item)`` with the events in step order
+    (in source order, then range order, within a step) and ``bounds[t]`` the number of
+    events at steps ``<= t``. All tensors are CPU ``int64``, ``order`` and ``lag``
+    contiguous. The torch equivalent takes a ``repeat_interleave``, an argsort and
+    several gathers of the events; this is two passes over them.
+
+    Examples
+    --------
+    >>> t = lambda *v: torch.tensor(v)
+    >>> # source 0 (step 0) reaches items 0 (lag 1) and 1 (lag 0), source 1 (step 1) item 1
+    >>> bounds, source, item = (expand_by_step(t(0, 1), t(0, 1), t(2, 1), t(0, 1), t(1, 0), 3)
+    ...     if available() else ([1, 3, 3], t(0, 0, 1), t(1, 0, 1)))
+    >>> bounds, source.tolist(), item.tolist()  # step 0: (0, 1); step 1: (0, 0), (1, 1)
+    ([1, 3, 3], [0, 0, 1], [1, 0, 1])
+    """
+    _require()
+    for name, tensor in (("step0", step0), ("first", first), ("count", count)):
+        if tensor.dtype != torch.long or tensor.device.type != "cpu" or tensor.dim() != 1:
+            raise TypeError(f"expand_by_step: {name} must be a 1-d CPU int64 tensor")
+        if tensor.shape != step0.shape:
+            raise ValueError(
+                f"expand_by_step: {name} has {tensor.numel()} entries, step0 {step0.numel()}"
+            )
+    for name, tensor in (("order", order), ("lag", lag)):
+        if tensor.dtype != torch.long or tensor.device.type != "cpu" or tensor.dim() != 1:
+            raise TypeError(f"expand_by_step: {name} must be a 1-d CPU int64 tensor")
+    result = _expand_by_step_unchecked(step0, first, count, order, lag, steps)
+    if result is None:
+        raise RuntimeError("expand_by_step: the numba kernel did not compile")
+    return result
+
+
+def _expand_by_step_unchecked(step0, first, count, order, lag, steps):
+    """:func:`expand_by_step` for callers that guarantee its argument types.
+
+    ``None`` (with a warning, and the kernels switched off) if the kernel fails to
+    compile: the caller then takes its torch path.
+    """
+    global _ENABLED
+    arrays = [x.contiguous().numpy() for x in (step0, first, count, order, lag)]
+    try:
+        bounds, source, item = _expand_by_step(*arrays, int(steps))
+    except Exception as error:
+        if _expand_by_step.signatures:  # it compiled before: a genuine error
+            raise
+        warnings.warn(
+            f"plastorch: the numba kernel did not compile ({error!r}); using torch", stacklevel=3
+        )
+        _ENABLED = False
+        return None
+    return bounds.tolist(), torch.from_numpy(source), torch.from_numpy(item)

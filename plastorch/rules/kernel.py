@@ -50,6 +50,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ..functional import compiled
 from ..functional.checks import check_positive, check_real
 from .base import (
     BatchReduction,
@@ -562,13 +563,20 @@ def _window_arrivals(ring: Tensor, pre: Tensor, clock: int, delay_steps: Tensor)
     starts[1:] = torch.cumsum(torch.bincount(keys, minlength=in_features * size), 0)
     first = starts[i * size + lowest]
     count = (starts[i * size + highest + 1] - first).clamp(min=0)
+    step0 = sent - (clock + 1)  # window step of a spike's zero-delay arrival
+    if compiled.available() and device.type == "cpu":
+        # one counting sort over the arrivals instead of the torch expansion below
+        result = compiled._expand_by_step_unchecked(step0, first, count, order, flat_delays, steps)
+        if result is not None:
+            bounds, spike, synapse = result
+            return bounds, b[spike], synapse, sent[spike], amplitude[spike]
     spike = torch.repeat_interleave(torch.arange(count.numel(), device=device), count)
     # arrival k of spike p is synapse order[first[p] + k]; k = position - (events before p)
     shift = first - (torch.cumsum(count, 0) - count)  # per spike: one gather, not two
     synapse = order[torch.arange(spike.numel(), device=device) + shift[spike]]
     # window step of each arrival, 0 .. T-1: a small integer type sorts several times
     # faster (radix) than int64 (1M arrivals: 2-3 ms instead of 10)
-    step = (sent - (clock + 1))[spike] + flat_delays[synapse]
+    step = step0[spike] + flat_delays[synapse]
     small = torch.uint8 if steps <= 256 else torch.int16 if steps <= 32768 else torch.long
     by_step = torch.argsort(step.to(small), stable=True)
     bounds = torch.cumsum(torch.bincount(step, minlength=steps), 0).tolist()

@@ -246,3 +246,88 @@ def test_the_path_choice_counts_with_the_kernel(monkeypatch):
     estimate = correlate_module._count_nonzero(large)  # 400k entries: strided sample
     assert calls == [((64, 400), 1), ((1000, 400), 211)]
     assert abs(estimate - int(torch.count_nonzero(large))) < 0.25 * int(torch.count_nonzero(large))
+
+
+def expand_reference(step0, first, count, order, lag, steps):
+    """The torch expansion: every (source, item) event, stably sorted by its step."""
+    source = torch.repeat_interleave(torch.arange(step0.numel()), count)
+    offset = torch.arange(source.numel()) - (torch.cumsum(count, 0) - count)[source]
+    item = order[first[source] + offset]
+    step = step0[source] + lag[item]
+    by_step = torch.argsort(step, stable=True)
+    bounds = torch.cumsum(torch.bincount(step, minlength=steps), 0).tolist()
+    return bounds, source[by_step], item[by_step]
+
+
+@needs_numba
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_expand_by_step_is_the_stable_sort_of_the_expanded_events(seed):
+    g = torch.Generator().manual_seed(seed)
+    items, sources, steps = 30, 50, 12
+    lag = torch.randint(0, 5, (items,), generator=g)
+    order = torch.randperm(items, generator=g)
+    first = torch.randint(0, items, (sources,), generator=g)
+    count = torch.minimum(torch.randint(0, 6, (sources,), generator=g), items - first)
+    step0 = torch.randint(0, steps - 5, (sources,), generator=g)
+    bounds, source, item = compiled.expand_by_step(step0, first, count, order, lag, steps)
+    expected = expand_reference(step0, first, count, order, lag, steps)
+    assert bounds == expected[0] and bounds[-1] == int(count.sum())
+    assert torch.equal(source, expected[1]) and torch.equal(item, expected[2])
+
+
+@needs_numba
+def test_expand_by_step_errors():
+    t = torch.tensor
+    with pytest.raises(ValueError, match="outside"):  # step 0 + lag 3 with steps=3
+        compiled.expand_by_step(t([0]), t([0]), t([1]), t([0]), t([3]), 3)
+    with pytest.raises(TypeError, match="first must be a 1-d CPU int64"):
+        compiled.expand_by_step(t([0]), t([0.0]), t([1]), t([0]), t([0]), 3)
+    with pytest.raises(ValueError, match="count has 2 entries, step0 1"):
+        compiled.expand_by_step(t([0]), t([0]), t([1, 1]), t([0]), t([0]), 3)
+
+
+@needs_numba
+def test_delay_adjusted_rules_bucket_arrivals_compiled_with_the_torch_paths_bits(monkeypatch):
+    from plastorch.layers import DelayedLinear
+    from plastorch.rules import DelayAdjustedSTDP
+
+    torch.manual_seed(4)
+    layer = DelayedLinear(7, 5, max_delay=4.0, dt=0.5, bias=False).double()
+    pre = (torch.rand(25, 3, 7) < 0.3).double()
+    post = (torch.rand(25, 3, 5) < 0.2).double()
+    calls = []
+    original = compiled._expand_by_step_unchecked
+
+    def counting(*args):
+        calls.append(args[-1])
+        return original(*args)
+
+    monkeypatch.setattr(compiled, "_expand_by_step_unchecked", counting)
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(compiled, "_ENABLED", enabled)
+        rule = DelayAdjustedSTDP(1.0, -0.5, 3.0, 4.0)
+        state = rule.initial_state(layer, pre[0], post[0])
+        first, state = rule(layer, pre[:12], post[:12], state)  # spikes in the ring carry over
+        second, _ = rule(layer, pre[12:], post[12:], state)
+        results.append((first, second))
+    assert calls == [12, 13]  # compiled only while enabled
+    for compiled_update, torch_update in zip(*results):
+        assert torch.equal(compiled_update.potentiation, torch_update.potentiation)
+        assert torch.equal(compiled_update.depression, torch_update.depression)
+
+
+@needs_numba
+def test_an_arrivals_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch):
+    class Failing:
+        signatures = []  # never compiled
+
+        def __call__(self, *args):
+            raise RuntimeError("LLVM is unhappy")
+
+    monkeypatch.setattr(compiled, "_expand_by_step", Failing())
+    monkeypatch.setattr(compiled, "_ENABLED", True)
+    t = torch.tensor
+    with pytest.warns(UserWarning, match="did not compile"):
+        assert compiled._expand_by_step_unchecked(t([0]), t([0]), t([1]), t([0]), t([0]), 2) is None
+    assert not compiled.available()
