@@ -475,25 +475,27 @@ class DelayAdjustedKernelSTDP(_KernelRule):
                 lo, hi = (bounds[t - start - 1] if t > start else 0), bounds[t - start]
                 if hi > lo:
                     entry, sent = entry_all[lo:hi], sent_all[lo:hi]
-                    last_post = post_flat[row_all[lo:hi]]
+                    last_post = post_flat.index_select(0, row_all[lo:hi])
                     paired = last_post != _NEVER
                     if signal is not None and bool(paired.any()):
                         # every arrival of the step, unpaired ones valued 0 by _evaluate
                         # (masking them out costs more than adding their zeros)
-                        t_delta = (last_post - sent).to(dtype) * dt - delay_flat[synapse_all[lo:hi]]
+                        t_delta = (last_post - sent).to(dtype) * dt
+                        t_delta = t_delta - delay_flat.index_select(0, synapse_all[lo:hi])
                         value = _evaluate(
                             self.kernel_pre, "kernel_pre", _co_occurring(t_delta, tolerance), paired
                         )
                         gain = gain_of(t, b_all[lo:hi])
                         pending.entries(entry, value * amplitude_all[lo:hi] * gain)
                     # a synapse receives at most one spike per step: the entries are distinct
-                    sent_flat[entry] = sent
+                    # (index_select / scatter_ / index_fill_: ~2x faster than [] on 16k entries)
+                    sent_flat.scatter_(0, entry, sent)
                 # post spikes: pair with the latest arrival at or before this step
                 b, o = post[t].nonzero(as_tuple=True)
                 if b.numel():
                     row = b * out_features + o
                     if signal is not None:
-                        last_sent = sent_rows[row]  # [P, in]
+                        last_sent = sent_rows.index_select(0, row)  # [P, in]
                         paired = last_sent != _NEVER
                         if bool(paired.any()):
                             t_delta = (now - last_sent).to(dtype) * dt - delay[o]
@@ -505,7 +507,7 @@ class DelayAdjustedKernelSTDP(_KernelRule):
                             )
                             scale = post[t, b, o] * gain_of(t, b)
                             pending.rows(row, value * scale.unsqueeze(-1))
-                    post_flat[row] = now
+                    post_flat.index_fill_(0, row, now)
             pending.flush()
             ring = _ring_after(ring, pre[start:stop], clock)
 
@@ -569,7 +571,9 @@ def _window_arrivals(ring: Tensor, pre: Tensor, clock: int, delay_steps: Tensor)
         result = compiled._expand_by_step_unchecked(step0, first, count, order, flat_delays, steps)
         if result is not None:
             bounds, spike, synapse = result
-            return bounds, b[spike], synapse, sent[spike], amplitude[spike]
+            picked = (x.index_select(0, spike) for x in (b, sent, amplitude))
+            b, sent, amplitude = picked
+            return bounds, b, synapse, sent, amplitude
     spike = torch.repeat_interleave(torch.arange(count.numel(), device=device), count)
     # arrival k of spike p is synapse order[first[p] + k]; k = position - (events before p)
     shift = first - (torch.cumsum(count, 0) - count)  # per spike: one gather, not two
