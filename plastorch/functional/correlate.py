@@ -45,6 +45,8 @@ from __future__ import annotations
 import contextvars
 import functools
 import math
+import os
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -1387,12 +1389,15 @@ def _conv_samples(layer: nn.Module, pre: Tensor, post: Tensor) -> tuple[Tensor, 
 
 
 #: A convolution weight gradient (1-3 spatial dims, not transposed) whose input patch
-#: (``C_in / groups x kernel``) has at most this many entries is an ``unfold``
-#: (:func:`_columns`) and a batched GEMM, not oneDNN's weight gradient, which leaves
-#: most of the machine idle with few input channels. Measured (2 threads, this host,
-#: both paths on the same factors, unfold / oneDNN): Conv1d 4->16 k5 (patch 20) 0.60;
-#: Conv2d 2->32 k5 (50) 0.51, 8->32 k3 (72) 0.91, 16->32 k3 dilation 2 (144) 0.66,
-#: 32->64 k3 (288) 1.29, 64->64 k3 (576) 1.68; Conv3d 4->16 k3 (108) 0.97.
+#: (``C_in / groups x kernel``) has at most this many entries may be an ``unfold``
+#: (:func:`_columns`) and a batched GEMM instead of oneDNN's weight gradient, which can
+#: leave most of the machine idle with few input channels. Which one wins depends on
+#: the CPU and the shape (unfold / oneDNN, 2 threads): on an AVX2 host Conv1d 4->16 k5
+#: (patch 20) 0.60, Conv2d 2->32 k5 (50) 0.51, 8->32 k3 (72) 0.91, 16->32 k3 dilation 2
+#: (144) 0.66, 32->64 k3 (288) 1.29, Conv3d 4->16 k3 (108) 0.97; on an AVX512 host
+#: Conv1d 0.48-0.62, Conv2d 4->32 k3 (36) 0.45-0.64, 2->16 k3 (18) 1.40-1.59, 2->32 k5
+#: 1.55-1.58, 16->32 k3 (144) 1.58-2.12, Conv3d 0.90-0.97. So on CPU both are timed
+#: once per geometry (:func:`_unfold_wins`) unless ``PLASTORCH_CONV_AUTOTUNE=0``.
 _UNFOLD_PATCH = 192
 #: Most groups that path takes: one batched GEMM of small per-group products loses to
 #: oneDNN's grouped kernel past them. Conv2d 4->32 k5 groups 2: 0.54, 8->32 k5 groups 2:
@@ -1402,6 +1407,75 @@ _UNFOLD_GROUPS = 2
 _UNFOLD_NUMEL = 1 << 24
 
 
+_AUTOTUNE = os.environ.get("PLASTORCH_CONV_AUTOTUNE", "1").strip().lower() not in (
+    "0",
+    "false",
+    "no",
+    "off",
+)
+#: geometry -> whether the unfold kernel was the faster one (:func:`_unfold_wins`)
+_UNFOLD_CHOICE: dict[tuple, bool] = {}
+_UNFOLD_CHOICE_SIZE = 512
+
+
+def _unfold_wins(layer, pre: Tensor, post: Tensor, padding, weight_shape, groups: int) -> bool:
+    """Whether the unfold kernel beats oneDNN's weight gradient for this geometry.
+
+    On CPU, without grad, each kernel is timed three times, alternating, the first
+    time a geometry (layer type and hyperparameters, factor shapes, dtype, threads) is
+    seen, and the faster minimum is remembered for the process. Elsewhere, with
+    ``PLASTORCH_CONV_AUTOTUNE=0``, or while a factor requires grad: ``True`` (the
+    static rule of :data:`_UNFOLD_PATCH`). Both kernels compute the same sum; only the
+    order of the additions differs.
+    """
+    if not (_AUTOTUNE and pre.is_cpu and not pre.requires_grad and not post.requires_grad):
+        return True
+    key = (
+        type(layer),
+        tuple(weight_shape),
+        tuple(layer.stride),
+        tuple(padding),
+        tuple(layer.dilation),
+        groups,
+        tuple(pre.shape),
+        tuple(pre.stride()),
+        tuple(post.shape),
+        pre.dtype,
+        torch.get_num_threads(),
+    )
+    choice = _UNFOLD_CHOICE.get(key)
+    if choice is None:
+        spatial = len(weight_shape) - 2
+        weight = post.new_empty(1).expand(weight_shape)
+        zeros = [0] * spatial
+        kernels = (
+            lambda: _unfold_weight_grad(layer, pre, post, padding, weight_shape, groups),
+            lambda: torch.ops.aten.convolution_backward(
+                post,
+                pre,
+                weight,
+                None,
+                list(layer.stride),
+                list(padding),
+                list(layer.dilation),
+                False,
+                zeros,
+                groups,
+                (False, True, False),
+            ),
+        )
+        best = [math.inf, math.inf]
+        for _ in range(3):
+            for k, kernel in enumerate(kernels):
+                start = time.perf_counter()
+                kernel()
+                best[k] = min(best[k], time.perf_counter() - start)
+        if len(_UNFOLD_CHOICE) >= _UNFOLD_CHOICE_SIZE:
+            _UNFOLD_CHOICE.clear()
+        choice = _UNFOLD_CHOICE[key] = best[0] <= best[1]
+    return choice
+
+
 def _unfold_weight_grad(
     layer: nn.Module,
     pre: Tensor,
@@ -1409,19 +1483,22 @@ def _unfold_weight_grad(
     padding,
     weight_shape: tuple[int, ...],
     groups: int = 1,
+    choose: bool = False,
 ) -> Tensor | None:
     r"""``sum_n post_n [C_out, L] @ unfold(pre)_n^T [L, C_in K]``, per group, for a small patch.
 
     ``pre`` and ``post`` are ``[N, C, *spatial]`` samples whose shapes the caller's
     :class:`_Geometry` has checked against the layer. ``None`` where
     :data:`_UNFOLD_PATCH` or :data:`_UNFOLD_NUMEL` say oneDNN's weight gradient is
-    the better kernel. The columns are :func:`_columns` (into the scope's workspace
+    the better kernel, or, with ``choose``, where :func:`_unfold_wins` says so. The columns are :func:`_columns` (into the scope's workspace
     when one is lent); with groups, one batched GEMM over samples and groups.
     """
     patch = math.prod(weight_shape[1:])  # C_in / groups x kernel
     positions = math.prod(post.shape[2:])
     samples = pre.shape[0]
     if patch > _UNFOLD_PATCH or samples * groups * patch * positions > _UNFOLD_NUMEL:
+        return None
+    if choose and not _unfold_wins(layer, pre, post, padding, weight_shape, groups):
         return None
     # (out= buffers cannot be part of an autograd graph)
     lend = not (pre.requires_grad or post.requires_grad)
@@ -1496,7 +1573,7 @@ def _conv_weight_grad(
     )
     padding = [0] * spatial if explicit_pad else list(layer.padding)
     if not transposed and groups <= _UNFOLD_GROUPS:
-        grad = _unfold_weight_grad(layer, pre, post, padding, weight_shape, groups)
+        grad = _unfold_weight_grad(layer, pre, post, padding, weight_shape, groups, choose=True)
         if grad is not None:
             return grad
     output_padding = list(layer.output_padding) if transposed else [0] * spatial

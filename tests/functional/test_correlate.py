@@ -1,7 +1,9 @@
 """correlate against explicit loop references built here, for every layer geometry."""
 
+import importlib
 import itertools
 import math
+import time
 
 import pytest
 import torch
@@ -9,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from plastorch.functional import correlate, correlate_per_sample
+
+correlate_module = importlib.import_module("plastorch.functional.correlate")
 
 
 def conv_reference(layer, pre, post):
@@ -209,10 +213,13 @@ def test_factor_between_one_and_one_and_a_half_samples_is_correlated():
         ),
     ],
 )
-def test_small_patch_conv_takes_the_unfold_kernel(make, shape, unfolds):
+def test_small_patch_conv_takes_the_unfold_kernel(make, shape, unfolds, monkeypatch):
     # against torch's own weight gradient (autograd of the layer), with and without a
-    # lent workspace for the columns (which must not leak into the result)
+    # lent workspace for the columns (which must not leak into the result); the static
+    # rule (no timing of the two kernels), so that which one runs is known
     from plastorch.functional import correlation_scope
+
+    monkeypatch.setattr(correlate_module, "_AUTOTUNE", False)
     from plastorch.functional.correlate import _unfold_weight_grad
     from plastorch.functional.workspace import Workspace
 
@@ -273,3 +280,41 @@ def test_columns_equal_unfold_for_any_input_layout(layout, padding):
     assert torch.equal(out, expected)
     with pytest.raises(ValueError, match="does not give"):
         _columns(base, kernel, dilation, padding, stride, [s + 1 for s in out_spatial])
+
+
+def test_conv_kernel_choice_is_timed_once_per_geometry_and_follows_the_timing(monkeypatch):
+    # the unfold kernel made slow by 20 ms per call loses to oneDNN; the choice is cached
+    # per geometry, and either kernel gives torch's weight gradient
+    monkeypatch.setattr(correlate_module, "_AUTOTUNE", True)
+    monkeypatch.setattr(correlate_module, "_UNFOLD_CHOICE", {})
+    original = correlate_module._columns
+    calls = []
+
+    def slow_columns(*args):
+        calls.append(1)
+        time.sleep(0.02)
+        return original(*args)
+
+    monkeypatch.setattr(correlate_module, "_columns", slow_columns)
+    layer = nn.Conv2d(2, 3, 3, padding=1).double()
+    pre = torch.rand(2, 2, 6, 6, dtype=torch.float64)
+    post = torch.randn_like(layer(pre))
+    weight = layer.weight.detach().requires_grad_()
+    out = torch.nn.functional.conv2d(pre, weight, None, 1, 1)
+    (expected,) = torch.autograd.grad(out, weight, post)
+    torch.testing.assert_close(correlate(layer, pre, post, sparse=False), expected)
+    assert len(calls) == 3 and list(correlate_module._UNFOLD_CHOICE.values()) == [False]
+    torch.testing.assert_close(correlate(layer, pre, post, sparse=False), expected)
+    assert len(calls) == 3  # remembered: neither timed nor unfolded again
+    # another geometry is timed anew; without the slow columns unfold may win or lose,
+    # and the sum is the same either way
+    monkeypatch.setattr(correlate_module, "_columns", original)
+    pre2 = torch.rand(3, 2, 6, 6, dtype=torch.float64)
+    post2 = torch.randn_like(layer(pre2))
+    out2 = torch.nn.functional.conv2d(pre2, weight, None, 1, 1)
+    (expected2,) = torch.autograd.grad(out2, weight, post2)
+    torch.testing.assert_close(correlate(layer, pre2, post2, sparse=False), expected2)
+    assert len(correlate_module._UNFOLD_CHOICE) == 2
+    # with PLASTORCH_CONV_AUTOTUNE=0 (or factors requiring grad) the static rule: unfold
+    monkeypatch.setattr(correlate_module, "_AUTOTUNE", False)
+    assert correlate_module._unfold_wins(layer, pre, post, [1, 1], layer.weight.shape, 1)
