@@ -185,26 +185,20 @@ def bindsnet_stdp(
     return Contender(peer.label + f" ({pres[0].shape[0]} updates)", "peer", fn_window)
 
 
-def inferno_stdp_dense(config: Config, pres: list[Tensor], n_out: int) -> Contender:
-    """inferno ``STDP`` trainer on ``Serial(LinearDense, LIF)``: the update and its application."""
-    peer, missing = _peer_or_status("inferno", config)
-    if missing is not None:
-        return missing
-    if pres[0].dtype != torch.float32:
-        return Contender(peer.label, "peer", None, status="not compared (float32 only here)")
-    from inferno.learn import STDP as InfernoSTDP
+def _inferno_layer(n_in: int, n_out: int, batch: int, **connection):
+    """``Serial(LinearDense(n_in, n_out, dt=1, delta-current synapse, **connection), LIF)``
+    with a default updater, as the inferno contenders time it."""
     from inferno.neural import LIF, DeltaCurrent, LinearDense, Serial
 
-    batch, n_in = pres[0].shape
-    connection = LinearDense(
+    dense = LinearDense(
         n_in,
         n_out,
         1.0,
         synapse=DeltaCurrent.partialconstructor(1.0),
         batch_size=batch,
-        weight_init=lambda w: torch.rand_like(w) * 0.5,
+        **connection,
     )
-    connection.updater = connection.defaultupdater()
+    dense.updater = dense.defaultupdater()
     neuron = LIF(
         n_out,
         1.0,
@@ -215,13 +209,30 @@ def inferno_stdp_dense(config: Config, pres: list[Tensor], n_out: int) -> Conten
         time_constant=20.0,
         batch_size=batch,
     )
-    layer = Serial(connection, neuron)
-    trainer = InfernoSTDP(LR, -LR, TAU, TAU, batch_reduction=torch.sum)
+    return Serial(dense, neuron)
+
+
+def _attach(trainer, layer, device) -> None:
+    """Register inferno ``layer``'s cell with ``trainer``, both on ``device``, training."""
     trainer.register_cell("layer", layer.cell)
-    layer.to(pres[0].device)
-    trainer.to(pres[0].device)
-    layer.train()
-    trainer.train()
+    for module in (layer, trainer):
+        module.to(device)
+        module.train()
+
+
+def inferno_stdp_dense(config: Config, pres: list[Tensor], n_out: int) -> Contender:
+    """inferno ``STDP`` trainer on ``Serial(LinearDense, LIF)``: the update and its application."""
+    peer, missing = _peer_or_status("inferno", config)
+    if missing is not None:
+        return missing
+    if pres[0].dtype != torch.float32:
+        return Contender(peer.label, "peer", None, status="not compared (float32 only here)")
+    from inferno.learn import STDP as InfernoSTDP
+
+    batch, n_in = pres[0].shape
+    layer = _inferno_layer(n_in, n_out, batch, weight_init=lambda w: torch.rand_like(w) * 0.5)
+    trainer = InfernoSTDP(LR, -LR, TAU, TAU, batch_reduction=torch.sum)
+    _attach(trainer, layer, pres[0].device)
     index = [0]
 
     def setup() -> None:
@@ -258,41 +269,22 @@ def inferno_delay_window(
     if pres[0].dtype != torch.float32:
         return Contender(label, "peer", None, status="not compared (float32 only here)")
     from inferno.learn import DelayAdjustedSTDP, DelayAdjustedSTDPD
-    from inferno.neural import LIF, DeltaCurrent, LinearDense, Serial
 
     steps, batch, n_in = pres[0].shape
     generator = config.generator(7)
-    connection = LinearDense(
+    layer = _inferno_layer(
         n_in,
         n_out,
-        1.0,
-        synapse=DeltaCurrent.partialconstructor(1.0),
+        batch,
         delay=max_delay,
-        batch_size=batch,
         weight_init=lambda w: torch.rand(w.shape, generator=generator).to(w) * 0.5,
         delay_init=lambda d: torch.rand(d.shape, generator=generator).to(d) * max_delay,
     )
-    connection.updater = connection.defaultupdater()
-    neuron = LIF(
-        n_out,
-        1.0,
-        rest_v=-65.0,
-        reset_v=-65.0,
-        thresh_v=-52.0,
-        refrac_t=2.0,
-        time_constant=20.0,
-        batch_size=batch,
-    )
-    layer = Serial(connection, neuron)
     if learn == "weights":
         trainer = DelayAdjustedSTDP(LR, -LR, TAU, TAU, batch_reduction=torch.sum)
     else:
         trainer = DelayAdjustedSTDPD(-LR, LR, TAU, TAU, batch_reduction=torch.sum)
-    trainer.register_cell("layer", layer.cell)
-    layer.to(pres[0].device)
-    trainer.to(pres[0].device)
-    layer.train()
-    trainer.train()
+    _attach(trainer, layer, pres[0].device)
     index = [0]
 
     def fn() -> None:

@@ -175,97 +175,56 @@ def test_mode_selects_the_path(monkeypatch):
     assert calls == ["a", "b"]
 
 
+def costs(**changes):
+    """``estimate_costs`` of a small float32 Linear term on one thread, with changes."""
+    arguments = dict(
+        dtype=torch.float32,
+        conv=False,
+        dense_macs=1000,
+        sparse_numel=100,
+        nnz=10,
+        kernel_size=1,
+        row_length=50,
+        table_numel=0,
+        permuted_numel=0,
+        threads=1,
+    )
+    return estimate_costs(**{**arguments, **changes})
+
+
 def test_cost_model_hand_values():
     # dense: 0.03 ns per multiply-add + 30 us; sparse: 2 ns per scanned entry, per
     # lookup 10 ns + 0.1 ns per added element (0.4 for convolutions), 1.5 ns per
     # copied entry, 250 us fixed (1.3 ms for convolutions)
-    dense, sparse = estimate_costs(
-        dtype=torch.float32,
-        conv=False,
-        dense_macs=1000,
-        sparse_numel=100,
-        nnz=10,
-        kernel_size=1,
-        row_length=50,
-        table_numel=0,
-        permuted_numel=20,
-        threads=1,
-    )
+    dense, sparse = costs(permuted_numel=20)
     assert dense == pytest.approx(30.0 + 30_000.0)
     assert sparse == pytest.approx(200.0 + 10 * (10.0 + 5.0) + 30.0 + 250_000.0)
     # convolutions: 1.5x per dense multiply-add, 6 ns per lookup
-    dense, sparse = estimate_costs(
-        dtype=torch.float32,
-        conv=True,
-        dense_macs=1000,
-        sparse_numel=0,
-        nnz=1,
-        kernel_size=9,
-        row_length=0,
-        table_numel=0,
-        permuted_numel=0,
-        threads=1,
-    )
+    dense, sparse = costs(conv=True, sparse_numel=0, nnz=1, kernel_size=9, row_length=0)
     assert dense == pytest.approx(45.0 + 30_000.0)
     assert sparse == pytest.approx(9 * 6.0 + 1_300_000.0)
     # two threads halve the GEMM and the row sums, not the scan, lookups and fixed cost
-    dense, sparse = estimate_costs(
-        dtype=torch.float32,
-        conv=False,
-        dense_macs=1000,
-        sparse_numel=100,
-        nnz=10,
-        kernel_size=1,
-        row_length=50,
-        table_numel=0,
-        permuted_numel=0,
-        threads=2,
-    )
+    dense, sparse = costs(threads=2)
     assert dense == pytest.approx(15.0 + 30_000.0)
     assert sparse == pytest.approx(200.0 + 10 * (10.0 + 2.5) + 250_000.0)
 
 
 def test_cost_model_cold_tables_and_kinds():
-    common = dict(
-        dtype=torch.float32,
-        dense_macs=1000,
-        sparse_numel=100,
-        nnz=10,
-        kernel_size=1,
-        row_length=50,
-        table_numel=0,
-        permuted_numel=0,
-        threads=1,
-    )
     warm = 200.0 + 10 * (10.0 + 0.1 * 50) + 250_000.0
     # a looked-up Linear factor past the caches (8 MiB) costs twice per added element
-    assert estimate_costs(conv=False, lookup_bytes=8 << 20, **common)[1] == pytest.approx(warm)
+    assert costs(lookup_bytes=8 << 20)[1] == pytest.approx(warm)
     cold = 200.0 + 10 * (10.0 + 0.2 * 50) + 250_000.0
-    assert estimate_costs(conv=False, lookup_bytes=(8 << 20) + 1, **common)[1] == pytest.approx(
-        cold
-    )
+    assert costs(lookup_bytes=(8 << 20) + 1)[1] == pytest.approx(cold)
     # convolutions keep their own per-element constant (0.4 ns) and ignore lookup_bytes
     conv = 200.0 + 10 * (6.0 + 0.4 * 50) + 1_300_000.0
-    assert estimate_costs(conv=True, lookup_bytes=1 << 30, **common)[1] == pytest.approx(conv)
+    assert costs(conv=True, lookup_bytes=1 << 30)[1] == pytest.approx(conv)
 
 
 def test_cost_model_bfloat16_follows_the_cpu():
     # a bfloat16 multiply-add costs half a float32 one where the CPU has bfloat16
     # instructions (AVX512-BF16, AMX) and ~3x more where it has not
     expected = 0.015 if correlate_module._BF16_GEMM else 0.1
-    dense, _ = estimate_costs(
-        dtype=torch.bfloat16,
-        conv=False,
-        dense_macs=1000,
-        sparse_numel=0,
-        nnz=0,
-        kernel_size=1,
-        row_length=0,
-        table_numel=0,
-        permuted_numel=0,
-        threads=1,
-    )
-    assert dense == pytest.approx(expected * 1000 + 30_000.0)
+    assert costs(dtype=torch.bfloat16)[0] == pytest.approx(expected * 1000 + 30_000.0)
     has = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
     has = has or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
     assert correlate_module._BF16_GEMM == bool(has)
