@@ -1490,8 +1490,9 @@ def _unfold_weight_grad(
     ``pre`` and ``post`` are ``[N, C, *spatial]`` samples whose shapes the caller's
     :class:`_Geometry` has checked against the layer. ``None`` where
     :data:`_UNFOLD_PATCH` or :data:`_UNFOLD_NUMEL` say oneDNN's weight gradient is
-    the better kernel, or, with ``choose``, where :func:`_unfold_wins` says so. The columns are :func:`_columns` (into the scope's workspace
-    when one is lent); with groups, one batched GEMM over samples and groups.
+    the better kernel, or, with ``choose``, where :func:`_unfold_wins` says so. The
+    columns are :func:`_columns` (into the scope's workspace when one is lent); with
+    groups, one batched GEMM over samples and groups.
     """
     patch = math.prod(weight_shape[1:])  # C_in / groups x kernel
     positions = math.prod(post.shape[2:])
