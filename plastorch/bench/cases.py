@@ -764,13 +764,13 @@ def delay_window(config: Config) -> CaseSetup:
             rule = make_rule().double()
             state = rule.initial_state(small, small_pre[0], small_post[0])
             update, _ = rule(small, small_pre, small_post, state)
-            window = rule.kernel_post
-
-            def kernel(t, window=window):
-                return window(torch.as_tensor(t, dtype=torch.float64))
-
+            kernel_post, kernel_pre = (
+                lambda t, k=k: k(torch.as_tensor(t, dtype=torch.float64))
+                for k in (rule.kernel_post, rule.kernel_pre)
+            )
+            delay = small.delay.detach().cpu()
             pot, dep = delay_stdp_reference(
-                small_pre.cpu(), small_post.cpu(), small.delay.detach().cpu(), 1.0, kernel, kernel
+                small_pre.cpu(), small_post.cpu(), delay, 1.0, kernel_post, kernel_pre
             )
             for half, actual, expected in (
                 ("potentiation", update.potentiation, pot),

@@ -175,20 +175,26 @@ def _sparse_rows_unchecked(out: Tensor, a: Tensor, b: Tensor, alpha: float, beta
     If the kernel fails to compile, the kernels are switched off (with a warning)
     and this call computes the same sum with ``addmm``.
     """
-    global _ENABLED
     _follow_torch_threads()
     scalar = _SCALAR[out.dtype]  # the kernel computes in out's dtype, not float64
     try:
         with _LAUNCH:
             _sparse_rows(out.numpy(), a.numpy(), b.numpy(), scalar(alpha), scalar(beta))
     except Exception as error:
-        if _sparse_rows.signatures:  # it compiled before: a genuine error, not the compiler
-            raise
-        warnings.warn(
-            f"plastorch: the numba kernel did not compile ({error!r}); using torch", stacklevel=3
-        )
-        _ENABLED = False
+        _did_not_compile(_sparse_rows, error)
         out.addmm_(a.t(), b, beta=beta, alpha=alpha)
+
+
+def _did_not_compile(kernel, error: Exception) -> None:
+    """Switch the kernels off, with a warning, if ``kernel`` failed to compile; re-raise
+    ``error`` if it had compiled before (a genuine error, not the compiler)."""
+    global _ENABLED
+    if kernel.signatures:
+        raise error
+    warnings.warn(
+        f"plastorch: the numba kernel did not compile ({error!r}); using torch", stacklevel=4
+    )
+    _ENABLED = False
 
 
 def sparse_rows_(out: Tensor, a: Tensor, b: Tensor, alpha: float, beta: float) -> Tensor:
@@ -237,9 +243,9 @@ def expand_by_step(
 
     Source ``p`` reaches the items ``order[first[p] : first[p] + count[p]]``; the event
     ``(p, item)`` happens at step ``step0[p] + lag[item]``, which must lie in
-    ``[0, steps)`` (``ValueError`` otherwise). Returns ``(bounds, source, item)`` with the events in step order
-    (in source order, then range order, within a step) and ``bounds[t]`` the number of
-    events at steps ``<= t``. All tensors are CPU ``int64``, ``order`` and ``lag``
+    ``[0, steps)`` (``ValueError`` otherwise). Returns ``(bounds, source, item)`` with
+    the events in step order (in source order, then range order, within a step) and
+    ``bounds[t]`` the number of events at steps ``<= t``. All tensors are CPU ``int64``, ``order`` and ``lag``
     contiguous. The torch equivalent takes a ``repeat_interleave``, an argsort and
     several gathers of the events; this is two passes over them.
 
@@ -253,16 +259,14 @@ def expand_by_step(
     ([1, 3, 3], [0, 0, 1], [1, 0, 1])
     """
     _require()
-    for name, tensor in (("step0", step0), ("first", first), ("count", count)):
+    named = {"step0": step0, "first": first, "count": count, "order": order, "lag": lag}
+    for name, tensor in named.items():
         if tensor.dtype != torch.long or tensor.device.type != "cpu" or tensor.dim() != 1:
             raise TypeError(f"expand_by_step: {name} must be a 1-d CPU int64 tensor")
-        if tensor.shape != step0.shape:
+        if name in ("first", "count") and tensor.shape != step0.shape:
             raise ValueError(
                 f"expand_by_step: {name} has {tensor.numel()} entries, step0 {step0.numel()}"
             )
-    for name, tensor in (("order", order), ("lag", lag)):
-        if tensor.dtype != torch.long or tensor.device.type != "cpu" or tensor.dim() != 1:
-            raise TypeError(f"expand_by_step: {name} must be a 1-d CPU int64 tensor")
     result = _expand_by_step_unchecked(step0, first, count, order, lag, steps)
     if result is None:
         raise RuntimeError("expand_by_step: the numba kernel did not compile")
@@ -275,16 +279,10 @@ def _expand_by_step_unchecked(step0, first, count, order, lag, steps):
     ``None`` (with a warning, and the kernels switched off) if the kernel fails to
     compile: the caller then takes its torch path.
     """
-    global _ENABLED
     arrays = [x.contiguous().numpy() for x in (step0, first, count, order, lag)]
     try:
         bounds, source, item = _expand_by_step(*arrays, int(steps))
     except Exception as error:
-        if _expand_by_step.signatures:  # it compiled before: a genuine error
-            raise
-        warnings.warn(
-            f"plastorch: the numba kernel did not compile ({error!r}); using torch", stacklevel=3
-        )
-        _ENABLED = False
+        _did_not_compile(_expand_by_step, error)
         return None
     return bounds.tolist(), torch.from_numpy(source), torch.from_numpy(item)

@@ -1445,30 +1445,12 @@ def _unfold_wins(layer, pre: Tensor, post: Tensor, padding, weight_shape, groups
     )
     choice = _UNFOLD_CHOICE.get(key)
     if choice is None:
-        spatial = len(weight_shape) - 2
-        weight = post.new_empty(1).expand(weight_shape)
-        zeros = [0] * spatial
-        kernels = (
-            lambda: _unfold_weight_grad(layer, pre, post, padding, weight_shape, groups),
-            lambda: torch.ops.aten.convolution_backward(
-                post,
-                pre,
-                weight,
-                None,
-                list(layer.stride),
-                list(padding),
-                list(layer.dilation),
-                False,
-                zeros,
-                groups,
-                (False, True, False),
-            ),
-        )
+        kernels = (_unfold_weight_grad, _onednn_weight_grad)
         best = [math.inf, math.inf]
         for _ in range(3):
             for k, kernel in enumerate(kernels):
                 start = time.perf_counter()
-                kernel()
+                kernel(layer, pre, post, padding, weight_shape, groups)
                 best[k] = min(best[k], time.perf_counter() - start)
         if len(_UNFOLD_CHOICE) >= _UNFOLD_CHOICE_SIZE:
             _UNFOLD_CHOICE.clear()
@@ -1577,6 +1559,15 @@ def _conv_weight_grad(
         grad = _unfold_weight_grad(layer, pre, post, padding, weight_shape, groups, choose=True)
         if grad is not None:
             return grad
+    return _onednn_weight_grad(layer, pre, post, padding, weight_shape, groups)
+
+
+def _onednn_weight_grad(
+    layer: nn.Module, pre: Tensor, post: Tensor, padding, weight_shape, groups: int
+) -> Tensor:
+    """The convolution weight gradient by ``aten.convolution_backward`` (oneDNN on CPU)."""
+    spatial = len(weight_shape) - 2
+    transposed = isinstance(layer, _CONV_T)
     output_padding = list(layer.output_padding) if transposed else [0] * spatial
     weight = post.new_empty(1).expand(weight_shape)
     try:
@@ -1586,7 +1577,7 @@ def _conv_weight_grad(
             weight,
             None,
             list(layer.stride),
-            padding,
+            list(padding),
             list(layer.dilation),
             transposed,
             output_padding,

@@ -571,8 +571,7 @@ def _window_arrivals(ring: Tensor, pre: Tensor, clock: int, delay_steps: Tensor)
         result = compiled._expand_by_step_unchecked(step0, first, count, order, flat_delays, steps)
         if result is not None:
             bounds, spike, synapse = result
-            picked = (x.index_select(0, spike) for x in (b, sent, amplitude))
-            b, sent, amplitude = picked
+            b, sent, amplitude = (x.index_select(0, spike) for x in (b, sent, amplitude))
             return bounds, b, synapse, sent, amplitude
     spike = torch.repeat_interleave(torch.arange(count.numel(), device=device), count)
     # arrival k of spike p is synapse order[first[p] + k]; k = position - (events before p)
