@@ -199,15 +199,18 @@ def test_threads_that_launch_the_kernel_together_get_the_right_sums():
         assert torch.equal(out, a.t() @ b)
 
 
+class NeverCompiled:
+    """A numba dispatcher whose compilation fails (it has no signatures)."""
+
+    signatures = []
+
+    def __call__(self, *args):
+        raise RuntimeError("LLVM is unhappy")
+
+
 @needs_numba
 def test_a_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch):
-    class Failing:
-        signatures = []  # never compiled
-
-        def __call__(self, *args):
-            raise RuntimeError("LLVM is unhappy")
-
-    monkeypatch.setattr(compiled, "_sparse_rows", Failing())
+    monkeypatch.setattr(compiled, "_sparse_rows", NeverCompiled())
     monkeypatch.setattr(compiled, "_ENABLED", True)
     g = torch.Generator().manual_seed(5)
     a, b = dyadic((9, 4), 0.3, g), dyadic((9, 3), 1.0, g)
@@ -319,13 +322,7 @@ def test_delay_adjusted_rules_bucket_arrivals_compiled_with_the_torch_paths_bits
 
 @needs_numba
 def test_an_arrivals_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch):
-    class Failing:
-        signatures = []  # never compiled
-
-        def __call__(self, *args):
-            raise RuntimeError("LLVM is unhappy")
-
-    monkeypatch.setattr(compiled, "_expand_by_step", Failing())
+    monkeypatch.setattr(compiled, "_expand_by_step", NeverCompiled())
     monkeypatch.setattr(compiled, "_ENABLED", True)
     t = torch.tensor
     with pytest.warns(UserWarning, match="did not compile"):
