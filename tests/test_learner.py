@@ -129,6 +129,7 @@ def test_modulated_window_without_step_gets_no_reward():
         STDP(0.3, -0.2, tau_post=7.0, tau_pre=3.0),
         MSTDP(0.3, -0.2, trace_mode="nearest"),
         MSTDPET(0.3, -0.2, tau_eligibility=9.0, per_sample_signal=True),
+        MSTDPET(0.3, -0.2, tau_eligibility=9.0, per_sample_signal=True, eligibility="combined"),
     ],
 )
 def test_state_dict_mid_window_resumes_bit_identically(rule):

@@ -575,6 +575,24 @@ def mstdpet_reference(layer, rule, pre, post, signal, state) -> tuple[Tensor, Te
     return pot, dep
 
 
+def _carried_floor(make_layer, pres, posts, config: Config, count: int, which: str) -> Contender:
+    """The STDP window plus one read-and-write pass over ``count`` carried ``[B, out, in]``
+    eligibilities (a sign flip, so that repeated rounds keep the values normal)."""
+    driver = LearnerDriver(make_layer(), _rule(), pres, posts, step_mode="multi", warm=1)
+    batch, n_out, n_in = pres[0].shape[1], posts[0].shape[-1], pres[0].shape[-1]
+    generator = config.generator()
+    carried = [
+        torch.rand(batch, n_out, n_in, generator=generator).to(config.device) for _ in range(count)
+    ]
+
+    def floor() -> None:
+        driver.step()
+        for eligibility in carried:
+            eligibility.neg_()
+
+    return Contender(f"floor: STDP window + 1 pass over {which}", "floor", floor, driver.record)
+
+
 def mstdpet_window(config: Config) -> CaseSetup:
     batch, n_in, n_out, steps, generator, pres, posts, make_layer = _linear_setup(
         config, steps=100, dtype=torch.float32, patterns=2
@@ -582,22 +600,24 @@ def mstdpet_window(config: Config) -> CaseSetup:
     rewards = [_reward(batch, generator, config.device) for _ in range(4)]
     signal = lambda index: rewards[index % len(rewards)]  # noqa: E731
 
-    def make_rule() -> MSTDPET:
-        return MSTDPET(LR, -LR, TAU, TAU, 25.0, per_sample_signal=True)
+    def make_rule(eligibility: str = "split") -> MSTDPET:
+        return MSTDPET(LR, -LR, TAU, TAU, 25.0, per_sample_signal=True, eligibility=eligibility)
 
     rows = [_linear_limit(pres, posts, generator, config, torch.float32)]
     # episodic: one rewarded window per episode, the state reset after it;
     # step(reset=True) tells the rule, so it does not form the eligibility it would carry
+    # combined: one carried eligibility, eta_post z_post + eta_pre z_pre (Florian's z)
     variants = (
-        ("plastorch MSTDP-ET", None, {}, False),
-        ("plastorch MSTDP-ET, dense path", "dense", {}, False),
-        ("plastorch MSTDP-ET, step(); reset()", None, {}, True),
-        ("plastorch MSTDP-ET, step(reset=True)", None, {"reset": True}, False),
+        ("plastorch MSTDP-ET", None, {}, False, "split"),
+        ("plastorch MSTDP-ET, combined eligibility", None, {}, False, "combined"),
+        ("plastorch MSTDP-ET, dense path", "dense", {}, False, "split"),
+        ("plastorch MSTDP-ET, step(); reset()", None, {}, True, "split"),
+        ("plastorch MSTDP-ET, step(reset=True)", None, {"reset": True}, False, "split"),
     )
-    for name, mode, step_kwargs, reset_after_step in variants:
+    for name, mode, step_kwargs, reset_after_step, eligibility in variants:
         driver = LearnerDriver(
             make_layer(),
-            make_rule(),
+            make_rule(eligibility),
             pres,
             posts,
             step_mode="multi",
@@ -613,22 +633,8 @@ def mstdpet_window(config: Config) -> CaseSetup:
     # A continuing window must read and write each carried [B, out, in] eligibility at
     # least once (its decay over the window), besides the pairs an STDP window has;
     # the pass here is a sign flip, so that repeated rounds keep the values normal.
-    floor_stdp = LearnerDriver(make_layer(), _rule(), pres, posts, step_mode="multi", warm=1)
-    carried = [torch.rand(batch, n_out, n_in, generator=generator).to(config.device) for _ in "zz"]
-
-    def carried_floor() -> None:
-        floor_stdp.step()
-        for eligibility in carried:
-            eligibility.neg_()
-
-    rows.append(
-        Contender(
-            "floor: STDP window + 1 pass over the 2 carried eligibilities",
-            "floor",
-            carried_floor,
-            floor_stdp.record,
-        )
-    )
+    for count, which in ((2, "the 2 carried eligibilities"), (1, "the combined eligibility")):
+        rows.append(_carried_floor(make_layer, pres, posts, config, count, which))
     rows += peer_rows(
         config,
         {
@@ -673,6 +679,25 @@ def mstdpet_window(config: Config) -> CaseSetup:
                     1e-12,
                 )
             )
+        # the combined eligibility carries eta_post z_post + eta_pre z_pre: the same change
+        combined = MSTDPET(
+            LR, -LR, TAU, TAU, 25.0, per_sample_signal=True, eligibility="combined"
+        ).double()
+        one = {
+            "trace_pre": state["trace_pre"],
+            "trace_post": state["trace_post"],
+            "eligibility": LR * state["eligibility_post"] - LR * state["eligibility_pre"],
+        }
+        update, _ = combined(layer, small_pres[1], small_posts[1], one, reward)
+        out.append(
+            Check(
+                "MSTDP-ET combined eligibility, net change == per-sample recursion",
+                update.delta(),
+                pot - dep,
+                1e-10,
+                1e-12,
+            )
+        )
         return out
 
     return CaseSetup(

@@ -291,7 +291,7 @@ def dopamine_rule(tau_eligibility: float = 1000.0, *, dt: float = 1.0) -> MSTDPE
     Examples
     --------
     >>> dopamine_rule()
-    MSTDPET(lr_post=0.1, lr_pre=-0.15, tau_post=20.0, tau_pre=20.0, dt=1.0, trace_mode='nearest', batch_reduction='sum', tau_eligibility=1000.0, per_sample_signal=False)
+    MSTDPET(lr_post=0.1, lr_pre=-0.15, tau_post=20.0, tau_pre=20.0, dt=1.0, trace_mode='nearest', batch_reduction='sum', tau_eligibility=1000.0, per_sample_signal=False, eligibility='split')
     """
     return MSTDPET(0.1, -0.15, 20.0, 20.0, tau_eligibility, dt=dt, trace_mode="nearest")
 

@@ -190,12 +190,18 @@ class Halves:
     (:func:`~plastorch.functional.correlate_sum`: for ``nn.Linear`` one GEMM
     accumulator with the signed rates as ``addmm_``'s coefficients), so neither
     half, nor their difference, is ever formed.
+
+    With ``signed=True`` (a rule whose terms are not apart, such as MSTDP-ET with
+    one combined eligibility) the halves are the positive and the negative part of
+    the net change (per sample before a callable batch reduction), and signed parts
+    (:meth:`add_net`) are allowed whatever the caller reads.
     """
 
-    def __init__(self, batch_reduction: BatchReduction, batch_size: int):
+    def __init__(self, batch_reduction: BatchReduction, batch_size: int, *, signed: bool = False):
         self.reduction = batch_reduction
         self.batch_size = batch_size
         self.per_sample = callable(batch_reduction)
+        self.signed = bool(signed)
         self.potentiation: Tensor | None = None
         self.depression: Tensor | None = None
         #: deferred correlations ``(layer, term, weights, magnitude, potentiative)``
@@ -215,14 +221,15 @@ class Halves:
             self.depression = _add(self.depression, value)
 
     def add_net(self, value: Tensor) -> None:
-        """Add a signed change to the delta only (``[*W]``; not per sample).
+        """Add a signed change (``[*W]``, or ``[B, *W]`` when per-sample and ``signed``).
 
         For rules called with ``state_use(delta_only=True)``: parts of opposite
         signs combined into one tensor cost one product where the halves would cost
         two (MSTDP-ET's carried eligibility read by both signs of a per-sample
-        signal). The halves of an update holding such a part cannot be read.
+        signal). The halves of an update holding such a part cannot be read, unless
+        the halves are ``signed`` (the parts of the net change).
         """
-        if self.per_sample:
+        if self.per_sample and not self.signed:
             raise RuntimeError("add_net needs summed halves (batch_reduction 'sum' or 'mean')")
         self.net = _add(self.net, value)
 
@@ -253,7 +260,7 @@ class Halves:
 
     def result(self) -> Update:
         """The update: deferred when correlations (or a signed part) are pending, else computed now."""
-        if self.terms or self.net is not None:
+        if self.terms or (self.net is not None and not self.per_sample):
             return Update.deferred(self)
         return Update(*self.halves())
 
@@ -269,7 +276,7 @@ class Halves:
 
     def halves(self) -> tuple[Tensor | None, Tensor | None]:
         """``(potentiation, depression)``: one correlation per pending term."""
-        if self.net is not None:
+        if self.net is not None and not self.signed:
             raise RuntimeError(
                 "this update was formed for a caller that reads only its delta "
                 "(state_use(delta_only=True)): it holds a signed part, not halves"
@@ -281,6 +288,15 @@ class Halves:
                 potentiation = _add(potentiation, value)
             else:
                 depression = _add(depression, value)
+        if self.signed:
+            net = self.net
+            if potentiation is not None:
+                net = potentiation if net is None else net + potentiation
+            if depression is not None:
+                net = -depression if net is None else net - depression
+            if net is None:
+                return None, None
+            potentiation, depression = net.clamp(min=0), net.neg().clamp_(min=0)
         return self._reduce(potentiation), self._reduce(depression)
 
     def delta(self) -> Tensor | None:
@@ -332,7 +348,7 @@ class Halves:
 
     def scaled(self, factor: float) -> Halves:
         """A copy whose halves are ``factor`` times these."""
-        copy = Halves(self.reduction, self.batch_size)
+        copy = Halves(self.reduction, self.batch_size, signed=self.signed)
         copy.potentiation, copy.depression = self.potentiation, self.depression
         copy.terms = list(self.terms)
         copy.factor = self.factor * factor

@@ -326,6 +326,16 @@ class MSTDPET(_PairRule):
     (``Learner.step(reset=True)``) it is not formed at all, and after a reset
     the carried :math:`z_0 = 0` is not read.
 
+    With ``eligibility="combined"`` one trace :math:`z = \eta_\text{post} z_\text{post}
+    + \eta_\text{pre} z_\text{pre}` is carried (Florian's single :math:`z`, as
+    SpikingJelly's ``trace_e``): both obey the same recursion, so every window's net
+    change is the same, at half the carried state and half its passes (per sample,
+    ``[B, *W]`` is the largest tensor of the rule). The terms are then not apart in
+    the carried state, so the update's halves are the positive and the negative part
+    of the net change (per sample before a callable ``batch_reduction``): a
+    weight-dependent bound scales those, where with ``"split"`` (the default, as
+    inferno's trainer) it scales the LTP and the LTD pairs.
+
     Parameters
     ----------
     tau_eligibility : float
@@ -333,6 +343,9 @@ class MSTDPET(_PairRule):
     per_sample_signal : bool
         Carry one eligibility trace per sample so per-sample signals work
         across windows.
+    eligibility : {"split", "combined"}
+        Carry ``eligibility_post`` and ``eligibility_pre`` apart, or their
+        rate-weighted sum as one ``eligibility``.
     Other parameters are those of :class:`STDP`.
 
     Examples
@@ -363,6 +376,7 @@ class MSTDPET(_PairRule):
         trace_mode: str = "cumulative",
         batch_reduction: BatchReduction = "sum",
         per_sample_signal: bool = False,
+        eligibility: str = "split",
     ):
         super().__init__(
             lr_post,
@@ -376,6 +390,7 @@ class MSTDPET(_PairRule):
         self.decay_eligibility = decay_factor(dt, tau_eligibility, name="tau_eligibility")
         self.tau_eligibility = float(tau_eligibility)
         self.per_sample_signal = bool(per_sample_signal)
+        self.eligibility = check_choice("eligibility", eligibility, ("split", "combined"))
         if callable(self.batch_reduction) and not self.per_sample_signal:
             raise ValueError(
                 "a callable batch_reduction needs per-sample eligibility: pass "
@@ -385,13 +400,13 @@ class MSTDPET(_PairRule):
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, tau_eligibility={self.tau_eligibility}, "
-            f"per_sample_signal={self.per_sample_signal}"
+            f"per_sample_signal={self.per_sample_signal}, eligibility={self.eligibility!r}"
         )
 
     def initial_state(self, layer, pre, post):
         state = super().initial_state(layer, pre, post)
         weight = layer.weight
-        for name in ("eligibility_post", "eligibility_pre"):
+        for name in self._eligibility_names():
             zeros = torch.zeros(weight.shape, dtype=weight.dtype, device=weight.device)
             # Per sample: a broadcast view of one zero [*W], made a real [B, *W] by
             # the first window that carries eligibility out. A zeroed [B, *W] costs
@@ -401,10 +416,16 @@ class MSTDPET(_PairRule):
             state[name] = zeros.expand(batch, *weight.shape) if self.per_sample_signal else zeros
         return state
 
+    def _eligibility_names(self) -> tuple[str, ...]:
+        if self.eligibility == "combined":
+            return ("eligibility",)
+        return ("eligibility_post", "eligibility_pre")
+
     def forward(self, layer, pre, post, state, signal=None):
         steps, batch = pre.shape[:2]
         dtype = state["trace_pre"].dtype
         device = pre.device
+        combined = self.eligibility == "combined"
         signal = parse_signal(signal, steps, batch, dtype=dtype, device=device)
         if isinstance(signal, Tensor) and signal.shape[1] == batch and batch > 1:
             if not self.per_sample_signal:
@@ -433,8 +454,8 @@ class MSTDPET(_PairRule):
             scans = [profile]
         else:
             scans = list(weights)
-        if not use.discarded:  # the pairs weighted for z(T), last
-            scans.append(tail)
+        if not use.discarded:  # the pairs weighted for z(T), last (combined: with eta_pre)
+            scans.append(tail * self.lr_pre if combined else tail)
         if self.trace_mode == "cumulative":
             # acausal pairs written over the post spikes: every term pairs with the
             # sparse s_post (one list of terms per weighting in ``scans``)
@@ -443,8 +464,9 @@ class MSTDPET(_PairRule):
             (ltp, ltd), new_state = self._terms(pre, post, state)
             acausal = [[Term(ltd.pre, ltd.post * broadcast_steps(w, post), 1.0)] for w in scans]
 
-        halves = Halves(self.batch_reduction, batch)
-        carried = [state["eligibility_post"], state["eligibility_pre"]]
+        halves = Halves(self.batch_reduction, batch, signed=combined)
+        names = self._eligibility_names()
+        carried = [state[name] for name in names]
         if signal is not None:
             route_terms(layer, [ltp], (weights[0], weights[1]), halves)
             if constant:
@@ -467,22 +489,36 @@ class MSTDPET(_PairRule):
                 self._carried_change(halves, carried, signal, steps, batch)
 
         if use.discarded:  # the end of an episode: no next window reads z(T)
-            new_state["eligibility_post"], new_state["eligibility_pre"] = carried
+            new_state.update(zip(names, carried))
             return halves.result(), new_state
         # Eligibility carried to the next window: z(T) = d^T z_0 + this window's pairs.
         # The LTP pairs weighted by d^(T-1-j) / tau_z. Per sample, the weights scale the
         # looked-up post spikes, so every part walks the same s_post (one shared scan);
         # the summed correlation takes no weights, so there they go into a copy of s_post.
-        if self.per_sample_signal:
-            tail_part = (Term(ltp.pre, ltp.post, 1.0), tail)
+        # Combined: eta_post on the LTP pairs (eta_pre is in the acausal ones' weights).
+        ltp_tail = tail * self.lr_post if combined else tail
+        acausal_parts = [(part, None) for part in acausal[-1]]
+        if combined and self.trace_mode == "cumulative":
+            # both pair with s_post: one correlation of the summed pre factors
+            # y + eta_post d^(T-1-j)/tau_z x_pre, written into y (a temporary)
+            first = acausal[-1][0]
+            folded = first.pre.addcmul_(ltp.pre, broadcast_steps(ltp_tail, ltp.pre))
+            parts = [(Term(folded, first.post, 1.0), None), *acausal_parts[1:]]
+            fresh_parts = (("eligibility", carried[0], parts),)
         else:
-            tail_post = scratch("tail_post", ltp.post.shape, ltp.post.dtype, ltp.post.device)
-            tail_post = torch.mul(ltp.post, broadcast_steps(tail, post), out=tail_post)
-            tail_part = (Term(ltp.pre, tail_post, 1.0), None)
-        fresh_parts = (
-            ("eligibility_post", carried[0], [tail_part]),
-            ("eligibility_pre", carried[1], [(part, None) for part in acausal[-1]]),
-        )
+            if self.per_sample_signal:
+                tail_part = (Term(ltp.pre, ltp.post, 1.0), ltp_tail)
+            else:
+                tail_post = scratch("tail_post", ltp.post.shape, ltp.post.dtype, ltp.post.device)
+                tail_post = torch.mul(ltp.post, broadcast_steps(ltp_tail, post), out=tail_post)
+                tail_part = (Term(ltp.pre, tail_post, 1.0), None)
+            if combined:
+                fresh_parts = (("eligibility", carried[0], [tail_part, *acausal_parts]),)
+            else:
+                fresh_parts = (
+                    ("eligibility_post", carried[0], [tail_part]),
+                    ("eligibility_pre", carried[1], acausal_parts),
+                )
         for name, z0, parts in fresh_parts:
             if self.per_sample_signal:
                 # [B, *W]: accumulated into z_0 itself when the caller lets the rule
@@ -548,16 +584,22 @@ class MSTDPET(_PairRule):
         # [2, B|1]: the gain of the positive and of the negative part of M
         gains = torch.stack((positive, negative)).mul_(powers[None, :, None]).sum(1)
         signs = (1.0, -1.0)
-        if current_state_use().delta_only and not halves.per_sample:
-            # the caller reads the net change only: both signs in one signed gain,
-            # rate (g+ - g-) per sample, so z0 is read once by one matrix-vector product
+        # one combined eligibility carries eta_post z_post + eta_pre z_pre: rate 1
+        rates = (1.0,) if halves.signed else (self.lr_post, self.lr_pre)
+        if halves.signed or (current_state_use().delta_only and not halves.per_sample):
+            # the caller reads the net change only (or the halves are its parts): both
+            # signs in one signed gain, rate (g+ - g-) per sample, so z0 is read once
+            # by one matrix-vector product
             net_gain = gains[0] - gains[1]
             if not bool(net_gain.ne(0).any()):
                 return
-            for rate, z0 in zip((self.lr_post, self.lr_pre), carried):
+            for rate, z0 in zip(rates, carried):
                 if rate == 0.0:
                     continue
-                if self.per_sample_signal:
+                if halves.per_sample:  # [B, *W]: the parts are split per sample
+                    shape = (batch, *([1] * (z0.dim() - 1)))
+                    halves.add_net(z0 * (net_gain.expand(batch) * rate).reshape(shape))
+                elif self.per_sample_signal:
                     flat = z0.reshape(batch, -1)
                     value = (net_gain.expand(batch) * rate) @ flat
                     halves.add_net(value.reshape(z0.shape[1:]))

@@ -121,3 +121,29 @@ def test_mstdpet_initial_per_sample_eligibility_is_a_broadcast_zero():
     assert tracker.largest < SYNAPSES_PER_SAMPLE
     assert state["eligibility_post"].shape == (BATCH, N_OUT, N_IN)
     assert not state["eligibility_post"].any()
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse"])
+def test_mstdpet_combined_eligibility_is_the_one_per_sample_tensor(mode, monkeypatch):
+    """``eligibility="combined"`` carries one ``[B, out, in]`` tensor, updated in place by a
+    Learner's settle: half the state of the split eligibilities, and still nothing of that
+    size allocated inside the window."""
+    monkeypatch.setattr(correlate_module, "_ROWS_CHUNK", N_OUT * N_IN)
+    reward = torch.tensor([1.0, -1.0, 0.5, -0.5, 2.0, 0.0, -2.0, 1.0], dtype=torch.float64)
+    rule = MSTDPET(1.0, -1.0, per_sample_signal=True, eligibility="combined").double()
+    generator = torch.Generator().manual_seed(0)
+    layer = nn.Linear(N_IN, N_OUT, bias=False).double()
+    pre, post = window(20, generator)
+    state = rule.initial_state(layer, pre[0], post[0])
+    with sparse_mode(mode), state_use(reusable=True):
+        _, state = rule(layer, pre, post, state, reward)
+        assert [name for name in state if state[name].numel() >= BATCH * N_OUT * N_IN] == [
+            "eligibility"
+        ]
+        given = state["eligibility"].data_ptr()
+        pre, post = window(20, generator)
+        with torch.no_grad(), AllocationTracker() as tracker:
+            update, new_state = rule(layer, pre, post, state, reward)
+            update.delta()
+    assert tracker.largest < SYNAPSES_PER_SAMPLE
+    assert new_state["eligibility"].data_ptr() == given

@@ -219,3 +219,156 @@ def test_discarded_or_initial_state_skips_only_work_that_cannot_matter():
     plain_state = rule(layer, pre, post, expected_state)[1]
     for name in ("trace_pre", "trace_post"):
         torch.testing.assert_close(silent_state[name], plain_state[name], rtol=0, atol=0)
+
+
+# -- one combined eligibility (Florian's z, SpikingJelly's trace_e) --------------------------
+
+
+def _windows(seed, steps=(5, 7), batch=3, n_in=4, n_out=3):
+    g = torch.Generator().manual_seed(seed)
+    pres = [(torch.rand(t, batch, n_in, generator=g) < 0.3).double() for t in steps]
+    posts = [(torch.rand(t, batch, n_out, generator=g) < 0.3).double() for t in steps]
+    return g, pres, posts
+
+
+def _both(lr_post, lr_pre, mode, per_sample, **extra):
+    common = dict(
+        tau_post=6.0,
+        tau_pre=9.0,
+        tau_eligibility=5.0,
+        trace_mode=mode,
+        per_sample_signal=per_sample,
+        **extra,
+    )
+    return (
+        MSTDPET(lr_post, lr_pre, eligibility="split", **common),
+        MSTDPET(lr_post, lr_pre, eligibility="combined", **common),
+    )
+
+
+@pytest.mark.parametrize("per_sample", [True, False])
+@pytest.mark.parametrize("mode", ["cumulative", "nearest"])
+@pytest.mark.parametrize("lr_post, lr_pre", [(0.8, -0.5), (-0.8, 0.5), (0.8, 0.0), (0.0, -0.5)])
+def test_combined_eligibility_is_the_rate_weighted_sum_and_gives_the_same_change(
+    lr_post, lr_pre, mode, per_sample
+):
+    """z = eta_post z_post + eta_pre z_pre obeys the same recursion (one decay), so
+    every window's net change is the split rule's, and so is the carried state."""
+    layer = nn.Linear(4, 3, bias=False).double()
+    g, pres, posts = _windows(1)
+    split, combined = _both(lr_post, lr_pre, mode, per_sample)
+    states = [rule.initial_state(layer, pres[0][0], posts[0][0]) for rule in (split, combined)]
+    assert set(states[1]) == {"trace_pre", "trace_post", "eligibility"}
+    for pre, post in zip(pres, posts):
+        steps = pre.shape[0]
+        signal = torch.randn(steps, 3 if per_sample else 1, generator=g, dtype=torch.float64)
+        (u_split, states[0]), (u_comb, states[1]) = [
+            rule(layer, pre, post, state, signal) for rule, state in zip((split, combined), states)
+        ]
+        torch.testing.assert_close(u_comb.delta(), u_split.delta(), rtol=1e-12, atol=1e-14)
+        expected = lr_post * states[0]["eligibility_post"] + lr_pre * states[0]["eligibility_pre"]
+        torch.testing.assert_close(states[1]["eligibility"], expected, rtol=1e-12, atol=1e-14)
+        for name in ("trace_pre", "trace_post"):
+            torch.testing.assert_close(states[1][name], states[0][name], rtol=0, atol=0)
+
+
+def test_combined_hand_values_and_its_halves_are_the_parts_of_the_net_change():
+    # the hand-valued pairing of test_hand_values_scalar_reward: LTP 2 * 3/4 ln2 and
+    # LTD 3 * 1/4 ln2 give the net change 3/4 ln2, all of it potentiation
+    fc = nn.Linear(1, 1, bias=False).double()
+    rule = MSTDPET(
+        2.0,
+        -3.0,
+        tau_post=TAU_QUARTER,
+        tau_pre=TAU_HALF,
+        tau_eligibility=TAU_HALF,
+        eligibility="combined",
+    )
+    update, state = run_rule(rule, fc, PRE, POST, signal=1.0)
+    ln2 = math.log(2)
+    assert update.potentiation.item() == pytest.approx(0.75 * ln2, abs=1e-14)
+    assert update.depression.item() == 0.0
+    # z(T) = 2 * 1/4 ln2 - 3 * 1/4 ln2
+    assert state["eligibility"].item() == pytest.approx(-0.25 * ln2, abs=1e-14)
+    # a negative reward turns the net change, and with it the halves, around
+    update, _ = run_rule(rule, fc, PRE, POST, signal=-1.0)
+    assert update.potentiation.item() == 0.0
+    assert update.depression.item() == pytest.approx(0.75 * ln2, abs=1e-14)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean", torch.amax])
+def test_combined_halves_split_the_net_change_per_sample_for_a_callable_reduction(reduction):
+    """With a weight-dependent bound the halves are the positive and the negative part
+    of the net change (per sample before a callable batch reduction, else summed)."""
+    layer = nn.Linear(4, 3, bias=False).double()
+    g, pres, posts = _windows(2)
+    split, combined = _both(0.8, -0.5, "cumulative", True, batch_reduction=reduction)
+    reduce = (
+        (lambda x: x.sum(0))
+        if reduction == "sum"
+        else (lambda x: x.mean(0))
+        if reduction == "mean"
+        else (lambda x: torch.amax(x, 0))
+    )
+    states = [rule.initial_state(layer, pres[0][0], posts[0][0]) for rule in (split, combined)]
+    # per-sample changes of the split rule, from its per-sample halves
+    per_sample = MSTDPET(
+        0.8,
+        -0.5,
+        tau_post=6.0,
+        tau_pre=9.0,
+        tau_eligibility=5.0,
+        per_sample_signal=True,
+        batch_reduction=lambda x, dim: x,  # keeps [B, *W]
+    )
+    reference = per_sample.initial_state(layer, pres[0][0], posts[0][0])
+    for pre, post in zip(pres, posts):
+        signal = torch.randn(pre.shape[0], 3, generator=g, dtype=torch.float64)
+        update, states[1] = combined(layer, pre, post, states[1], signal)
+        halves, reference = per_sample(layer, pre, post, reference, signal)
+        net = halves.potentiation - halves.depression  # [B, *W]
+        if callable(reduction):
+            pot, dep = reduce(net.clamp(min=0)), reduce((-net).clamp(min=0))
+        else:
+            total = reduce(net)
+            pot, dep = total.clamp(min=0), (-total).clamp(min=0)
+        torch.testing.assert_close(update.potentiation, pot, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(update.depression, dep, rtol=1e-12, atol=1e-14)
+
+
+def test_combined_eligibility_under_a_learner_with_soft_bounds():
+    """A Learner with Soft bounds scales the parts of the net change: dw = (wmax - w) P - w D."""
+    from plastorch import Learner
+    from plastorch.bounds import Soft
+
+    class Threshold(nn.Module):
+        def forward(self, x):
+            return (x > 0.1).to(x.dtype)
+
+    g = torch.Generator().manual_seed(3)
+    layer = nn.Linear(4, 3, bias=False).double()
+    with torch.no_grad():
+        layer.weight.uniform_(0.2, 0.8, generator=g)
+    source = Threshold()
+    make = lambda: MSTDPET(  # noqa: E731
+        0.08, -0.05, tau_eligibility=5.0, per_sample_signal=True, eligibility="combined"
+    )
+    bound = Soft(0.0, 1.0, clip=False)  # the formula itself, without the clipping to [0, 1]
+    learner = Learner(layer, source, make(), bound=bound, step_mode="multi", apply=True)
+    plain = make()
+    state = plain.initial_state(layer, torch.zeros(3, 4), torch.zeros(3, 3))
+    for _ in range(3):
+        pre = (torch.rand(6, 3, 4, generator=g) < 0.4).double()
+        reward = torch.randn(3, generator=g, dtype=torch.float64)
+        w = layer.weight.detach().clone()
+        post = source(layer(pre))  # recorded by the learner's hooks
+        update, state = plain(layer, pre, post, state, reward)
+        expected = (1.0 - w) * update.potentiation - w * update.depression
+        assert bool((update.potentiation * update.depression == 0).all())
+        learner.step(reward)
+        torch.testing.assert_close(layer.weight.detach() - w, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_eligibility_must_be_split_or_combined():
+    with pytest.raises(ValueError, match="eligibility must be one of"):
+        MSTDPET(1.0, -1.0, eligibility="single")
