@@ -18,7 +18,7 @@ import warnings
 import torch
 from torch import Tensor
 
-__all__ = ["available", "count_nonzero", "expand_by_step", "sparse_rows_"]
+__all__ = ["available", "count_nonzero", "expand_by_step", "scan_", "sparse_rows_"]
 
 #: dtypes the kernels take (numba has no half precision)
 DTYPES = (torch.float32, torch.float64)
@@ -110,6 +110,30 @@ if numba is not None:
                 target[at] = item
                 cursor[t] = at + 1
         return ends[1:], source, target
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _scan(out, values, start, decay, amplitude, reverse):  # pragma: no cover - compiled
+        # out[t] = out[t -+ 1] * decay + amplitude * values[t] over [T, N], from ``start``
+        # (out[-1] or out[T]; none if it has no entries: the first step is its value),
+        # the roundings of torch's mul then add (no fused multiply-add). By blocks of
+        # columns, each carried in a small array through the steps.
+        steps, width = values.shape
+        block = 2048
+        for c in numba.prange((width + block - 1) // block):
+            lo, hi = c * block, min(width, (c + 1) * block)
+            if start.shape[0] > 0:
+                carry = start[lo:hi].copy()
+                factor = decay
+            else:
+                carry = np.zeros(hi - lo, values.dtype)
+                factor = decay - decay  # zero, of the dtype
+            for k in range(steps):
+                t = steps - 1 - k if reverse else k
+                row = values[t, lo:hi]
+                for n in range(hi - lo):
+                    carry[n] = carry[n] * factor + amplitude * row[n]
+                out[t, lo:hi] = carry
+                factor = decay
 
     @numba.njit(cache=True, nogil=True)
     def _count(flat, stride):  # pragma: no cover - compiled
@@ -286,3 +310,80 @@ def _expand_by_step_unchecked(step0, first, count, order, lag, steps):
         _did_not_compile(_expand_by_step, error)
         return None
     return bounds.tolist(), torch.from_numpy(source), torch.from_numpy(item)
+
+
+#: below this many entries a window's scan is left to torch (a launch costs ~10 us)
+SCAN_MIN_NUMEL = 1 << 14
+
+
+def scan_(
+    out: Tensor,
+    values: Tensor,
+    decay: float,
+    *,
+    start: Tensor | None = None,
+    amplitude: float = 1.0,
+    reverse: bool = False,
+) -> Tensor:
+    r"""A discounted scan over the leading (time) dimension, in one parallel pass.
+
+    .. math:: \text{out}(t) = d\,\text{out}(t \mp 1) + a\,v(t)
+
+    forward from ``out(-1) = start`` (a cumulative trace over a window) or, with
+    ``reverse``, backward from ``out(T) = start`` (a reverse discounted sum); without
+    ``start`` the first step is :math:`a\,v`. Each step rounds as torch's ``mul`` then
+    ``add`` would (no fused multiply-add), so the result has the bits of the
+    step-by-step torch loop, which takes two kernels per step. ``out`` and ``values``
+    are ``[T, ...]`` and ``start`` ``[...]``, all contiguous CPU tensors of one dtype
+    in :data:`DTYPES`.
+
+    Examples
+    --------
+    >>> v = torch.tensor([[1.0], [0.0], [1.0]])
+    >>> out = torch.empty(3, 1)
+    >>> ok = scan_(out, v, 0.5) if available() else out.copy_(torch.tensor([[1.0], [0.5], [1.25]]))
+    >>> out.flatten()
+    tensor([1.0000, 0.5000, 1.2500])
+    """
+    _require()
+    shape = tuple(values.shape[1:])
+    named = [("out", out, tuple(values.shape)), ("values", values, tuple(values.shape))]
+    if start is not None:
+        named.append(("start", start, shape))
+    for name, tensor, wanted in named:
+        if tensor.dtype != out.dtype or out.dtype not in _SCALAR or tensor.device.type != "cpu":
+            raise TypeError(
+                f"scan_: {name} must be a CPU tensor of float32 or float64 like out, "
+                f"got {tensor.dtype} on {tensor.device}"
+            )
+        if tuple(tensor.shape) != wanted or not tensor.is_contiguous() or tensor.requires_grad:
+            raise ValueError(
+                f"scan_: {name} must be contiguous, not require grad and be of shape "
+                f"{list(wanted)}, got {list(tensor.shape)}"
+            )
+    if values.dim() == 0 or values.shape[0] == 0:
+        return out
+    if not _scan_unchecked(out, values, decay, start, amplitude, reverse):
+        raise RuntimeError("scan_: the numba kernel did not compile")
+    return out
+
+
+def _scan_unchecked(out, values, decay, start=None, amplitude=1.0, reverse=False) -> bool:
+    """:func:`scan_` for callers that guarantee its preconditions (``T >= 1``).
+
+    ``False`` (with a warning, and the kernels switched off) if the kernel fails to
+    compile: the caller then takes its torch path.
+    """
+    _follow_torch_threads()
+    scalar = _SCALAR[out.dtype]
+    steps = values.shape[0]
+    flat = out.view(steps, -1).numpy()
+    source = values.reshape(steps, -1).numpy()
+    first = np.zeros(0, scalar) if start is None else start.reshape(-1).numpy()
+    try:
+        with _LAUNCH:
+            _scan(flat, source, first, scalar(decay), scalar(amplitude), bool(reverse))
+    except Exception as error:
+        _did_not_compile(_scan, error)
+        return False
+    return True

@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from . import compiled
 from .checks import check_choice, check_positive
 
 TraceMode = Literal["cumulative", "nearest"]
@@ -262,7 +263,12 @@ def _trace_scan(
     """The window scan written into ``out``, step by step, with the roundings of
     :func:`trace_cumulative` (``x * decay``, then ``+ a s``) or :func:`trace_nearest`
     (``x * decay``, then the amplitude where a spike is): two or three kernels and
-    no temporaries per step (amplitude 1 for cumulative traces)."""
+    no temporaries per step (amplitude 1 for cumulative traces); with the compiled
+    kernels, a cumulative scan is one pass of the same roundings
+    (:func:`~plastorch.functional.compiled.scan_`)."""
+    if mode == "cumulative" and _compiled_scan(out, spikes, x):
+        if compiled._scan_unchecked(out, spikes, decay, x, amplitude):
+            return out
     previous = x
     factor = _scalar(decay, out)
     for t in range(spikes.shape[0]):
@@ -273,6 +279,21 @@ def _trace_scan(
             out[t].masked_fill_(spikes[t] != 0, amplitude)
         previous = out[t]
     return out
+
+
+def _compiled_scan(out: Tensor, values: Tensor, start: Tensor | None = None) -> bool:
+    """Whether :func:`~plastorch.functional.compiled.scan_` takes this window."""
+    return (
+        compiled.available()
+        and out.device.type == "cpu"
+        and out.dtype in compiled.DTYPES
+        and values.dtype == out.dtype
+        and out.numel() >= compiled.SCAN_MIN_NUMEL
+        and out.is_contiguous()
+        and values.is_contiguous()
+        and not (out.requires_grad or values.requires_grad)
+        and (start is None or (start.dtype == out.dtype and start.is_contiguous()))
+    )
 
 
 def _nearest_window(x: Tensor, spikes: Tensor, decay: float, amplitude: float) -> Tensor:
@@ -321,6 +342,8 @@ def discounted_reverse_sum(values: Tensor, decay: float, *, out: Tensor | None =
     elif out.shape != values.shape:
         raise ValueError(f"out must have the shape of values {list(values.shape)}")
     if values.shape[0] == 0:
+        return out
+    if _compiled_scan(out, values) and compiled._scan_unchecked(out, values, decay, reverse=True):
         return out
     out[-1] = values[-1]
     factor = _scalar(decay, out)

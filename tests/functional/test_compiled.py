@@ -328,3 +328,84 @@ def test_an_arrivals_kernel_that_does_not_compile_falls_back_to_torch(monkeypatc
     with pytest.warns(UserWarning, match="did not compile"):
         assert compiled._expand_by_step_unchecked(t([0]), t([0]), t([1]), t([0]), t([0]), 2) is None
     assert not compiled.available()
+
+
+# -- the window scans ------------------------------------------------------------------
+
+
+def torch_scan(values, decay, start=None, amplitude=1.0, reverse=False):
+    """The step-by-step loop: out(t) = out(t -+ 1) * d + a v(t) (mul, then add)."""
+    out = torch.empty_like(values)
+    order = range(values.shape[0] - 1, -1, -1) if reverse else range(values.shape[0])
+    previous = start
+    for t in order:
+        step = amplitude * values[t]
+        out[t] = step if previous is None else previous * decay + step
+        previous = out[t]
+    return out
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("with_start, amplitude", [(True, 1.0), (True, 0.7), (False, 1.0)])
+def test_scan_has_the_bits_of_the_step_by_step_loop(dtype, reverse, with_start, amplitude):
+    g = torch.Generator().manual_seed(11)
+    # 5000 columns: more than one block of the kernel, the last one partial
+    values = (torch.rand(9, 2, 2500, generator=g) < 0.3).to(dtype) * torch.rand(9, 2, 2500).to(
+        dtype
+    )
+    start = torch.rand(2, 2500, generator=g).to(dtype) if with_start else None
+    out = torch.full_like(values, float("nan"))
+    compiled.scan_(out, values, 0.9, start=start, amplitude=amplitude, reverse=reverse)
+    assert torch.equal(out, torch_scan(values, 0.9, start, amplitude, reverse))
+
+
+@needs_numba
+def test_scan_hand_values_and_errors():
+    v = torch.tensor([[1.0], [0.0], [2.0]], dtype=torch.float64)
+    out = torch.empty_like(v)
+    compiled.scan_(out, v, 0.5, start=torch.tensor([4.0], dtype=torch.float64))
+    assert out.flatten().tolist() == [3.0, 1.5, 2.75]  # 4/2 + 1, 3/2, 3/4 + 2
+    compiled.scan_(out, v, 0.5, reverse=True)
+    assert out.flatten().tolist() == [1.5, 1.0, 2.0]  # 1 + 1/2, 2/2, 2
+    with pytest.raises(TypeError, match="values must be a CPU tensor"):
+        compiled.scan_(out, v.float(), 0.5)
+    with pytest.raises(ValueError, match="start must be contiguous"):
+        compiled.scan_(out, v, 0.5, start=torch.zeros(2, dtype=torch.float64))
+
+
+@needs_numba
+def test_window_traces_take_the_compiled_scan_with_the_torch_bits(monkeypatch):
+    """trace_window (cumulative) and discounted_reverse_sum give the same bits either way."""
+    from plastorch.functional import discounted_reverse_sum, trace_window
+    from plastorch.functional import traces as traces_module
+
+    g = torch.Generator().manual_seed(12)
+    spikes = (torch.rand(30, 8, 700, generator=g) < 0.05).float()
+    x0 = torch.rand(8, 700, generator=g)
+    calls = []
+    original = compiled._scan_unchecked
+    monkeypatch.setattr(
+        compiled, "_scan_unchecked", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    fast = trace_window(x0, spikes, 0.95), discounted_reverse_sum(spikes, 0.9)
+    assert len(calls) == 2
+    monkeypatch.setattr(traces_module, "_compiled_scan", lambda *a, **k: False)
+    slow = trace_window(x0, spikes, 0.95), discounted_reverse_sum(spikes, 0.9)
+    assert len(calls) == 2
+    for a, b in zip(fast, slow):
+        assert torch.equal(a, b)
+
+
+@needs_numba
+def test_a_scan_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch):
+    from plastorch.functional import discounted_reverse_sum
+
+    monkeypatch.setattr(compiled, "_scan", NeverCompiled())
+    monkeypatch.setattr(compiled, "_ENABLED", True)
+    values = torch.rand(4, 1 << 14, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="did not compile"):
+        out = discounted_reverse_sum(values, 0.5)
+    assert torch.equal(out, torch_scan(values, 0.5, reverse=True))
+    assert not compiled.available()
