@@ -51,6 +51,18 @@ class Bound:
         """Factors :math:`A_+(w)` and :math:`A_-(w)` (broadcastable to ``weight``)."""
         return 1.0, 1.0
 
+    @property
+    def reads_halves(self) -> bool:
+        """Whether the bound reads the update's halves (it has a weight dependence), or
+        only its net change (:class:`Hard`).
+
+        Examples
+        --------
+        >>> Hard().reads_halves, Soft().reads_halves
+        (False, True)
+        """
+        return type(self).dependence is not Bound.dependence
+
     def __call__(self, weight: Tensor, update: Update) -> Tensor:
         """The change to make to ``weight`` for ``update``, shaped like ``weight``.
 
@@ -61,7 +73,7 @@ class Bound:
         tensor([0.8000, 0.1000])
         """
         weight = weight.detach()
-        if type(self).dependence is Bound.dependence:
+        if not self.reads_halves:
             # no weight dependence: the net change is all that is needed, which a
             # deferred update computes without forming its halves
             delta = update.delta_like(weight)

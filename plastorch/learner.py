@@ -407,9 +407,14 @@ class Learner(nn.Module):
             self._buffers.get("accumulated_potentiation"),
             self._buffers.get("accumulated_depression"),
         )
-        # nothing but Δw is read from this window's update: no bound or synchronize
-        # reads its halves, and no accumulated halves are added to it
-        delta_only = self.bound is None and self.synchronize is None and update.empty
+        # nothing but Δw is read from this window's update: no bound (or one without
+        # weight dependence) or synchronize reads its halves, and no accumulated halves
+        # are added to it
+        delta_only = (
+            (self.bound is None or not self.bound.reads_halves)
+            and self.synchronize is None
+            and update.empty
+        )
         # the window's correlations (in the rule, and deferred into the update) that
         # walk the same spikes scan them once, and write temporaries into the workspace
         with correlation_scope(self.workspace):

@@ -216,7 +216,8 @@ def test_a_learner_asks_for_the_delta_only_when_nothing_reads_the_halves(monkeyp
     monkeypatch.setattr(MSTDPET, "_carried_change", spy)
     reward = torch.tensor([1.0, -2.0, 0.5]).double()
     deltas = {}
-    for name, bound in (("plain", None), ("hard", Hard(-10.0, 10.0))):
+    bounds = (("plain", None), ("hard", Hard(-10.0, 10.0)), ("soft", Soft(-10.0, 10.0)))
+    for name, bound in bounds:
         fc = nn.Linear(IN, OUT, bias=False).double()
         torch.nn.init.constant_(fc.weight, 0.0)
         source = nn.Identity()
@@ -227,7 +228,9 @@ def test_a_learner_asks_for_the_delta_only_when_nothing_reads_the_halves(monkeyp
                 if t < T - 1:
                     learner.step(reward, apply=True)
         deltas[name] = learner.step(reward)
-    # steps of the plain learner ask for delta_only, those of the bounded one do not
-    assert seen[: len(seen) // 2] and all(seen[: len(seen) // 2])
-    assert not any(seen[len(seen) // 2 :])
+    # steps of the plain learner and of the hard-bounded one (no weight dependence: it
+    # reads the net change only) ask for delta_only, those of the soft-bounded one do not
+    third = len(seen) // 3
+    assert third and all(seen[: 2 * third])
+    assert not any(seen[2 * third :])
     torch.testing.assert_close(deltas["plain"], deltas["hard"], rtol=1e-12, atol=1e-14)
