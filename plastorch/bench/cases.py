@@ -631,8 +631,7 @@ def mstdpet_window(config: Config) -> CaseSetup:
     stdp = LearnerDriver(make_layer(), _rule(), pres, posts, step_mode="multi", warm=1)
     rows.append(Contender("plastorch STDP (same window)", "plastorch", stdp.step, stdp.record))
     # A continuing window must read and write each carried [B, out, in] eligibility at
-    # least once (its decay over the window), besides the pairs an STDP window has;
-    # the pass here is a sign flip, so that repeated rounds keep the values normal.
+    # least once (its decay over the window), besides the pairs an STDP window has.
     for count, which in ((2, "the 2 carried eligibilities"), (1, "the combined eligibility")):
         rows.append(_carried_floor(make_layer, pres, posts, config, count, which))
     rows += peer_rows(

@@ -292,7 +292,10 @@ def _compiled_scan(out: Tensor, values: Tensor, start: Tensor | None = None) -> 
         and out.is_contiguous()
         and values.is_contiguous()
         and not (out.requires_grad or values.requires_grad)
-        and (start is None or (start.dtype == out.dtype and start.is_contiguous()))
+        and (
+            start is None
+            or (start.dtype == out.dtype and start.is_contiguous() and not start.requires_grad)
+        )
     )
 
 

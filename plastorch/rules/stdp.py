@@ -466,6 +466,11 @@ class MSTDPET(_PairRule):
 
         halves = Halves(self.batch_reduction, batch, signed=combined)
         names = self._eligibility_names()
+        if any(name not in state for name in names):
+            raise ValueError(
+                f"MSTDPET(eligibility={self.eligibility!r}) carries {list(names)}, but the "
+                f"state holds {sorted(state)}: a state (or checkpoint) of the other layout"
+            )
         carried = [state[name] for name in names]
         if signal is not None:
             route_terms(layer, [ltp], (weights[0], weights[1]), halves)
@@ -584,9 +589,11 @@ class MSTDPET(_PairRule):
         # [2, B|1]: the gain of the positive and of the negative part of M
         gains = torch.stack((positive, negative)).mul_(powers[None, :, None]).sum(1)
         signs = (1.0, -1.0)
-        # one combined eligibility carries eta_post z_post + eta_pre z_pre: rate 1
-        rates = (1.0,) if halves.signed else (self.lr_post, self.lr_pre)
-        if halves.signed or (current_state_use().delta_only and not halves.per_sample):
+        # one combined eligibility carries eta_post z_post + eta_pre z_pre: rate 1, and
+        # its halves are the parts of the net change
+        combined = self.eligibility == "combined"
+        rates = (1.0,) if combined else (self.lr_post, self.lr_pre)
+        if combined or (current_state_use().delta_only and not halves.per_sample):
             # the caller reads the net change only (or the halves are its parts): both
             # signs in one signed gain, rate (g+ - g-) per sample, so z0 is read once
             # by one matrix-vector product

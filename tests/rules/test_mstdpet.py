@@ -369,6 +369,11 @@ def test_combined_eligibility_under_a_learner_with_soft_bounds():
         torch.testing.assert_close(layer.weight.detach() - w, expected, rtol=1e-12, atol=1e-14)
 
 
-def test_eligibility_must_be_split_or_combined():
+def test_eligibility_must_be_split_or_combined_and_match_the_state():
     with pytest.raises(ValueError, match="eligibility must be one of"):
         MSTDPET(1.0, -1.0, eligibility="single")
+    fc = nn.Linear(1, 1, bias=False).double()
+    split_state = MSTDPET(1.0, -1.0).initial_state(fc, PRE[0], POST[0])
+    combined = MSTDPET(1.0, -1.0, eligibility="combined")
+    with pytest.raises(ValueError, match=r"carries \['eligibility'\].*eligibility_post"):
+        combined(fc, PRE, POST, split_state, 1.0)
