@@ -281,6 +281,11 @@ class Halves:
                 "this update was formed for a caller that reads only its delta "
                 "(state_use(delta_only=True)): it holds a signed part, not halves"
             )
+        if self.signed and not self.per_sample:
+            # the parts of the net change: the fused delta, then its signs (a sum or
+            # mean over the batch and the positive factor commute with them)
+            net = self.delta()
+            return (None, None) if net is None else (net.clamp(min=0), net.neg().clamp_(min=0))
         potentiation, depression = self.potentiation, self.depression
         for layer, term, weights, magnitude, potentiative in self.terms:
             value = correlate_weighted(layer, term, weights, False, magnitude)
