@@ -575,6 +575,18 @@ def mstdpet_reference(layer, rule, pre, post, signal, state) -> tuple[Tensor, Te
     return pot, dep
 
 
+def _halves_checks(label: str, update, potentiation: Tensor, depression: Tensor) -> list[Check]:
+    """Both halves of a float64 ``update`` against a reference's, to 1e-10 relative;
+    ``{half}`` in ``label`` names the half."""
+    return [
+        Check(label.format(half=half), actual.cpu(), expected.cpu(), 1e-10, 1e-12)
+        for half, actual, expected in (
+            ("potentiation", update.potentiation, potentiation),
+            ("depression", update.depression, depression),
+        )
+    ]
+
+
 def _carried_floor(make_layer, pres, posts, config: Config, count: int, which: str) -> Contender:
     """The STDP window plus one read-and-write pass over ``count`` carried ``[B, out, in]``
     eligibilities (a sign flip, so that repeated rounds keep the values normal)."""
@@ -649,39 +661,21 @@ def mstdpet_window(config: Config) -> CaseSetup:
             small, steps=100, dtype=torch.float64, patterns=2
         )
         layer = small_layer()
-        rule = MSTDPET(LR, -LR, TAU, TAU, 25.0, per_sample_signal=True).double()
+        rule = make_rule().double()
         state = rule.initial_state(layer, small_pres[0][0], small_posts[0][0])
         # a first window carries eligibility into the checked one
         reward0 = _reward(b, gen, config.device).double()
         _, state = rule(layer, small_pres[0], small_posts[0], state, reward0)
         reward = _reward(b, gen, config.device).double()
+        pot, dep = mstdpet_reference(layer, rule, small_pres[1], small_posts[1], reward, state)
         out = []
         for mode in ("auto", "sparse", "dense"):
             with sparse_mode(mode):
                 update, _ = rule(layer, small_pres[1], small_posts[1], state, reward)
-            pot, dep = mstdpet_reference(layer, rule, small_pres[1], small_posts[1], reward, state)
-            out.append(
-                Check(
-                    f"MSTDP-ET potentiation, {mode} path == per-sample recursion",
-                    update.potentiation,
-                    pot,
-                    1e-10,
-                    1e-12,
-                )
-            )
-            out.append(
-                Check(
-                    f"MSTDP-ET depression, {mode} path == per-sample recursion",
-                    update.depression,
-                    dep,
-                    1e-10,
-                    1e-12,
-                )
-            )
+            label = f"MSTDP-ET {{half}}, {mode} path == per-sample recursion"
+            out += _halves_checks(label, update, pot, dep)
         # the combined eligibility carries eta_post z_post + eta_pre z_pre: the same change
-        combined = MSTDPET(
-            LR, -LR, TAU, TAU, 25.0, per_sample_signal=True, eligibility="combined"
-        ).double()
+        combined = make_rule("combined").double()
         one = {
             "trace_pre": state["trace_pre"],
             "trace_post": state["trace_post"],
@@ -796,19 +790,8 @@ def delay_window(config: Config) -> CaseSetup:
             pot, dep = delay_stdp_reference(
                 small_pre.cpu(), small_post.cpu(), delay, 1.0, kernel_post, kernel_pre
             )
-            for half, actual, expected in (
-                ("potentiation", update.potentiation, pot),
-                ("depression", update.depression, dep),
-            ):
-                out.append(
-                    Check(
-                        f"{type(rule).__name__} {half} == synapse-by-synapse reference",
-                        actual.cpu(),
-                        expected,
-                        1e-10,
-                        1e-12,
-                    )
-                )
+            label = f"{type(rule).__name__} {{half}} == synapse-by-synapse reference"
+            out += _halves_checks(label, update, pot, dep)
         return out
 
     return CaseSetup(

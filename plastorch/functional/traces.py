@@ -266,9 +266,9 @@ def _trace_scan(
     no temporaries per step (amplitude 1 for cumulative traces); with the compiled
     kernels, a cumulative scan is one pass of the same roundings
     (:func:`~plastorch.functional.compiled.scan_`)."""
-    if mode == "cumulative" and _compiled_scan(out, spikes, x):
-        if compiled._scan_unchecked(out, spikes, decay, x, amplitude):
-            return out
+    compiled_scan = mode == "cumulative" and _compiled_scan(out, spikes, x)
+    if compiled_scan and compiled._scan_unchecked(out, spikes, decay, x, amplitude):
+        return out
     previous = x
     factor = _scalar(decay, out)
     for t in range(spikes.shape[0]):
