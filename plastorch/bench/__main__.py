@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"torch {machine['torch']}, {machine['threads']} threads, {machine['device']}, "
         f"{machine['processor']}, compiled kernels: {machine['compiled_kernels']}, "
+        f"allocator: {machine['allocator']}, "
         f"load average {machine['load_average_start']} -> "
         f"{machine['load_average_end']}, {machine['wall_seconds']:.0f} s"
     )

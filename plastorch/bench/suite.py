@@ -17,7 +17,14 @@ from .common import CaseSetup, Config
 from .peers import PEER_NAMES, load_peer
 from .timing import interleaved
 
-__all__ = ["format_case", "format_markdown", "machine_info", "run_case", "run_suite"]
+__all__ = [
+    "allocator",
+    "format_case",
+    "format_markdown",
+    "machine_info",
+    "run_case",
+    "run_suite",
+]
 
 
 def machine_info(config: Config) -> dict:
@@ -32,6 +39,7 @@ def machine_info(config: Config) -> dict:
         "device": str(config.device),
         "cuda_available": torch.cuda.is_available(),
         "compiled_kernels": _kernels(),
+        "allocator": allocator(),
         "quick": config.quick,
         "load_average_start": _load(),
         "peers": {name: load_peer(name).status for name in PEER_NAMES},
@@ -47,6 +55,37 @@ def _kernels() -> str:
     if not compiled.available():
         return "off (torch kernels only)"
     return f"numba {compiled.numba.__version__}"
+
+
+#: glibc's malloc tunables that decide whether freed memory goes back to the system
+_MALLOC_ENV = (
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+    "GLIBC_TUNABLES",
+)
+
+
+def allocator(environ: dict[str, str] | None = None) -> str:
+    """The host allocator's settings, as far as the environment sets them.
+
+    A fresh multi-megabyte tensor costs its page faults where glibc's malloc has
+    returned freed memory to the system (its default for large blocks): on one
+    2-core VM a 1.6 MB tensor took ~0.55 ms instead of ~0.04 ms, which moves a
+    conv step's timing more than its arithmetic does (docs/performance.md,
+    "Eleventh round"). Runs compare only under the same settings.
+
+    Examples
+    --------
+    >>> allocator({})
+    'system malloc, defaults'
+    >>> allocator({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2", "MALLOC_TRIM_THRESHOLD_": "0"})
+    'LD_PRELOAD=/usr/lib/libjemalloc.so.2, MALLOC_TRIM_THRESHOLD_=0'
+    """
+    environ = os.environ if environ is None else environ
+    names = ("LD_PRELOAD", *_MALLOC_ENV)
+    settings = [f"{name}={environ[name]}" for name in names if environ.get(name)]
+    return ", ".join(settings) if settings else "system malloc, defaults"
 
 
 def _cpu_name() -> str:
@@ -230,7 +269,7 @@ def format_markdown(report: dict) -> str:
     lines = [
         f"torch {machine['torch']}, {machine['threads']} threads, {machine['device']} "
         f"({machine['processor']}, {machine['cpu_count']} cores), compiled kernels: "
-        f"{machine.get('compiled_kernels')}, load average "
+        f"{machine.get('compiled_kernels')}, allocator: {machine.get('allocator')}, load average "
         f"{machine['load_average_start']} -> {machine.get('load_average_end')}",
         "",
     ]

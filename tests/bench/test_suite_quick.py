@@ -11,7 +11,7 @@ import torch
 
 from plastorch.bench import CASES, Config, run_case, run_suite
 from plastorch.bench.__main__ import main
-from plastorch.bench.suite import format_case
+from plastorch.bench.suite import allocator, format_case
 
 QUICK = Config(quick=True, repeats=1, warmup=0, peers=())
 
@@ -78,6 +78,7 @@ def test_cli_list_and_json(tmp_path, capsys):
     report = json.loads(out.read_text())
     assert [case["name"] for case in report["cases"]] == ["dense_step"]
     assert report["machine"]["threads"] == 2
+    assert report["machine"]["allocator"] in table
     assert report["machine"]["device"] == "cpu"
 
 
@@ -91,3 +92,15 @@ def test_cuda_request_without_cuda_fails_cleanly(capsys):
         pytest.skip("CUDA is available here")
     assert main(["--device", "cuda", "--quick", "--cases", "dense_step"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_allocator_names_the_settings_that_change_large_allocations(monkeypatch):
+    for name in ("LD_PRELOAD", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("MALLOC_TOP_PAD_", raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert allocator() == "system malloc, defaults"
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "33554432")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "4000000000")
+    monkeypatch.setenv("LD_PRELOAD", "")  # empty: not a setting
+    assert allocator() == "MALLOC_MMAP_THRESHOLD_=33554432, MALLOC_TRIM_THRESHOLD_=4000000000"
