@@ -95,10 +95,14 @@ def test_cuda_request_without_cuda_fails_cleanly(capsys):
 
 
 def test_allocator_names_the_settings_that_change_large_allocations(monkeypatch):
-    for name in ("LD_PRELOAD", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+    for name in (
+        "LD_PRELOAD",
+        "MALLOC_MMAP_THRESHOLD_",
+        "MALLOC_TRIM_THRESHOLD_",
+        "MALLOC_TOP_PAD_",
+        "GLIBC_TUNABLES",
+    ):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("MALLOC_TOP_PAD_", raising=False)
-    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     assert allocator() == "system malloc, defaults"
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "33554432")
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "4000000000")
