@@ -18,6 +18,7 @@ from .peers import PEER_NAMES, load_peer
 from .timing import interleaved
 
 __all__ = [
+    "ALLOCATOR_ENV",
     "allocator",
     "format_case",
     "format_markdown",
@@ -57,8 +58,10 @@ def _kernels() -> str:
     return f"numba {compiled.numba.__version__}"
 
 
-#: glibc's malloc tunables that decide whether freed memory goes back to the system
-_MALLOC_ENV = (
+#: the environment that picks the allocator (a preloaded one) or sets glibc's malloc
+#: tunables that decide whether freed memory goes back to the system
+ALLOCATOR_ENV = (
+    "LD_PRELOAD",
     "MALLOC_MMAP_THRESHOLD_",
     "MALLOC_TRIM_THRESHOLD_",
     "MALLOC_TOP_PAD_",
@@ -83,8 +86,7 @@ def allocator(environ: dict[str, str] | None = None) -> str:
     'LD_PRELOAD=/usr/lib/libjemalloc.so.2, MALLOC_TRIM_THRESHOLD_=0'
     """
     environ = os.environ if environ is None else environ
-    names = ("LD_PRELOAD", *_MALLOC_ENV)
-    settings = [f"{name}={environ[name]}" for name in names if environ.get(name)]
+    settings = [f"{name}={environ[name]}" for name in ALLOCATOR_ENV if environ.get(name)]
     return ", ".join(settings) if settings else "system malloc, defaults"
 
 

@@ -11,7 +11,7 @@ import torch
 
 from plastorch.bench import CASES, Config, run_case, run_suite
 from plastorch.bench.__main__ import main
-from plastorch.bench.suite import allocator, format_case
+from plastorch.bench.suite import ALLOCATOR_ENV, allocator, format_case
 
 QUICK = Config(quick=True, repeats=1, warmup=0, peers=())
 
@@ -95,13 +95,7 @@ def test_cuda_request_without_cuda_fails_cleanly(capsys):
 
 
 def test_allocator_names_the_settings_that_change_large_allocations(monkeypatch):
-    for name in (
-        "LD_PRELOAD",
-        "MALLOC_MMAP_THRESHOLD_",
-        "MALLOC_TRIM_THRESHOLD_",
-        "MALLOC_TOP_PAD_",
-        "GLIBC_TUNABLES",
-    ):
+    for name in ALLOCATOR_ENV:
         monkeypatch.delenv(name, raising=False)
     assert allocator() == "system malloc, defaults"
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "33554432")
