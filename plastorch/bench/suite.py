@@ -15,7 +15,7 @@ from ..functional import compiled
 from .cases import CASES
 from .common import CaseSetup, Config
 from .peers import PEER_NAMES, load_peer
-from .timing import interleaved
+from .timing import interleaved, ratio_interval
 
 __all__ = [
     "ALLOCATOR_ENV",
@@ -161,12 +161,16 @@ def run_case(case, config: Config, *, check: bool = True) -> dict:
             row["low_decile_s"] = timing.low
             row["spread"] = timing.spread
             row["samples_s"] = timing.seconds
+            # each ratio with its bootstrap interval over the paired rounds
             if limit in medians and contender.role != "peer":
                 row["vs_limit"] = timing.median / medians[limit]
+                row["vs_limit_interval"] = _interval(timing, timings[limit], 1.0, config.seed)
             if baseline in medians and contender.name != limit:
                 base_items = next(c.items_per_call for c in setup.contenders if c.name == baseline)
-                row["vs_baseline"] = (timing.median / contender.items_per_call) / (
-                    medians[baseline] / base_items
+                per_item = base_items / contender.items_per_call
+                row["vs_baseline"] = timing.median / medians[baseline] * per_item
+                row["vs_baseline_interval"] = _interval(
+                    timing, timings[baseline], per_item, config.seed
                 )
             if setup.unit == "items/s":
                 row["items_per_s"] = contender.items_per_call / timing.median
@@ -181,6 +185,15 @@ def run_case(case, config: Config, *, check: bool = True) -> dict:
     if values:
         result["values"] = values
     return result
+
+
+def _interval(timing, reference, factor: float, seed: int) -> list[float] | None:
+    """:func:`~plastorch.bench.timing.ratio_interval` of two contenders' rounds, times
+    ``factor`` (``None`` for one round, and for a contender against itself)."""
+    if timing is reference:
+        return None
+    bounds = ratio_interval(timing.seconds, reference.seconds, seed=seed)
+    return None if bounds is None else [bound * factor for bound in bounds]
 
 
 def run_suite(
@@ -218,10 +231,23 @@ def _time(seconds: float) -> str:
     return f"{seconds * 1e6:.0f} us"
 
 
-def _ratio(value: float | None) -> str:
+def _ratio(value: float | None, interval: Sequence[float] | None = None) -> str:
+    """``1.32x``, with the bootstrap interval when there is one: ``1.32x (1.27-1.38)``."""
     if value is None or math.isnan(value):
         return ""
-    return f"{value:.2f}x" if value < 10 else f"{value:.0f}x"
+    text = f"{value:.2f}x" if value < 10 else f"{value:.0f}x"
+    if interval is None:
+        return text
+    digits = ".2f" if value < 10 else ".0f"
+    return f"{text} ({interval[0]:{digits}}-{interval[1]:{digits}})"
+
+
+def _limit_ratio(row: dict) -> str:
+    return _ratio(row.get("vs_limit"), row.get("vs_limit_interval"))
+
+
+def _baseline_ratio(row: dict) -> str:
+    return _ratio(row.get("vs_baseline"), row.get("vs_baseline_interval"))
 
 
 def _bytes(value: float) -> str:
@@ -240,7 +266,8 @@ def format_case(result: dict) -> str:
     if rows:
         baseline = result.get("baseline") or "plastorch"
         lines.append(
-            f"   {'contender':<44} {'median':>10} {'vs limit':>9} {'vs ' + baseline[:22]:>26}  status"
+            f"   {'contender':<44} {'median':>10} {'vs limit (95% CI)':>19} "
+            f"{'vs ' + baseline[:14] + ' (95% CI)':>26}  status"
         )
         for row in rows:
             median = _time(row["median_s"]) if "median_s" in row else "-"
@@ -248,8 +275,8 @@ def format_case(result: dict) -> str:
                 median = f"{row['items_per_s']:.3g}/s"
             status = "" if row["status"] == "ok" else row["status"]
             lines.append(
-                f"   {row['name'][:44]:<44} {median:>10} {_ratio(row.get('vs_limit')):>9} "
-                f"{_ratio(row.get('vs_baseline')):>26}  {status}"
+                f"   {row['name'][:44]:<44} {median:>10} {_limit_ratio(row):>19} "
+                f"{_baseline_ratio(row):>26}  {status}"
             )
     for name, value in result.get("values", {}).items():
         text = _bytes(value) if "bytes" in name else f"{value:.3g}"
@@ -286,8 +313,8 @@ def format_markdown(report: dict) -> str:
             baseline = result.get("baseline") or "plastorch"
             throughput = result.get("unit") == "items/s"
             lines.append(
-                f"| contender | {'samples/s' if throughput else 'median'} | vs limit | "
-                f"vs {baseline} |"
+                f"| contender | {'samples/s' if throughput else 'median'} | vs limit (95% CI) | "
+                f"vs {baseline} (95% CI) |"
             )
             lines.append("| --- | --- | --- | --- |")
             for row in rows:
@@ -298,8 +325,7 @@ def format_markdown(report: dict) -> str:
                 else:
                     value = row["status"]
                 lines.append(
-                    f"| {row['name']} | {value} | {_ratio(row.get('vs_limit'))} | "
-                    f"{_ratio(row.get('vs_baseline'))} |"
+                    f"| {row['name']} | {value} | {_limit_ratio(row)} | {_baseline_ratio(row)} |"
                 )
         values = result.get("values", {})
         if values:

@@ -4,7 +4,8 @@ Machine noise (other processes, frequency scaling) drifts over seconds, so the
 contenders of one case are timed round-robin: repetition ``r`` runs every
 contender once before repetition ``r + 1`` starts, and each contender's median
 is taken over its repetitions. Ratios between medians of one run are what the
-suite reports; absolute times move with the machine.
+suite reports, each with a bootstrap interval over the rounds (:func:`ratio_interval`);
+absolute times move with the machine.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-__all__ = ["AllocationTracker", "Timing", "interleaved", "synchronize"]
+__all__ = ["AllocationTracker", "Timing", "interleaved", "ratio_interval", "synchronize"]
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -110,6 +111,51 @@ def interleaved(
             if round_index >= warmup:
                 timings[name].seconds.append(elapsed)
     return timings
+
+
+def ratio_interval(
+    numerator: list[float],
+    denominator: list[float],
+    *,
+    level: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """Bootstrap interval of ``median(numerator) / median(denominator)`` over paired rounds.
+
+    Sample ``r`` of both lists must come from round ``r`` of :func:`interleaved`. The
+    rounds are resampled with replacement (``resamples`` times, seeded), keeping each
+    round's pair together, and the ratio of the resampled medians is taken each time;
+    the interval holds the central ``level`` of those ratios (percentile bootstrap).
+    Drift that slows both contenders of a round alike cancels in the pairs, so the
+    interval says how far the one-run ratio could move with the rounds it happened to
+    get: a target inside it is neither met nor missed by this run. ``None`` for fewer
+    than two rounds.
+
+    Examples
+    --------
+    >>> ratio_interval([2.0, 20.0, 4.0], [1.0, 10.0, 2.0])  # the same 2x in every round
+    (2.0, 2.0)
+    """
+    if len(numerator) != len(denominator):
+        raise ValueError(
+            f"ratio_interval pairs rounds: got {len(numerator)} numerator samples and "
+            f"{len(denominator)} denominator samples"
+        )
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    rounds = len(numerator)
+    if rounds < 2:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(rounds, (resamples, rounds), generator=generator)
+    pairs = torch.tensor([numerator, denominator], dtype=torch.float64)[:, picks]
+    # interpolated medians, as statistics.median (torch.median takes the lower one)
+    ratios = pairs[0].quantile(0.5, dim=1) / pairs[1].quantile(0.5, dim=1)
+    tail = (1.0 - level) / 2.0
+    bounds = ratios.quantile(torch.tensor([tail, 1.0 - tail], dtype=torch.float64))
+    low, high = bounds.tolist()
+    return low, high
 
 
 def _owns_storage(t: object) -> bool:

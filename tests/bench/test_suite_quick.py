@@ -11,7 +11,7 @@ import torch
 
 from plastorch.bench import CASES, Config, run_case, run_suite
 from plastorch.bench.__main__ import main
-from plastorch.bench.suite import ALLOCATOR_ENV, allocator, format_case
+from plastorch.bench.suite import ALLOCATOR_ENV, _ratio, allocator, format_case
 
 QUICK = Config(quick=True, repeats=1, warmup=0, peers=())
 
@@ -55,6 +55,27 @@ def test_floor_rows_are_timed_against_the_limit(name):
     for floor in floors:
         assert floor["status"] == "ok"
         assert floor["vs_limit"] > 0.0 and floor["vs_baseline"] > 0.0
+
+
+def test_ratios_carry_their_bootstrap_interval_over_the_rounds():
+    config = Config(quick=True, repeats=4, warmup=0, peers=())
+    result = run_case(CASES[0], config)
+    rows = {row["name"]: row for row in result["contenders"]}
+    assert "vs_limit_interval" in rows["limit: two GEMMs"]
+    assert rows["limit: two GEMMs"]["vs_limit_interval"] is None  # itself
+    assert rows["plastorch"]["vs_baseline_interval"] is None  # the baseline itself
+    row = rows["plastorch, dense path"]
+    for key in ("vs_limit", "vs_baseline"):
+        low, high = row[f"{key}_interval"]
+        assert 0.0 < low <= high
+        # a ratio of medians of resampled rounds lies between the extreme per-round ratios
+        reference = rows["limit: two GEMMs" if key == "vs_limit" else "plastorch"]["samples_s"]
+        per_round = [a / b for a, b in zip(row["samples_s"], reference)]
+        assert min(per_round) * (1 - 1e-12) <= low and high <= max(per_round) * (1 + 1e-12)
+    text = format_case(result)
+    assert _ratio(row["vs_limit"], row["vs_limit_interval"]) in text
+    assert _ratio(1.3214, (1.2711, 1.3849)) == "1.32x (1.27-1.38)"
+    assert _ratio(65.4, (59.6, 70.2)) == "65x (60-70)"
 
 
 def test_peers_without_library_get_a_status_row():

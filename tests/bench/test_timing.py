@@ -9,7 +9,7 @@ from torch import nn
 from plastorch.bench.cases import _crossing, mstdpet_reference
 from plastorch.bench.common import stdp_reference
 from plastorch.bench.peers import load_peer
-from plastorch.bench.timing import AllocationTracker, Timing, interleaved
+from plastorch.bench.timing import AllocationTracker, Timing, interleaved, ratio_interval
 from plastorch.rules import MSTDPET
 
 
@@ -41,6 +41,38 @@ def test_timing_median_and_spread():
     assert timing.low == 1.0  # lower decile of 4 samples: the smallest
     assert Timing([float(i) for i in range(20, 0, -1)]).low == 2.0  # 2nd of 20
     assert math.isnan(Timing().median) and math.isnan(Timing().low)
+
+
+def test_ratio_interval_of_a_constant_paired_ratio_is_that_ratio():
+    # every round: numerator = 2 x denominator, while the denominator itself moves 10x
+    # from round to round (host noise). Resampling rounds keeps the pairs, so every
+    # resampled ratio of medians is exactly 2: the noise the pairing cancels is gone.
+    den = [1.0, 10.0, 2.0, 7.0, 3.0, 5.0, 4.0, 9.0]
+    num = [2.0 * d for d in den]
+    assert ratio_interval(num, den) == (2.0, 2.0)
+
+
+def test_ratio_interval_contains_the_ratio_of_medians_and_is_seeded():
+    gen = torch.Generator().manual_seed(0)
+    den = (1.0 + torch.rand(41, generator=gen)).tolist()
+    num = (1.3 * torch.tensor(den) * (1.0 + 0.2 * torch.rand(41, generator=gen))).tolist()
+    low, high = ratio_interval(num, den)
+    point = Timing(num).median / Timing(den).median
+    assert low < point < high
+    # the per-round ratios lie in [1.3, 1.56]: so does every ratio of resampled medians
+    # of rounds whose ratios do (each median of num is at most 1.56x a median of den)
+    assert 1.3 <= low and high <= 1.56
+    assert ratio_interval(num, den) == (low, high)  # the same seed: the same interval
+    narrow = ratio_interval(num, den, level=0.5)
+    assert low <= narrow[0] <= narrow[1] <= high
+
+
+def test_ratio_interval_rejects_unpaired_or_bad_input():
+    assert ratio_interval([1.0], [1.0]) is None  # one round: no interval
+    with pytest.raises(ValueError, match="3 numerator samples and 2 denominator"):
+        ratio_interval([1.0, 2.0, 3.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="level must be in"):
+        ratio_interval([1.0, 2.0], [1.0, 2.0], level=1.0)
 
 
 def test_tracker_counts_new_storage_only():
