@@ -7,7 +7,8 @@ Export an older commit's package under another name and point ``--old`` at it::
 
 Both versions run ``Learner.step()`` on the same spikes (same cases as the suite:
 STDP Linear one step and T=100 window, the two Conv2d steps, MSTDP-ET window with
-per-sample reward); the table gives medians and old/new.
+per-sample reward); the table gives medians, old/new and its 95 % bootstrap interval
+over the paired rounds (:func:`~plastorch.bench.timing.ratio_interval`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from .common import Replay, spike_patterns
-from .timing import interleaved
+from .timing import interleaved, ratio_interval
 
 __all__ = ["main"]
 
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, args.old)
     old = importlib.import_module("plastorch_old")
     new = importlib.import_module("plastorch")
-    print(f"{'case':<44} {'old':>10} {'new':>10} {'old/new':>8}")
+    print(f"{'case':<44} {'old':>10} {'new':>10} {'old/new':>8}  95% CI")
     for name, layer, make_rule, pres, posts, mode, warm, signal, repeats in _cases():
         contenders = {}
         for label, package in (("old", old), ("new", new)):
@@ -148,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
             contenders[label] = (record, step)
         timings = interleaved(contenders, repeats=repeats, warmup=1)
         o, n = timings["old"].median, timings["new"].median
-        print(f"{name:<44} {o * 1e3:>8.2f}ms {n * 1e3:>8.2f}ms {o / n:>7.2f}x", flush=True)
+        bounds = ratio_interval(timings["old"].seconds, timings["new"].seconds)
+        interval = "" if bounds is None else f"  {bounds[0]:.2f}-{bounds[1]:.2f}"
+        print(
+            f"{name:<44} {o * 1e3:>8.2f}ms {n * 1e3:>8.2f}ms {o / n:>7.2f}x{interval}", flush=True
+        )
     return 0
 
 
