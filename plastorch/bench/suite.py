@@ -267,7 +267,7 @@ def format_case(result: dict) -> str:
         baseline = result.get("baseline") or "plastorch"
         lines.append(
             f"   {'contender':<44} {'median':>10} {'vs limit (95% CI)':>19} "
-            f"{'vs ' + baseline[:14] + ' (95% CI)':>26}  status"
+            f"{'vs ' + baseline[:22] + ' (95% CI)':>34}  status"
         )
         for row in rows:
             median = _time(row["median_s"]) if "median_s" in row else "-"
@@ -276,7 +276,7 @@ def format_case(result: dict) -> str:
             status = "" if row["status"] == "ok" else row["status"]
             lines.append(
                 f"   {row['name'][:44]:<44} {median:>10} {_limit_ratio(row):>19} "
-                f"{_baseline_ratio(row):>26}  {status}"
+                f"{_baseline_ratio(row):>34}  {status}"
             )
     for name, value in result.get("values", {}).items():
         text = _bytes(value) if "bytes" in name else f"{value:.3g}"
