@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 package, copy.deepcopy(layer), make_rule(package), pres, posts, mode, warm, signal
             )
             contenders[label] = (record, step)
-        timings = interleaved(contenders, repeats=repeats, warmup=1)
+        timings = interleaved(contenders, repeats=repeats, warmup=1, shuffle=True)
         o, n = timings["old"].median, timings["new"].median
         bounds = ratio_interval(timings["old"].seconds, timings["new"].seconds)
         interval = "" if bounds is None else f"  {bounds[0]:.2f}-{bounds[1]:.2f}"
