@@ -15,6 +15,7 @@ from ..functional import compiled
 from .cases import CASES
 from .common import CaseSetup, Config
 from .peers import PEER_NAMES, load_peer
+from .targets import NOT_RUN, judge
 from .timing import interleaved, ratio_interval
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "allocator",
     "format_case",
     "format_markdown",
+    "format_targets",
     "machine_info",
     "run_case",
     "run_suite",
@@ -218,6 +220,10 @@ def run_suite(
             echo(format_case(result))
     report["machine"]["load_average_end"] = _load()
     report["machine"]["wall_seconds"] = time.perf_counter() - start
+    if not config.quick:  # (quick shapes are not the targets' shapes)
+        report["targets"] = judge(report)
+        if echo is not None:
+            echo(format_targets(report["targets"]))
     return report
 
 
@@ -292,6 +298,20 @@ def format_case(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _target_value(entry: dict) -> str:
+    if entry["verdict"] == NOT_RUN:
+        return entry.get("status", "")
+    return _ratio(entry["value"], entry.get("interval"))
+
+
+def format_targets(entries: list[dict]) -> str:
+    """The verdicts of :func:`~plastorch.bench.targets.judge` as a text table."""
+    lines = ["== targets, judged on each ratio's 95 % interval"]
+    for entry in entries:
+        lines.append(f"   {entry['label']:<52} {_target_value(entry):>22}  {entry['verdict']}")
+    return "\n".join(lines)
+
+
 def format_markdown(report: dict) -> str:
     """The whole report as Markdown tables (one per case), for docs/performance.md."""
     machine = report["machine"]
@@ -337,5 +357,11 @@ def format_markdown(report: dict) -> str:
         if checks:
             passed = sum(c["passed"] for c in checks)
             lines += ["", f"checks: {passed}/{len(checks)} passed"]
+        lines.append("")
+    if report.get("targets"):
+        lines += ["**targets**, judged on each ratio's 95 % interval", ""]
+        lines += ["| target | this run | verdict |", "| --- | --- | --- |"]
+        for entry in report["targets"]:
+            lines.append(f"| {entry['label']} | {_target_value(entry)} | {entry['verdict']} |")
         lines.append("")
     return "\n".join(lines)

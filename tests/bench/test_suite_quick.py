@@ -12,6 +12,7 @@ import torch
 from plastorch.bench import CASES, Config, run_case, run_suite
 from plastorch.bench.__main__ import main
 from plastorch.bench.suite import ALLOCATOR_ENV, _ratio, allocator, format_case
+from plastorch.bench.targets import TARGETS, _find_row
 
 QUICK = Config(quick=True, repeats=1, warmup=0, peers=())
 
@@ -29,6 +30,9 @@ def test_case_builds_checks_and_runs(case):
         else:
             assert "median_s" not in row  # a contender that cannot run is reported, not timed
     json.dumps(result)  # the --json output is plain data
+    for target in TARGETS:  # every target's row is one this case builds
+        if target.case == case.name:
+            assert _find_row(result, target.row) is not None, target
     text = format_case(result)
     assert text.startswith(f"== {case.name}: ")
 
