@@ -112,21 +112,25 @@ def _find_row(result: dict, name: str) -> dict | None:
 
 
 def judge(report: dict, targets: tuple[Target, ...] = TARGETS) -> list[dict]:
-    """One entry per target: its ratio, interval and verdict in ``report`` (a suite run).
+    """One entry per target of a case in ``report`` (a suite run): ratio, interval, verdict.
 
-    A target whose case was not run, or whose row was not timed (a peer that is not
-    installed), is :data:`NOT_RUN`, with the row's status when there is one.
+    Targets of cases the run left out are left out. A target whose row was not timed
+    (a peer that is not installed, a case that failed to build) is :data:`NOT_RUN`,
+    with the row's status when there is one.
     """
     cases = {result["name"]: result for result in report.get("cases", [])}
     out = []
     for target in targets:
+        if target.case not in cases:
+            continue
         entry = {"label": target.label, "case": target.case, "row": target.row}
-        result = cases.get(target.case)
-        row = None if result is None else _find_row(result, target.row)
+        row = _find_row(cases[target.case], target.row)
         value = None if row is None else row.get(target.ratio)
         if value is None or math.isnan(value):
             entry["verdict"] = NOT_RUN
-            if row is not None and row.get("status") not in (None, "ok"):
+            if "error" in cases[target.case]:
+                entry["status"] = "the case failed"
+            elif row is not None and row.get("status") not in (None, "ok"):
                 entry["status"] = row["status"]
         else:
             interval = row.get(f"{target.ratio}_interval")

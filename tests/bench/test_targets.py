@@ -57,9 +57,10 @@ def test_judge_reads_rows_by_name_and_peers_by_name_and_version():
         Target("window", "dense_window", "plastorch", "vs_limit", 1.3, True),
     )
     entries = judge(report, targets)
-    assert [e["verdict"] for e in entries] == [MISSED, MET, NOT_RUN, NOT_RUN]
+    # dense_window was not run: its target is left out
+    assert [e["verdict"] for e in entries] == [MISSED, MET, NOT_RUN]
     assert entries[0]["value"] == 1.39 and entries[0]["interval"] == [1.31, 1.47]
-    assert entries[2]["status"] == "not installed" and "status" not in entries[3]
+    assert entries[2]["status"] == "not installed"
     text = format_targets(entries)
     assert "1.39x (1.31-1.47)  missed" in text and "not installed  not run" in text
     markdown = format_markdown({**report, "machine": _MACHINE, "targets": entries})
@@ -80,3 +81,17 @@ def test_every_target_names_a_case_of_the_suite():
     names = {case.name for case in CASES}
     assert {target.case for target in TARGETS} <= names
     assert len({target.label for target in TARGETS}) == len(TARGETS)
+
+
+def test_a_failed_case_leaves_its_targets_not_run():
+    report = {"cases": [{"name": "dense_step", "title": "t", "error": "ValueError: x"}]}
+    entries = judge(report, (AT_MOST,))
+    assert entries == [
+        {
+            "label": "step <= 1.3x",
+            "case": "dense_step",
+            "row": "plastorch",
+            "verdict": NOT_RUN,
+            "status": "the case failed",
+        }
+    ]
