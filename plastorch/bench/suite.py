@@ -306,7 +306,7 @@ def _target_value(entry: dict) -> str:
 
 def format_targets(entries: list[dict]) -> str:
     """The verdicts of :func:`~plastorch.bench.targets.judge` as a text table."""
-    lines = ["== targets, judged on each ratio's 95 % interval"]
+    lines = ["== targets, judged on each ratio's 95% CI"]
     for entry in entries:
         lines.append(f"   {entry['label']:<52} {_target_value(entry):>22}  {entry['verdict']}")
     return "\n".join(lines)
@@ -359,7 +359,7 @@ def format_markdown(report: dict) -> str:
             lines += ["", f"checks: {passed}/{len(checks)} passed"]
         lines.append("")
     if report.get("targets"):
-        lines += ["**targets**, judged on each ratio's 95 % interval", ""]
+        lines += ["**targets**, judged on each ratio's 95% CI", ""]
         lines += ["| target | this run | verdict |", "| --- | --- | --- |"]
         for entry in report["targets"]:
             lines.append(f"| {entry['label']} | {_target_value(entry)} | {entry['verdict']} |")
