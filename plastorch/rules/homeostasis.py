@@ -121,7 +121,7 @@ class LinearHomeostasis(Rule):
     def initial_state(self, layer, pre, post):
         dtype = layer.weight.dtype
         return {
-            "rate_trace": torch.zeros(post.shape, dtype=dtype, device=post.device),
+            "rate_trace": torch.zeros_like(post, dtype=dtype),  # (the spikes' memory format)
             "rate_norm": torch.zeros((), dtype=dtype, device=post.device),
         }
 

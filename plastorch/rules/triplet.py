@@ -127,8 +127,9 @@ class TripletSTDP(Rule):
 
     def initial_state(self, layer: nn.Module, pre: Tensor, post: Tensor) -> dict[str, Tensor]:
         dtype = layer.weight.dtype
-        zeros_pre = torch.zeros(pre.shape, dtype=dtype, device=pre.device)
-        zeros_post = torch.zeros(post.shape, dtype=dtype, device=post.device)
+        # in the spikes' memory format, as pair_trace_state
+        zeros_pre = torch.zeros_like(pre, dtype=dtype)
+        zeros_post = torch.zeros_like(post, dtype=dtype)
         return {
             "r1": zeros_pre,
             "r2": zeros_pre.clone(),
