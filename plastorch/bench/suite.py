@@ -241,10 +241,10 @@ def _ratio(value: float | None, interval: Sequence[float] | None = None) -> str:
     """``1.32x``, with the bootstrap interval when there is one: ``1.32x (1.27-1.38)``."""
     if value is None or math.isnan(value):
         return ""
-    text = f"{value:.2f}x" if value < 10 else f"{value:.0f}x"
+    digits = ".2f" if value < 10 else ".0f"  # the interval's digits follow the ratio's
+    text = f"{value:{digits}}x"
     if interval is None:
         return text
-    digits = ".2f" if value < 10 else ".0f"
     return f"{text} ({interval[0]:{digits}}-{interval[1]:{digits}})"
 
 
