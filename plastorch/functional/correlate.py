@@ -1440,6 +1440,7 @@ def _unfold_wins(layer, pre: Tensor, post: Tensor, padding, weight_shape, groups
         tuple(pre.shape),
         tuple(pre.stride()),
         tuple(post.shape),
+        tuple(post.stride()),
         pre.dtype,
         torch.get_num_threads(),
     )
@@ -1555,11 +1556,48 @@ def _conv_weight_grad(
         isinstance(layer.padding, str) or getattr(layer, "padding_mode", "zeros") != "zeros"
     )
     padding = [0] * spatial if explicit_pad else list(layer.padding)
+    pre, post = _one_layout(pre, post)
     if not transposed and groups <= _UNFOLD_GROUPS:
         grad = _unfold_weight_grad(layer, pre, post, padding, weight_shape, groups, choose=True)
         if grad is not None:
             return grad
     return _onednn_weight_grad(layer, pre, post, padding, weight_shape, groups)
+
+
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def _is_channels_last(x: Tensor) -> bool:
+    """``x`` is channels-last (and not also channels-first) contiguous."""
+    fmt = _CHANNELS_LAST.get(x.dim())
+    return fmt is not None and not x.is_contiguous() and x.is_contiguous(memory_format=fmt)
+
+
+def _one_layout(pre: Tensor, post: Tensor) -> tuple[Tensor, Tensor]:
+    """``pre`` and ``post`` in one memory format: the smaller copied into the other's.
+
+    Given one channels-last and one channels-first factor, oneDNN reorders both
+    into a blocked layout on every call (Conv2d 2->32 k5 on 16x28x28: 1.36-1.52 ms
+    against 0.74-0.78 ms channels-first and 0.50 ms channels-last); copying the
+    smaller factor (into the scope's workspace when one is lent) costs less.
+    """
+    last = _is_channels_last(pre)
+    if last == _is_channels_last(post):
+        return pre, post
+    small = pre if pre.numel() <= post.numel() else post
+    if small.dim() not in _CHANNELS_LAST:
+        return pre, post
+    to_last = small is pre and not last or small is post and last
+    name = f"layout_{'pre' if small is pre else 'post'}_{'last' if to_last else 'first'}"
+    if to_last:  # an [N, *spatial, C] buffer seen as [N, C, *spatial]
+        shape = (small.shape[0], *small.shape[2:], small.shape[1])
+        buffer = _scratch(name, shape, small)
+        buffer = small.new_empty(shape) if buffer is None else buffer
+        moved = buffer.movedim(-1, 1).copy_(small)
+    else:
+        buffer = _scratch(name, tuple(small.shape), small)
+        moved = small.contiguous() if buffer is None else buffer.copy_(small)
+    return (moved, post) if small is pre else (pre, moved)
 
 
 def _onednn_weight_grad(

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plastorch.functional import correlate, correlate_per_sample
+from plastorch.functional import correlate, correlate_per_sample, correlation_scope
+from plastorch.functional.workspace import Workspace
 
 correlate_module = importlib.import_module("plastorch.functional.correlate")
 
@@ -318,3 +319,44 @@ def test_conv_kernel_choice_is_timed_once_per_geometry_and_follows_the_timing(mo
     # with PLASTORCH_CONV_AUTOTUNE=0 (or factors requiring grad) the static rule: unfold
     monkeypatch.setattr(correlate_module, "_AUTOTUNE", False)
     assert correlate_module._unfold_wins(layer, pre, post, [1, 1], layer.weight.shape, 1)
+
+
+MIXED = [
+    (lambda: nn.Conv2d(2, 3, 3, padding=1), (2, 2, 5, 5)),  # pre the smaller factor
+    (lambda: nn.Conv2d(4, 2, 3, stride=2, padding=1, groups=2), (2, 4, 6, 6)),  # post smaller
+    (lambda: nn.Conv3d(2, 2, 2, stride=(1, 2, 1), padding=1, dilation=(2, 1, 1)), (1, 2, 4, 4, 3)),
+]
+
+
+@pytest.mark.parametrize("last", ["pre", "post"])
+@pytest.mark.parametrize("make, shape", MIXED)
+def test_factors_in_different_memory_formats_are_brought_to_one(make, shape, last):
+    # one channels-last factor and one channels-first: the smaller one is copied into
+    # the other's layout (into the scope's workspace, reused by the next call), the
+    # factors themselves are left alone, and the result is the loops' sum
+    layer = make().double()
+    pre = (torch.rand(shape, dtype=torch.float64) < 0.5).double()
+    post = torch.randn_like(layer(pre))
+    expected = conv_reference(layer, pre, post)
+    fmt = torch.channels_last if pre.dim() == 4 else torch.channels_last_3d
+    given = {"pre": pre, "post": post}
+    given[last] = given[last].contiguous(memory_format=fmt)
+    copies = {name: t.clone(memory_format=torch.preserve_format) for name, t in given.items()}
+    workspace = Workspace()
+    for _ in range(2):
+        with correlation_scope(workspace):
+            torch.testing.assert_close(
+                correlate(layer, given["pre"], given["post"], sparse=False), expected
+            )
+        if _ == 0:
+            kept = {n: t.data_ptr() for n, t in workspace._tensors.items() if "layout" in n}
+    smaller = "pre" if pre.numel() <= post.numel() else "post"
+    into = "last" if smaller != last else "first"
+    assert list(kept) == [f"layout_{smaller}_{into}"]
+    assert {n: t.data_ptr() for n, t in workspace._tensors.items() if "layout" in n} == kept
+    for name, t in given.items():
+        assert torch.equal(t, copies[name]) and t.stride() == copies[name].stride()
+    # without a scope the copy is a fresh tensor, the sum the same
+    torch.testing.assert_close(
+        correlate(layer, given["pre"], given["post"], sparse=False), expected
+    )
