@@ -420,12 +420,35 @@ def _conv_operands(
     layer: nn.Module, pre: Tensor, post: Tensor, sparse: bool | None, per: int = 1
 ) -> tuple[Tensor, Tensor, _Geometry, str | None]:
     """Samples, geometry and the path (:func:`_choose_path`) of a (transposed) convolution."""
-    pre, post = _conv_samples(layer, pre, post)
     weight_shape = layer.weight.shape
-    geometry = _Geometry.conv(layer, weight_shape, layer.groups, pre, post)
+    # the checks of the shapes and the geometry depend on the key only: done once per key
+    key = (
+        type(layer),
+        weight_shape,
+        layer.stride,
+        layer.padding,
+        layer.dilation,
+        layer.groups,
+        getattr(layer, "padding_mode", "zeros"),
+        getattr(layer, "output_padding", None),
+        pre.shape,
+        post.shape,
+    )
+    geometry = _GEOMETRIES.get(key)
+    pre, post = _conv_samples(layer, pre, post, checked=geometry is not None)
+    if geometry is None:
+        geometry = _Geometry.conv(layer, weight_shape, layer.groups, pre, post)
+        if len(_GEOMETRIES) >= _GEOMETRIES_SIZE:
+            _GEOMETRIES.clear()
+        _GEOMETRIES[key] = geometry
     a, b = geometry.a_of(pre, post), geometry.b_of(pre, post)
     side = _choose_path(sparse, a, b, weight_shape, geometry.kernel_size, per)
     return pre, post, geometry, side
+
+
+#: (layer type, hyperparameters, factor shapes) -> the checked :class:`_Geometry`
+_GEOMETRIES: dict[tuple, _Geometry] = {}
+_GEOMETRIES_SIZE = 512
 
 
 def correlate_per_sample(
@@ -1361,12 +1384,17 @@ def _check_linear(layer: nn.Linear, pre: Tensor, post: Tensor) -> None:
         )
 
 
-def _conv_samples(layer: nn.Module, pre: Tensor, post: Tensor) -> tuple[Tensor, Tensor]:
-    """Flatten leading sample dims to ``[N, C, *spatial]`` and apply non-zero padding modes."""
+def _conv_samples(
+    layer: nn.Module, pre: Tensor, post: Tensor, checked: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Flatten leading sample dims to ``[N, C, *spatial]`` and apply non-zero padding modes.
+
+    ``checked``: these shapes passed the check before (for this layer's geometry).
+    """
     spatial = layer.weight.dim() - 2
     rank = spatial + 2
     in_channels, out_channels = layer.in_channels, layer.out_channels
-    if (
+    if not checked and (
         pre.dim() < rank - 1
         or pre.dim() != post.dim()
         or pre.shape[: pre.dim() - rank + 1] != post.shape[: post.dim() - rank + 1]
@@ -1378,8 +1406,9 @@ def _conv_samples(layer: nn.Module, pre: Tensor, post: Tensor) -> tuple[Tensor, 
             f"*spatial] and post [..., {out_channels}, *spatial] with the same leading shape, "
             f"got pre {tuple(pre.shape)} and post {tuple(post.shape)}"
         )
-    pre = pre.reshape(-1, *pre.shape[-spatial - 1 :])
-    post = post.reshape(-1, *post.shape[-spatial - 1 :])
+    if pre.dim() != rank:
+        pre = pre.reshape(-1, *pre.shape[-spatial - 1 :])
+        post = post.reshape(-1, *post.shape[-spatial - 1 :])
     if isinstance(layer, _CONV) and (
         isinstance(layer.padding, str) or layer.padding_mode != "zeros"
     ):
@@ -1607,7 +1636,13 @@ def _onednn_weight_grad(
     spatial = len(weight_shape) - 2
     transposed = isinstance(layer, _CONV_T)
     output_padding = list(layer.output_padding) if transposed else [0] * spatial
-    weight = post.new_empty(1).expand(weight_shape)
+    # only its shape is read: the layer's own weight where it has the factors' shape,
+    # dtype and device (an expanded stand-in costs a contiguous copy in oneDNN)
+    weight = layer.weight
+    if weight.shape != weight_shape or weight.dtype != post.dtype or weight.device != post.device:
+        weight = post.new_empty(1).expand(weight_shape)
+    else:
+        weight = weight.detach()
     try:
         return torch.ops.aten.convolution_backward(
             post,

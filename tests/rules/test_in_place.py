@@ -39,12 +39,18 @@ def _signals(kind, steps, batch, generator):
         (lambda **kw: MSTDP(0.7, 0.4, tau_pre=8.0, tau_post=4.0, **kw), "per_step"),
     ],
 )
-def test_conv_one_step_in_place_equals_the_pure_rule(make_rule, signal, trace_mode):
+@pytest.mark.parametrize("delta_only", [False, True])
+@pytest.mark.parametrize("batch_reduction", ["sum", "mean"])
+def test_conv_one_step_in_place_equals_the_pure_rule(
+    make_rule, signal, trace_mode, delta_only, batch_reduction
+):
     # Conv2d 2->3 k3 on 2x2x6x6: the post trace (2*3*6*6 = 216) is larger than the
-    # weight (3*2*3*3 = 54), so the acausal term is evaluated before the trace advances
+    # weight (3*2*3*3 = 54), so the acausal term is evaluated before the trace advances.
+    # A caller that reads only the delta gets it as one signed sum where the signal is
+    # one number (no halves to read), the same change.
     g = torch.Generator().manual_seed(7)
     conv = nn.Conv2d(2, 3, 3, padding=1, bias=False).double()
-    rule = make_rule(trace_mode=trace_mode)
+    rule = make_rule(trace_mode=trace_mode, batch_reduction=batch_reduction)
     pres = [_spikes(g, (1, 2, 2, 6, 6), 0.3) for _ in range(5)]
     posts = [_spikes(g, (1, 2, 3, 6, 6), 0.2) for _ in range(5)]
     signals = _signals(signal, 5, 2, g)
@@ -56,13 +62,21 @@ def test_conv_one_step_in_place_equals_the_pure_rule(make_rule, signal, trace_mo
         pure, next_pure = rule(conv, pre, post, pure_state, **kw)
         assert all(torch.equal(pure_state[n], kept[n]) for n in kept)
         given = dict(state)
-        with state_use(reusable=True):
+        with state_use(reusable=True, delta_only=delta_only):
             update, state = rule(conv, pre, post, state, **kw)
         assert state["trace_pre"] is given["trace_pre"]
         assert state["trace_post"] is given["trace_post"]
         for name in state:  # the traces are computed with the same roundings
             assert torch.equal(state[name], next_pure[name])
-        torch.testing.assert_close(update.delta(), pure.delta(), rtol=1e-12, atol=1e-14)
+        expected = pure.delta()
+        expected = torch.zeros_like(conv.weight) if expected is None else expected
+        torch.testing.assert_close(update.delta_like(conv.weight), expected, rtol=1e-12, atol=1e-14)
+        pure_state = next_pure
+        if delta_only:
+            if signal in ("none", "scalar") and not isinstance(rule, MSTDP) or signal == "scalar":
+                with pytest.raises(RuntimeError, match="reads only its delta"):
+                    update.potentiation  # noqa: B018
+            continue
         zero = torch.zeros_like(conv.weight)
         for a, b in (
             (update.potentiation, pure.potentiation),
@@ -71,7 +85,6 @@ def test_conv_one_step_in_place_equals_the_pure_rule(make_rule, signal, trace_mo
             # an empty half is None
             a, b = zero if a is None else a, zero if b is None else b
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
-        pure_state = next_pure
 
 
 def test_linear_keeps_the_fused_path():
