@@ -434,20 +434,29 @@ def _conv_operands(
         pre.shape,
         post.shape,
     )
-    geometry = _GEOMETRIES.get(key)
-    pre, post = _conv_samples(layer, pre, post, checked=geometry is not None)
-    if geometry is None:
+    known = _GEOMETRIES.get(key)
+    if known is None:
+        pre, post = _conv_samples(layer, pre, post)
         geometry = _Geometry.conv(layer, weight_shape, layer.groups, pre, post)
         if len(_GEOMETRIES) >= _GEOMETRIES_SIZE:
             _GEOMETRIES.clear()
-        _GEOMETRIES[key] = geometry
+        _GEOMETRIES[key] = geometry, _explicit_padding(layer)
+    else:  # the shapes passed the checks before: flatten the samples, pad
+        geometry, padding = known
+        rank = len(weight_shape)
+        if pre.dim() != rank:
+            pre = pre.reshape(-1, *pre.shape[1 - rank :])
+            post = post.reshape(-1, *post.shape[1 - rank :])
+        if padding is not None:
+            pre = F.pad(pre, padding[0], mode=padding[1])
     a, b = geometry.a_of(pre, post), geometry.b_of(pre, post)
     side = _choose_path(sparse, a, b, weight_shape, geometry.kernel_size, per)
     return pre, post, geometry, side
 
 
-#: (layer type, hyperparameters, factor shapes) -> the checked :class:`_Geometry`
-_GEOMETRIES: dict[tuple, _Geometry] = {}
+#: (layer type, hyperparameters, factor shapes) -> the checked :class:`_Geometry` and
+#: the layer's explicit padding (:func:`_explicit_padding`)
+_GEOMETRIES: dict[tuple, tuple[_Geometry, tuple | None]] = {}
 _GEOMETRIES_SIZE = 512
 
 
@@ -1384,17 +1393,22 @@ def _check_linear(layer: nn.Linear, pre: Tensor, post: Tensor) -> None:
         )
 
 
-def _conv_samples(
-    layer: nn.Module, pre: Tensor, post: Tensor, checked: bool = False
-) -> tuple[Tensor, Tensor]:
-    """Flatten leading sample dims to ``[N, C, *spatial]`` and apply non-zero padding modes.
+def _explicit_padding(layer: nn.Module) -> tuple[list[int], str] | None:
+    """``(F.pad's padding, mode)`` for a convolution padded by name or not with zeros."""
+    if isinstance(layer, _CONV) and (
+        isinstance(layer.padding, str) or layer.padding_mode != "zeros"
+    ):
+        mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
+        return list(layer._reversed_padding_repeated_twice), mode
+    return None
 
-    ``checked``: these shapes passed the check before (for this layer's geometry).
-    """
+
+def _conv_samples(layer: nn.Module, pre: Tensor, post: Tensor) -> tuple[Tensor, Tensor]:
+    """Flatten leading sample dims to ``[N, C, *spatial]`` and apply non-zero padding modes."""
     spatial = layer.weight.dim() - 2
     rank = spatial + 2
     in_channels, out_channels = layer.in_channels, layer.out_channels
-    if not checked and (
+    if (
         pre.dim() < rank - 1
         or pre.dim() != post.dim()
         or pre.shape[: pre.dim() - rank + 1] != post.shape[: post.dim() - rank + 1]
@@ -1409,11 +1423,9 @@ def _conv_samples(
     if pre.dim() != rank:
         pre = pre.reshape(-1, *pre.shape[-spatial - 1 :])
         post = post.reshape(-1, *post.shape[-spatial - 1 :])
-    if isinstance(layer, _CONV) and (
-        isinstance(layer.padding, str) or layer.padding_mode != "zeros"
-    ):
-        mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
-        pre = F.pad(pre, layer._reversed_padding_repeated_twice, mode=mode)
+    padding = _explicit_padding(layer)
+    if padding is not None:
+        pre = F.pad(pre, padding[0], mode=padding[1])
     return pre, post
 
 
@@ -1488,6 +1500,13 @@ def _unfold_wins(layer, pre: Tensor, post: Tensor, padding, weight_shape, groups
     return choice
 
 
+def _unfold_fits(pre: Tensor, post: Tensor, weight_shape, groups: int) -> bool:
+    """The patch and the columns are within :data:`_UNFOLD_PATCH` and :data:`_UNFOLD_NUMEL`."""
+    patch = math.prod(weight_shape[1:])  # C_in / groups x kernel
+    numel = pre.shape[0] * groups * patch * math.prod(post.shape[2:])
+    return patch <= _UNFOLD_PATCH and numel <= _UNFOLD_NUMEL
+
+
 def _unfold_weight_grad(
     layer: nn.Module,
     pre: Tensor,
@@ -1506,11 +1525,11 @@ def _unfold_weight_grad(
     columns are :func:`_columns` (into the scope's workspace when one is lent); with
     groups, one batched GEMM over samples and groups.
     """
+    if not _unfold_fits(pre, post, weight_shape, groups):
+        return None
     patch = math.prod(weight_shape[1:])  # C_in / groups x kernel
     positions = math.prod(post.shape[2:])
     samples = pre.shape[0]
-    if patch > _UNFOLD_PATCH or samples * groups * patch * positions > _UNFOLD_NUMEL:
-        return None
     if choose and not _unfold_wins(layer, pre, post, padding, weight_shape, groups):
         return None
     # (out= buffers cannot be part of an autograd graph)
@@ -1579,18 +1598,59 @@ def _columns(
 def _conv_weight_grad(
     layer: nn.Module, pre: Tensor, post: Tensor, *, groups: int, weight_shape: tuple[int, ...]
 ) -> Tensor:
+    pre, post = _one_layout(pre, post)
+    # what depends on the geometry, the layouts and the kernel timing only (the padding,
+    # oneDNN's arguments, the kernel choice) is worked out once per key
+    key = (
+        type(layer),
+        weight_shape,
+        layer.stride,
+        layer.padding,
+        layer.dilation,
+        groups,
+        getattr(layer, "padding_mode", "zeros"),
+        getattr(layer, "output_padding", None),
+        pre.shape,
+        pre.stride(),
+        post.shape,
+        post.stride(),
+        pre.dtype,
+        pre.device,
+        pre.requires_grad or post.requires_grad,
+        torch.get_num_threads(),
+        _AUTOTUNE,
+        id(_UNFOLD_CHOICE),  # plans follow the kernel timings they were made from
+    )
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _weight_grad_plan(layer, pre, post, groups, weight_shape)
+        if len(_PLANS) >= _UNFOLD_CHOICE_SIZE:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    unfold, padding, arguments = plan
+    if unfold:
+        return _unfold_weight_grad(layer, pre, post, padding, weight_shape, groups)
+    return _convolution_backward(layer, pre, post, weight_shape, arguments)
+
+
+#: key of :func:`_conv_weight_grad` -> ``(unfold, padding, oneDNN's arguments)``
+_PLANS: dict[tuple, tuple[bool, list[int], tuple]] = {}
+
+
+def _weight_grad_plan(layer, pre, post, groups, weight_shape) -> tuple[bool, list[int], tuple]:
     spatial = len(weight_shape) - 2
     transposed = isinstance(layer, _CONV_T)
     explicit_pad = (
         isinstance(layer.padding, str) or getattr(layer, "padding_mode", "zeros") != "zeros"
     )
     padding = [0] * spatial if explicit_pad else list(layer.padding)
-    pre, post = _one_layout(pre, post)
-    if not transposed and groups <= _UNFOLD_GROUPS:
-        grad = _unfold_weight_grad(layer, pre, post, padding, weight_shape, groups, choose=True)
-        if grad is not None:
-            return grad
-    return _onednn_weight_grad(layer, pre, post, padding, weight_shape, groups)
+    unfold = (
+        not transposed
+        and groups <= _UNFOLD_GROUPS
+        and _unfold_fits(pre, post, weight_shape, groups)
+        and _unfold_wins(layer, pre, post, padding, weight_shape, groups)
+    )
+    return unfold, padding, _onednn_arguments(layer, padding, spatial, groups)
 
 
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
@@ -1633,9 +1693,28 @@ def _onednn_weight_grad(
     layer: nn.Module, pre: Tensor, post: Tensor, padding, weight_shape, groups: int
 ) -> Tensor:
     """The convolution weight gradient by ``aten.convolution_backward`` (oneDNN on CPU)."""
-    spatial = len(weight_shape) - 2
+    arguments = _onednn_arguments(layer, padding, len(weight_shape) - 2, groups)
+    return _convolution_backward(layer, pre, post, weight_shape, arguments)
+
+
+def _onednn_arguments(layer: nn.Module, padding, spatial: int, groups: int) -> tuple:
+    """``convolution_backward``'s arguments after the bias: stride ... groups, output mask."""
     transposed = isinstance(layer, _CONV_T)
     output_padding = list(layer.output_padding) if transposed else [0] * spatial
+    return (
+        list(layer.stride),
+        list(padding),
+        list(layer.dilation),
+        transposed,
+        output_padding,
+        groups,
+        (False, True, False),
+    )
+
+
+def _convolution_backward(
+    layer: nn.Module, pre: Tensor, post: Tensor, weight_shape, arguments: tuple
+) -> Tensor:
     # only its shape is read: the layer's own weight where it has the factors' shape,
     # dtype and device (an expanded stand-in costs a contiguous copy in oneDNN)
     weight = layer.weight
@@ -1644,19 +1723,7 @@ def _onednn_weight_grad(
     else:
         weight = weight.detach()
     try:
-        return torch.ops.aten.convolution_backward(
-            post,
-            pre,
-            weight,
-            None,
-            list(layer.stride),
-            list(padding),
-            list(layer.dilation),
-            transposed,
-            output_padding,
-            groups,
-            (False, True, False),
-        )[1]
+        return torch.ops.aten.convolution_backward(post, pre, weight, None, *arguments)[1]
     except RuntimeError as error:
         raise ValueError(
             f"post {tuple(post.shape)} is not the output shape of {layer} for pre "
