@@ -486,6 +486,96 @@ def conv2d_large(config: Config) -> CaseSetup:
     )
 
 
+def conv2d_layouts(config: Config) -> CaseSetup:
+    """Conv2d 2->32 in three memory-format setups, against the limits of both layouts.
+
+    A channels-first network; a channels-last one (weights, input and spikes); and
+    channels-last weights fed channels-first input, whose output (the post spikes) is
+    channels-last while the pre spikes are not (``model.to(memory_format=...)``
+    without converting the input). The limits are the two weight gradients on
+    factors in either layout.
+    """
+    generator = config.generator()
+    last = torch.channels_last
+    in_shape = (16, 2, 28, 28) if not config.quick else (4, 2, 14, 14)
+    base = nn.Conv2d(2, 32, 5, padding=2, bias=False)
+    with torch.no_grad():
+        base.weight.uniform_(0.0, 0.1, generator=generator)
+    base = base.to(config.device)
+    with torch.no_grad():
+        out_shape = tuple(base(torch.zeros(in_shape, device=config.device)).shape)
+    dtype = torch.float32
+    pres = spike_patterns(8, in_shape, P_PRE, generator, device=config.device, dtype=dtype)
+    posts = spike_patterns(8, out_shape, P_POST, generator, device=config.device, dtype=dtype)
+    x_pre = _dense_traces(in_shape, generator, config.device, dtype)
+    x_post = _dense_traces(out_shape, generator, config.device, dtype)
+    args = (base.stride, base.padding, base.dilation, base.groups)
+    weight_grad = torch.nn.grad.conv2d_weight
+
+    def limit_of(a_pre, a_post, s_pre, s_post) -> Callable[[], Tensor]:
+        def limit() -> Tensor:
+            ltp = weight_grad(a_pre, base.weight.shape, s_post, *args)
+            ltd = weight_grad(s_pre, base.weight.shape, a_post, *args)
+            return ltp.mul_(LR).sub_(ltd, alpha=LR)
+
+        return limit
+
+    def as_last(tensors):
+        return [t.contiguous(memory_format=last) for t in tensors]
+
+    setups = {
+        "channels-first network": (lambda: copy.deepcopy(base), pres, posts),
+        "channels-last network": (
+            lambda: copy.deepcopy(base).to(memory_format=last),
+            as_last(pres),
+            as_last(posts),
+        ),
+        "channels-last weights, channels-first input": (
+            lambda: copy.deepcopy(base).to(memory_format=last),
+            pres,
+            as_last(posts),
+        ),
+    }
+    rows = [
+        Contender("limit: conv2d_weight x2", "limit", limit_of(x_pre, x_post, pres[0], posts[0])),
+        Contender(
+            "limit, channels-last factors",
+            "alternative",
+            limit_of(*as_last([x_pre, x_post, pres[0], posts[0]])),
+        ),
+    ]
+    warm = 60 if not config.quick else 5
+    for label, (make_layer, p, q) in setups.items():
+        driver = LearnerDriver(make_layer(), _rule(), p, q, warm=warm)
+        rows.append(Contender(f"plastorch, {label}", "plastorch", driver.step, driver.record))
+
+    def checks() -> list[Check]:
+        out = []
+        for label, (make_layer, p, q) in setups.items():
+            layer = make_layer()
+            driver = LearnerDriver(layer, _rule(), p, q, warm=3)
+            trace_pre = driver.learner.trace_pre.clone()
+            trace_post = driver.learner.trace_post.clone()
+            i = driver.index % len(p)
+            driver.record()
+            delta = driver.step()
+            out.append(
+                _stdp_check(
+                    f"Learner.step(), {label} == bare-arithmetic STDP",
+                    delta,
+                    _conv_grad(layer),
+                    pres[i][None],
+                    posts[i][None],
+                    trace_pre,
+                    trace_post,
+                    dtype,
+                )
+            )
+        return out
+
+    return CaseSetup(rows, checks, repeats=40 if not config.quick else 3)
+
+
 def conv3d(config: Config) -> CaseSetup:
     return _conv_case(
         config,
@@ -996,6 +1086,11 @@ CASES: tuple[Case, ...] = (
     Case("dense_window", "STDP Linear 784->400, window T=100, batch 64", dense_window),
     Case("conv2d_2_32", "STDP Conv2d 2->32 k5 pad2 on 16x2x28x28, one step", conv2d_small),
     Case("conv2d_32_64", "STDP Conv2d 32->64 k3 pad1 on 16x32x14x14, one step", conv2d_large),
+    Case(
+        "conv2d_layouts",
+        "STDP Conv2d 2->32 k5 pad2 on 16x2x28x28, one step, by memory format",
+        conv2d_layouts,
+    ),
     Case("conv3d", "STDP Conv3d 4->16 k3 pad1 on 8x4x16x16x16, one step", conv3d),
     Case(
         "conv2d_dilated",
