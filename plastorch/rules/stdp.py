@@ -156,9 +156,10 @@ class _PairRule(Rule):
             # coefficients of one in-place sum (what the routing below would compute,
             # without its bookkeeping: ~60 us of Python per step)
             if signal != 0.0:
-                net = correlate(layer, pre, before.unsqueeze(0))
+                spikes_pre, spikes_post = pre[0], post[0]  # (one step: no time to fold)
+                net = correlate(layer, spikes_pre, before)
                 net.mul_(self.lr_pre * signal)
-                net.add_(correlate(layer, x_pre.unsqueeze(0), post), alpha=self.lr_post * signal)
+                net.add_(correlate(layer, x_pre, spikes_post), alpha=self.lr_post * signal)
                 halves.add_net(net)
         else:
             route_terms(layer, [Term(pre, before.unsqueeze(0), self.lr_pre)], modulation, halves)
