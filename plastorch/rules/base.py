@@ -344,11 +344,17 @@ class Halves:
                 shared.setdefault(key, entry)
             entries.append(entry)
         delta = correlate_terms([tuple(entry[:4]) for entry in entries])
-        for half, sign in ((self.potentiation, 1.0), (self.depression, -1.0), (self.net, 1.0)):
-            if half is not None:
-                delta = (
-                    half * (scale * sign) if delta is None else delta.add_(half, alpha=scale * sign)
-                )
+        parts = [
+            (half, scale * sign)
+            for half, sign in ((self.potentiation, 1.0), (self.depression, -1.0), (self.net, 1.0))
+            if half is not None
+        ]
+        if delta is None and len(parts) == 1 and parts[0][1] == 1.0 and parts[0][0] is self.net:
+            # a signed part the rule formed for this delta alone, as it is: no
+            # weight-sized copy (the halves cannot be read, nothing else holds it)
+            return self.net
+        for half, coefficient in parts:
+            delta = half * coefficient if delta is None else delta.add_(half, alpha=coefficient)
         return delta
 
     def scaled(self, factor: float) -> Halves:

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from ..functional import (
     correlate,
     correlate_per_sample,
+    correlate_sum,
     cumulative_trace_at_end,
     discounted_reverse_sum,
     fold_steps,
@@ -145,7 +146,20 @@ class _PairRule(Rule):
             and trace_post.is_contiguous()
         ):
             terms, new_state = self._terms(pre, post, state)
-            route_terms(layer, terms, modulation, halves)
+            signal = 1.0 if modulation is None else modulation
+            if type(signal) is float and current_state_use().delta_only and not halves.per_sample:
+                # only the net change is read: one correlate_sum of the signed rates
+                # (for a Linear one GEMM accumulator), without the term routing
+                items = [
+                    (fold_steps(layer, t.pre), fold_steps(layer, t.post), t.rate * signal)
+                    for t in terms
+                    if t.rate * signal != 0.0
+                ]
+                net = correlate_sum(layer, items) if items else None
+                if net is not None:
+                    halves.add_net(net)
+            else:
+                route_terms(layer, terms, modulation, halves)
             return new_state
         pre, post = _as(pre, trace_pre.dtype), _as(post, trace_post.dtype)
         x_pre = trace_(trace_pre, pre[0], self.decay_pre, 1.0, self.trace_mode)

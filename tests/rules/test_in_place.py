@@ -101,3 +101,39 @@ def test_linear_keeps_the_fused_path():
     assert update.is_deferred
     assert new["trace_pre"] is given["trace_pre"]
     assert new["trace_post"] is not given["trace_post"]
+
+
+@pytest.mark.parametrize("batch_reduction", ["sum", "mean"])
+@pytest.mark.parametrize(
+    "make_rule, signal",
+    [
+        (lambda **kw: STDP(1.0, -0.5, **kw), None),
+        (lambda **kw: STDP(-0.3, -0.5, trace_mode="nearest", **kw), None),
+        (lambda **kw: MSTDP(1.0, -0.5, **kw), -0.7),
+        (lambda **kw: MSTDP(1.0, -0.5, **kw), 0.0),
+    ],
+)
+def test_linear_delta_only_step_is_the_net_change(make_rule, signal, batch_reduction):
+    # a caller that reads only the delta gets the signed sum of both terms (one
+    # correlate_sum), equal to the routed halves' difference, over several steps
+    g = torch.Generator().manual_seed(9)
+    fc = nn.Linear(10, 6, bias=False).double()
+    rule = make_rule(batch_reduction=batch_reduction)
+    kw = {} if signal is None else {"signal": signal}
+    pres = [_spikes(g, (1, 3, 10), 0.3) for _ in range(4)]
+    posts = [_spikes(g, (1, 3, 6), 0.3) for _ in range(4)]
+    state = rule.initial_state(fc, pres[0][0], posts[0][0])
+    routed_state = {name: value.clone() for name, value in state.items()}
+    for pre, post in zip(pres, posts):
+        with state_use(reusable=True):
+            routed, routed_state = rule(fc, pre, post, routed_state, **kw)
+        with state_use(reusable=True, delta_only=True):
+            update, state = rule(fc, pre, post, state, **kw)
+        for name in state:
+            assert torch.equal(state[name], routed_state[name])
+        expected = routed.delta_like(fc.weight)
+        torch.testing.assert_close(update.delta_like(fc.weight), expected, rtol=1e-12, atol=1e-15)
+        if signal != 0.0:
+            assert expected.abs().sum() > 0  # the steps do learn something
+            with pytest.raises(RuntimeError, match="reads only its delta"):
+                update.depression  # noqa: B018
