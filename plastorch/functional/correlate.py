@@ -434,13 +434,11 @@ def _conv_operands(
         pre.shape,
         post.shape,
     )
-    known = _GEOMETRIES.get(key)
+    known = _cached(_GEOMETRIES, key)
     if known is None:
         pre, post = _conv_samples(layer, pre, post)
         geometry = _Geometry.conv(layer, weight_shape, layer.groups, pre, post)
-        if len(_GEOMETRIES) >= _GEOMETRIES_SIZE:
-            _GEOMETRIES.clear()
-        _GEOMETRIES[key] = geometry, _explicit_padding(layer)
+        _remember(_GEOMETRIES, key, (geometry, _explicit_padding(layer)))
     else:  # the shapes passed the checks before: flatten the samples, pad
         geometry, padding = known
         rank = len(weight_shape)
@@ -452,6 +450,26 @@ def _conv_operands(
     a, b = geometry.a_of(pre, post), geometry.b_of(pre, post)
     side = _choose_path(sparse, a, b, weight_shape, geometry.kernel_size, per)
     return pre, post, geometry, side
+
+
+def _cached(cache: dict, key: tuple):
+    """``cache[key]``, or ``None`` when it is missing or the key cannot be hashed (a
+    layer whose hyperparameters are lists, not tuples: it is simply not cached)."""
+    try:
+        return cache.get(key)
+    except TypeError:
+        return None
+
+
+def _remember(cache: dict, key: tuple, value) -> None:
+    """Keep ``value`` under ``key`` (none of it if the key cannot be hashed); at most
+    :data:`_GEOMETRIES_SIZE` entries, the oldest dropped all at once."""
+    if len(cache) >= _GEOMETRIES_SIZE:
+        cache.clear()
+    try:
+        cache[key] = value
+    except TypeError:
+        pass
 
 
 #: (layer type, hyperparameters, factor shapes) -> the checked :class:`_Geometry` and
@@ -1621,12 +1639,10 @@ def _conv_weight_grad(
         _AUTOTUNE,
         id(_UNFOLD_CHOICE),  # plans follow the kernel timings they were made from
     )
-    plan = _PLANS.get(key)
+    plan = _cached(_PLANS, key)
     if plan is None:
         plan = _weight_grad_plan(layer, pre, post, groups, weight_shape)
-        if len(_PLANS) >= _UNFOLD_CHOICE_SIZE:
-            _PLANS.clear()
-        _PLANS[key] = plan
+        _remember(_PLANS, key, plan)
     unfold, padding, arguments = plan
     if unfold:
         return _unfold_weight_grad(layer, pre, post, padding, weight_shape, groups)

@@ -360,3 +360,22 @@ def test_factors_in_different_memory_formats_are_brought_to_one(make, shape, las
     torch.testing.assert_close(
         correlate(layer, given["pre"], given["post"], sparse=False), expected
     )
+
+
+def test_layer_hyperparameters_as_lists_and_changed_in_place():
+    # a layer whose stride / padding are lists (unhashable) is correlated without the
+    # geometry cache; changing a hyperparameter in place gives the new geometry's sum
+    layer = nn.Conv2d(2, 3, 3, padding=1).double()
+    pre = (torch.rand(2, 2, 6, 6, dtype=torch.float64) < 0.5).double()
+    post = torch.randn_like(layer(pre))
+    expected = conv_reference(layer, pre, post)
+    torch.testing.assert_close(correlate(layer, pre, post, sparse=False), expected)
+    layer.stride, layer.padding = [1, 1], [1, 1]
+    torch.testing.assert_close(correlate(layer, pre, post, sparse=False), expected)
+    layer.stride, layer.padding = (2, 2), (0, 0)
+    post = torch.randn_like(layer(pre))
+    torch.testing.assert_close(
+        correlate(layer, pre, post, sparse=False), conv_reference(layer, pre, post)
+    )
+    with pytest.raises(ValueError, match="is not the output shape"):
+        correlate(layer, pre, torch.zeros(2, 3, 6, 6, dtype=torch.float64), sparse=False)
