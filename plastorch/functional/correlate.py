@@ -422,18 +422,7 @@ def _conv_operands(
     """Samples, geometry and the path (:func:`_choose_path`) of a (transposed) convolution."""
     weight_shape = layer.weight.shape
     # the checks of the shapes and the geometry depend on the key only: done once per key
-    key = (
-        type(layer),
-        weight_shape,
-        layer.stride,
-        layer.padding,
-        layer.dilation,
-        layer.groups,
-        getattr(layer, "padding_mode", "zeros"),
-        getattr(layer, "output_padding", None),
-        pre.shape,
-        post.shape,
-    )
+    key = (_conv_key(layer, weight_shape, layer.groups), pre.shape, post.shape)
     known = _cached(_GEOMETRIES, key)
     if known is None:
         pre, post = _conv_samples(layer, pre, post)
@@ -450,6 +439,20 @@ def _conv_operands(
     a, b = geometry.a_of(pre, post), geometry.b_of(pre, post)
     side = _choose_path(sparse, a, b, weight_shape, geometry.kernel_size, per)
     return pre, post, geometry, side
+
+
+def _conv_key(layer: nn.Module, weight_shape, groups: int) -> tuple:
+    """The layer's type and hyperparameters, as the caches of this module key them."""
+    return (
+        type(layer),
+        weight_shape,
+        layer.stride,
+        layer.padding,
+        layer.dilation,
+        groups,
+        getattr(layer, "padding_mode", "zeros"),
+        getattr(layer, "output_padding", None),
+    )
 
 
 def _cached(cache: dict, key: tuple):
@@ -1620,14 +1623,7 @@ def _conv_weight_grad(
     # what depends on the geometry, the layouts and the kernel timing only (the padding,
     # oneDNN's arguments, the kernel choice) is worked out once per key
     key = (
-        type(layer),
-        weight_shape,
-        layer.stride,
-        layer.padding,
-        layer.dilation,
-        groups,
-        getattr(layer, "padding_mode", "zeros"),
-        getattr(layer, "output_padding", None),
+        _conv_key(layer, weight_shape, groups),
         pre.shape,
         pre.stride(),
         post.shape,
@@ -1656,10 +1652,8 @@ _PLANS: dict[tuple, tuple[bool, list[int], tuple]] = {}
 def _weight_grad_plan(layer, pre, post, groups, weight_shape) -> tuple[bool, list[int], tuple]:
     spatial = len(weight_shape) - 2
     transposed = isinstance(layer, _CONV_T)
-    explicit_pad = (
-        isinstance(layer.padding, str) or getattr(layer, "padding_mode", "zeros") != "zeros"
-    )
-    padding = [0] * spatial if explicit_pad else list(layer.padding)
+    # an explicitly padded input was padded by _conv_samples already
+    padding = [0] * spatial if _explicit_padding(layer) is not None else list(layer.padding)
     unfold = (
         not transposed
         and groups <= _UNFOLD_GROUPS
