@@ -1688,13 +1688,16 @@ def _one_layout(pre: Tensor, post: Tensor) -> tuple[Tensor, Tensor]:
         return pre, post
     to_last = small is pre and not last or small is post and last
     name = f"layout_{'pre' if small is pre else 'post'}_{'last' if to_last else 'first'}"
+    lend = not small.requires_grad  # (a lent buffer cannot be part of an autograd graph)
     if to_last:  # an [N, *spatial, C] buffer seen as [N, C, *spatial]
         shape = (small.shape[0], *small.shape[2:], small.shape[1])
-        buffer = _scratch(name, shape, small)
-        buffer = small.new_empty(shape) if buffer is None else buffer
-        moved = buffer.movedim(-1, 1).copy_(small)
+        buffer = _scratch(name, shape, small) if lend else None
+        if buffer is None:
+            moved = small.contiguous(memory_format=_CHANNELS_LAST[small.dim()])
+        else:
+            moved = buffer.movedim(-1, 1).copy_(small)
     else:
-        buffer = _scratch(name, tuple(small.shape), small)
+        buffer = _scratch(name, tuple(small.shape), small) if lend else None
         moved = small.contiguous() if buffer is None else buffer.copy_(small)
     return (moved, post) if small is pre else (pre, moved)
 

@@ -379,3 +379,23 @@ def test_layer_hyperparameters_as_lists_and_changed_in_place():
     )
     with pytest.raises(ValueError, match="is not the output shape"):
         correlate(layer, pre, torch.zeros(2, 3, 6, 6, dtype=torch.float64), sparse=False)
+
+
+def test_mixed_memory_formats_keep_the_autograd_graph_and_the_workspace_clean():
+    # a factor that requires grad is copied into the other layout outside the lent
+    # workspace: the gradient flows back to it, and no workspace buffer joins a graph
+    layer = nn.Conv2d(2, 3, 3, padding=1).double()
+    pre = torch.rand(2, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    post = torch.randn(2, 3, 5, 5, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last
+    )
+    workspace = Workspace()
+    with correlation_scope(workspace):
+        value = correlate(layer, pre, post, sparse=False)
+    (grad,) = torch.autograd.grad(value.square().sum(), pre)
+    flat = pre.detach().clone().requires_grad_()
+    (expected,) = torch.autograd.grad(
+        correlate(layer, flat, post.contiguous(), sparse=False).square().sum(), flat
+    )
+    torch.testing.assert_close(grad, expected)
+    assert not any(t.requires_grad for t in workspace._tensors.values())
