@@ -146,8 +146,8 @@ class _PairRule(Rule):
             and trace_post.is_contiguous()
         ):
             terms, new_state = self._terms(pre, post, state)
-            signal = 1.0 if modulation is None else modulation
-            if type(signal) is float and current_state_use().delta_only and not halves.per_sample:
+            signal = _net_only_signal(modulation, halves)
+            if signal is not None:
                 # only the net change is read: one correlate_sum of the signed rates
                 # (for a Linear one GEMM accumulator), without the term routing
                 items = [
@@ -164,8 +164,8 @@ class _PairRule(Rule):
         pre, post = _as(pre, trace_pre.dtype), _as(post, trace_post.dtype)
         x_pre = trace_(trace_pre, pre[0], self.decay_pre, 1.0, self.trace_mode)
         before = decay_(trace_post, self.decay_post)
-        signal = 1.0 if modulation is None else modulation
-        if type(signal) is float and current_state_use().delta_only and not halves.per_sample:
+        signal = _net_only_signal(modulation, halves)
+        if signal is not None:
             # only the net change is read: the two correlations, their rates as the
             # coefficients of one in-place sum (what the routing below would compute,
             # without its bookkeeping: ~60 us of Python per step)
@@ -657,6 +657,20 @@ class MSTDPET(_PairRule):
                 values = [z0 * g for g in gain]
             for k, value in zip(live, values):
                 halves.add(value, rate * signs[k] >= 0)
+
+
+def _net_only_signal(modulation, halves: Halves) -> float | None:
+    """The signal as one number when only the net change of the window is read.
+
+    That is, for a caller that reads only the delta (``state_use(delta_only=True)``),
+    a signal that is one number (or none: 1), and summed halves. A rule may then sum
+    its terms with signed rates instead of routing them to the halves. ``None``
+    otherwise.
+    """
+    signal = 1.0 if modulation is None else modulation
+    if type(signal) is float and current_state_use().delta_only and not halves.per_sample:
+        return signal
+    return None
 
 
 def _as(tensor: Tensor, dtype: torch.dtype) -> Tensor:
