@@ -158,29 +158,31 @@ def _stdp_checks(
             driver = LearnerDriver(
                 layer, _rule(), pres, posts, step_mode=step_mode, warm=3, mode=mode
             )
-            trace_pre = driver.learner.trace_pre.clone()
-            trace_post = driver.learner.trace_post.clone()
-            i = driver.index % len(pres)
-            driver.record()
-            delta = driver.step()
-            pre, post = pres[i], posts[i]
-            if step_mode == "single":
-                pre, post = pre[None], post[None]
-            out.append(
-                _stdp_check(
-                    f"Learner.step() on the {mode} path == bare-arithmetic STDP",
-                    delta,
-                    _linear_grad if grad is None else grad(layer),
-                    pre,
-                    post,
-                    trace_pre,
-                    trace_post,
-                    dtype,
-                )
-            )
+            name = f"Learner.step() on the {mode} path == bare-arithmetic STDP"
+            layer_grad = _linear_grad if grad is None else grad(layer)
+            out.append(_learner_check(name, driver, layer_grad, step_mode, dtype))
         return out
 
     return checks
+
+
+def _learner_check(
+    name: str,
+    driver: LearnerDriver,
+    layer_grad: Callable[[Tensor, Tensor], Tensor],
+    step_mode: str,
+    dtype: torch.dtype,
+) -> Check:
+    """The driver's next step against :func:`stdp_reference` from the traces it has now."""
+    trace_pre = driver.learner.trace_pre.clone()
+    trace_post = driver.learner.trace_post.clone()
+    i = driver.index % len(driver.pres)
+    driver.record()
+    delta = driver.step()
+    pre, post = driver.pres[i], driver.posts[i]
+    if step_mode == "single":
+        pre, post = pre[None], post[None]
+    return _stdp_check(name, delta, layer_grad, pre, post, trace_pre, trace_post, dtype)
 
 
 def _plastorch_rows(
@@ -376,6 +378,42 @@ def dense_window(config: Config, dtype: torch.dtype = torch.float32) -> CaseSetu
 # -- convolutions ---------------------------------------------------------------------------
 
 
+_WEIGHT_GRADS = {
+    1: torch.nn.grad.conv1d_weight,
+    2: torch.nn.grad.conv2d_weight,
+    3: torch.nn.grad.conv3d_weight,
+}
+
+
+def _conv_inputs(config: Config, make, in_shape, dtype, generator):
+    """``(layer, pres, posts, x_pre, x_post)`` of a conv case: the layer with uniform
+    [0, 0.1) weights, 8 spike patterns of each side, a dense trace of each side."""
+    base = make()
+    with torch.no_grad():
+        base.weight.uniform_(0.0, 0.1, generator=generator)
+    base = base.to(device=config.device, dtype=dtype)
+    with torch.no_grad():
+        out_shape = tuple(base(torch.zeros(in_shape, device=config.device, dtype=dtype)).shape)
+    pres = spike_patterns(8, in_shape, P_PRE, generator, device=config.device, dtype=dtype)
+    posts = spike_patterns(8, out_shape, P_POST, generator, device=config.device, dtype=dtype)
+    x_pre = _dense_traces(in_shape, generator, config.device, dtype)
+    x_post = _dense_traces(out_shape, generator, config.device, dtype)
+    return base, pres, posts, x_pre, x_post
+
+
+def _conv_limit(base: nn.Module, x_pre, x_post, pre, post) -> Callable[[], Tensor]:
+    """The limit of a conv step: the two weight gradients on these factors, rates folded in."""
+    weight_grad = _WEIGHT_GRADS[base.weight.dim() - 2]
+    args = (base.stride, base.padding, base.dilation, base.groups)
+
+    def limit() -> Tensor:
+        ltp = weight_grad(x_pre, base.weight.shape, post, *args)
+        ltd = weight_grad(pre, base.weight.shape, x_post, *args)
+        return ltp.mul_(LR).sub_(ltd, alpha=LR)
+
+    return limit
+
+
 def _conv_case(
     config: Config,
     make: Callable[[], nn.Module],
@@ -388,30 +426,13 @@ def _conv_case(
     """One conv STDP step case; ``bindsnet_kind`` is BindsNET's connection kind
     (``"conv2d"``, ``"conv3d"``) or, starting with ``"unsupported:"``, why it has none."""
     generator = config.generator()
-    base = make()
-    with torch.no_grad():
-        base.weight.uniform_(0.0, 0.1, generator=generator)
-    base = base.to(device=config.device, dtype=dtype)
+    base, pres, posts, x_pre, x_post = _conv_inputs(config, make, in_shape, dtype, generator)
     make_layer = lambda: copy.deepcopy(base)  # noqa: E731
-    with torch.no_grad():
-        out_shape = tuple(base(torch.zeros(in_shape, device=config.device, dtype=dtype)).shape)
-    pres = spike_patterns(8, in_shape, P_PRE, generator, device=config.device, dtype=dtype)
-    posts = spike_patterns(8, out_shape, P_POST, generator, device=config.device, dtype=dtype)
-    x_pre = _dense_traces(in_shape, generator, config.device, dtype)
-    x_post = _dense_traces(out_shape, generator, config.device, dtype)
+    out_shape = tuple(posts[0].shape)
     spatial = base.weight.dim() - 2
-    weight_grad = {
-        1: torch.nn.grad.conv1d_weight,
-        2: torch.nn.grad.conv2d_weight,
-        3: torch.nn.grad.conv3d_weight,
-    }[spatial]
+    weight_grad = _WEIGHT_GRADS[spatial]
     args = (base.stride, base.padding, base.dilation, base.groups)
-
-    def limit() -> Tensor:
-        ltp = weight_grad(x_pre, base.weight.shape, posts[0], *args)
-        ltd = weight_grad(pres[0], base.weight.shape, x_post, *args)
-        return ltp.mul_(LR).sub_(ltd, alpha=LR)
-
+    limit = _conv_limit(base, x_pre, x_post, pres[0], posts[0])
     rows = [Contender(f"limit: conv{spatial}d_weight x2", "limit", limit)]
     as_int = _AS_INT[posts[0].element_size()]  # the sparse path's scan reads floats as ints
 
@@ -498,27 +519,10 @@ def conv2d_layouts(config: Config) -> CaseSetup:
     generator = config.generator()
     last = torch.channels_last
     in_shape = (16, 2, 28, 28) if not config.quick else (4, 2, 14, 14)
-    base = nn.Conv2d(2, 32, 5, padding=2, bias=False)
-    with torch.no_grad():
-        base.weight.uniform_(0.0, 0.1, generator=generator)
-    base = base.to(config.device)
-    with torch.no_grad():
-        out_shape = tuple(base(torch.zeros(in_shape, device=config.device)).shape)
     dtype = torch.float32
-    pres = spike_patterns(8, in_shape, P_PRE, generator, device=config.device, dtype=dtype)
-    posts = spike_patterns(8, out_shape, P_POST, generator, device=config.device, dtype=dtype)
-    x_pre = _dense_traces(in_shape, generator, config.device, dtype)
-    x_post = _dense_traces(out_shape, generator, config.device, dtype)
-    args = (base.stride, base.padding, base.dilation, base.groups)
-    weight_grad = torch.nn.grad.conv2d_weight
-
-    def limit_of(a_pre, a_post, s_pre, s_post) -> Callable[[], Tensor]:
-        def limit() -> Tensor:
-            ltp = weight_grad(a_pre, base.weight.shape, s_post, *args)
-            ltd = weight_grad(s_pre, base.weight.shape, a_post, *args)
-            return ltp.mul_(LR).sub_(ltd, alpha=LR)
-
-        return limit
+    base, pres, posts, x_pre, x_post = _conv_inputs(
+        config, lambda: nn.Conv2d(2, 32, 5, padding=2, bias=False), in_shape, dtype, generator
+    )
 
     def as_last(tensors):
         return [t.contiguous(memory_format=last) for t in tensors]
@@ -537,11 +541,13 @@ def conv2d_layouts(config: Config) -> CaseSetup:
         ),
     }
     rows = [
-        Contender("limit: conv2d_weight x2", "limit", limit_of(x_pre, x_post, pres[0], posts[0])),
+        Contender(
+            "limit: conv2d_weight x2", "limit", _conv_limit(base, x_pre, x_post, pres[0], posts[0])
+        ),
         Contender(
             "limit, channels-last factors",
             "alternative",
-            limit_of(*as_last([x_pre, x_post, pres[0], posts[0]])),
+            _conv_limit(base, *as_last([x_pre, x_post, pres[0], posts[0]])),
         ),
     ]
     warm = 60 if not config.quick else 5
@@ -554,23 +560,8 @@ def conv2d_layouts(config: Config) -> CaseSetup:
         for label, (make_layer, p, q) in setups.items():
             layer = make_layer()
             driver = LearnerDriver(layer, _rule(), p, q, warm=3)
-            trace_pre = driver.learner.trace_pre.clone()
-            trace_post = driver.learner.trace_post.clone()
-            i = driver.index % len(p)
-            driver.record()
-            delta = driver.step()
-            out.append(
-                _stdp_check(
-                    f"Learner.step(), {label} == bare-arithmetic STDP",
-                    delta,
-                    _conv_grad(layer),
-                    pres[i][None],
-                    posts[i][None],
-                    trace_pre,
-                    trace_post,
-                    dtype,
-                )
-            )
+            name = f"Learner.step(), {label} == bare-arithmetic STDP"
+            out.append(_learner_check(name, driver, _conv_grad(layer), "single", dtype))
         return out
 
     return CaseSetup(rows, checks, repeats=40 if not config.quick else 3)
