@@ -18,7 +18,14 @@ import warnings
 import torch
 from torch import Tensor
 
-__all__ = ["available", "count_nonzero", "expand_by_step", "scan_", "sparse_rows_"]
+__all__ = [
+    "available",
+    "count_nonzero",
+    "entries_by_owner",
+    "expand_by_step",
+    "scan_",
+    "sparse_rows_",
+]
 
 #: dtypes the kernels take (numba has no half precision)
 DTYPES = (torch.float32, torch.float64)
@@ -148,6 +155,49 @@ if numba is not None:
                 count += 1
         return count
 
+    @numba.njit(cache=True, nogil=True)
+    def _entries(flat, values, channels, own_pos, per):  # pragma: no cover - compiled
+        # the entries at ``flat`` (ascending) of a [N, channels, own_pos] factor, ordered
+        # by owner (channel, or (n % per, channel)) and stably: a counting sort, so the
+        # order of torch's stable sort by owner. One thread: at ~1e5 entries a parallel
+        # launch costs more than the loops. Both passes walk ``flat`` in order, so an
+        # integer division (~20-40 cycles) is needed only where the row changes (and by
+        # own_pos when it is not 1), and no per-entry temporary is kept between them.
+        count = flat.shape[0]
+        owners = per * channels
+        block = channels * own_pos
+        start = np.zeros(owners + 1, np.int64)
+        channel = np.empty(count, np.int64)
+        rows = np.empty(count, np.int64)
+        position = np.empty(count, np.int64)
+        picked = np.empty(count, values.dtype)
+        cursor = np.empty(owners, np.int64)
+        for sweep in range(2):
+            row, row_base, sample_base = -1, 0, 0
+            for e in range(count):
+                f = flat[e]
+                if row < 0 or f >= row_base + block:
+                    row = f // block
+                    row_base = row * block
+                    sample_base = (row % per) * channels
+                offset = f - row_base
+                c = offset if own_pos == 1 else offset // own_pos
+                o = sample_base + c
+                if sweep == 0:
+                    start[o + 1] += 1
+                else:
+                    at = cursor[o]
+                    cursor[o] = at + 1
+                    channel[at] = c
+                    rows[at] = row
+                    position[at] = offset - c * own_pos
+                    picked[at] = values[f]
+            if sweep == 0:
+                for o in range(owners):
+                    start[o + 1] += start[o]
+                cursor[:] = start[:owners]
+        return channel, rows, position, picked, start
+
 
 def count_nonzero(x: Tensor, stride: int = 1) -> int:
     """Non-zeros among ``x.flatten()[::stride]`` (a contiguous CPU tensor in :data:`DTYPES`).
@@ -174,6 +224,77 @@ def count_nonzero(x: Tensor, stride: int = 1) -> int:
 def _count_unchecked(x: Tensor, stride: int = 1) -> int:
     """:func:`count_nonzero` for callers that guarantee its preconditions."""
     return int(_count(x.detach().numpy().reshape(-1), stride))
+
+
+def entries_by_owner(
+    flat: Tensor, values: Tensor, channels: int, own_pos: int, per: int = 1
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    r"""The entries of a ``[N, channels, own_pos]`` factor at ``flat``, ordered by owner.
+
+    ``flat`` holds ascending flat indices into ``values`` (the factor flattened, e.g.
+    its non-zeros by ``nonzero``). The owner of entry ``(n, c, p)`` is its channel
+    ``c``, or with ``per > 1`` the pair ``(n mod per, c)`` (``n = t per + b``: the
+    sample of a time-major window). Returns ``(channel, row, position, values,
+    owner_start)``: the entries ordered by owner, each owner's in ascending flat
+    order (the order of a stable sort by owner; here a counting sort in one compiled
+    pass, where torch takes a sort and six index kernels), their value, and the start
+    of each owner's run (``[per * channels + 1]``). ``flat`` is an int64 and
+    ``values`` a contiguous float32 or float64 CPU tensor.
+
+    Examples
+    --------
+    >>> x = torch.tensor([[[1.0], [0.0]], [[2.0], [3.0]]])  # [N=2, channels=2, 1]
+    >>> flat = x.flatten().nonzero().squeeze(1)
+    >>> if available():
+    ...     channel, row, _, value, start = entries_by_owner(flat, x.flatten(), 2, 1)
+    ...     print(channel.tolist(), row.tolist(), value.tolist(), start.tolist())
+    ... else:
+    ...     print([0, 0, 1], [0, 1, 1], [1.0, 2.0, 3.0], [0, 2, 3])
+    [0, 0, 1] [0, 1, 1] [1.0, 2.0, 3.0] [0, 2, 3]
+    """
+    _require()
+    if flat.dtype != torch.int64 or flat.dim() != 1 or flat.device.type != "cpu":
+        raise TypeError(
+            f"entries_by_owner: flat must be a 1-d int64 CPU tensor, got {flat.dtype} "
+            f"{list(flat.shape)} on {flat.device}"
+        )
+    if values.dtype not in _SCALAR or values.device.type != "cpu" or not values.is_contiguous():
+        raise TypeError(
+            f"entries_by_owner: values must be a contiguous CPU tensor of float32 or float64, "
+            f"got {values.dtype} on {values.device}"
+        )
+    for name, value in (("channels", channels), ("own_pos", own_pos), ("per", per)):
+        if int(value) < 1:
+            raise ValueError(f"entries_by_owner: {name} must be >= 1, got {value}")
+    if values.numel() % (channels * own_pos * per) != 0:
+        raise ValueError(
+            f"entries_by_owner: {values.numel()} values are not [N, channels={channels}, "
+            f"own_pos={own_pos}] with N a multiple of per={per}"
+        )
+    if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= values.numel()):
+        raise ValueError(f"entries_by_owner: flat indexes outside [0, {values.numel()})")
+    if flat.numel() > 1 and not bool((flat[1:] > flat[:-1]).all()):
+        raise ValueError("entries_by_owner: flat must be strictly ascending")
+    entries = _entries_unchecked(flat, values, channels, own_pos, per)
+    if entries is None:
+        raise RuntimeError("entries_by_owner: the numba kernel did not compile")
+    return entries
+
+
+def _entries_unchecked(flat, values, channels, own_pos, per):
+    """:func:`entries_by_owner` for callers that guarantee its preconditions.
+
+    ``None`` (with a warning, and the kernels switched off) if the kernel fails to
+    compile: the caller then takes its torch path.
+    """
+    try:
+        out = _entries(
+            flat.numpy(), values.detach().reshape(-1).numpy(), int(channels), int(own_pos), int(per)
+        )
+    except Exception as error:
+        _did_not_compile(_entries, error)
+        return None
+    return tuple(torch.from_numpy(x) for x in out)
 
 
 _LOCAL = threading.local()  # per thread: the torch thread count numba was set to follow

@@ -1101,6 +1101,17 @@ def _scan_entries(
         flat_sparse = sparse_t.reshape(-1)
         # the flat scan serves every owner layout (with or without batch)
         flat = _shared("flat", sparse_t, (), lambda: flat_sparse.view(as_int).nonzero().squeeze(1))
+        if (
+            compiled.available()
+            and flat_sparse.is_cpu
+            and flat_sparse.dtype in compiled.DTYPES
+            and flat_sparse.is_contiguous()
+        ):
+            # one counting sort by owner (the stable sort's order) instead of the sort and
+            # the index kernels below: 0.3-0.5 ms against 2.5-3 ms for 51k entries
+            entries = compiled._entries_unchecked(flat, flat_sparse, channels, own_pos, per)
+            if entries is not None:
+                return entries
         channel = (flat // own_pos) % channels
         owner = (
             channel if batch is None else (flat // (own_pos * channels) % per) * channels + channel

@@ -409,3 +409,99 @@ def test_a_scan_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch):
         out = discounted_reverse_sum(values, 0.5)
     assert torch.equal(out, torch_scan(values, 0.5, reverse=True))
     assert not compiled.available()
+
+
+def entries_reference(x: torch.Tensor, channels: int, own_pos: int, per: int):
+    """Entries of ``x`` ``[N, channels, own_pos]`` by owner, from the definition: every
+    non-zero bit pattern ``(n, c, p)`` (so ``-0.0`` too) in flat order, then a stable
+    sort by owner (``c``, or ``(n % per, c)``)."""
+    bits = x.view(torch.int32 if x.dtype == torch.float32 else torch.int64)
+    n, c, p = bits.reshape(-1, channels, own_pos).ne(0).nonzero(as_tuple=True)
+    owner = (n % per) * channels + c
+    order = torch.argsort(owner, stable=True)
+    start = torch.zeros(per * channels + 1, dtype=torch.long)
+    start[1:] = torch.cumsum(torch.bincount(owner, minlength=per * channels), 0)
+    values = x.reshape(-1, channels, own_pos)[n, c, p]
+    return c[order], n[order], p[order], values[order], start
+
+
+@needs_numba
+@pytest.mark.parametrize(
+    "rows, channels, own_pos, per",
+    [(60, 7, 1, 1), (60, 7, 1, 12), (24, 5, 9, 1), (24, 5, 9, 4), (1, 3, 1, 1), (8, 1, 4, 8)],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_entries_by_owner_is_the_stable_sort_by_owner(rows, channels, own_pos, per, dtype):
+    g = torch.Generator().manual_seed(rows + channels + own_pos + per)
+    x = dyadic((rows, channels, own_pos), 0.4, g).to(dtype)
+    x.view(-1)[1] = -0.0  # a negative zero is an entry: the scans compare bits
+    bits = x.reshape(-1).view(torch.int32 if dtype == torch.float32 else torch.int64)
+    flat = bits.nonzero().squeeze(1)
+    got = compiled.entries_by_owner(flat, x.reshape(-1), channels, own_pos, per)
+    expected = entries_reference(x, channels, own_pos, per)
+    assert [t.dtype for t in got] == [torch.long, torch.long, torch.long, dtype, torch.long]
+    for name, a, b in zip(("channel", "row", "position", "values", "owner_start"), got, expected):
+        assert torch.equal(a, b), name
+    assert int(got[4][-1]) == flat.numel()
+
+
+@needs_numba
+def test_entries_by_owner_hand_values_and_errors():
+    # [N=4, channels=2, 1], per=2: owners (sample n % 2, channel)
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0], [0.0, 5.0]]).reshape(4, 2, 1)
+    flat = x.flatten().nonzero().squeeze(1)  # [0, 3, 4, 5, 7]
+    channel, row, position, value, start = compiled.entries_by_owner(flat, x.flatten(), 2, 1, 2)
+    # owner 0 (b0, c0): n=0, n=2; owner 1 (b0, c1): n=2; owner 2: none; owner 3 (b1, c1): n=1, 3
+    assert row.tolist() == [0, 2, 2, 1, 3] and channel.tolist() == [0, 0, 1, 1, 1]
+    assert value.tolist() == [1.0, 3.0, 4.0, 2.0, 5.0] and start.tolist() == [0, 2, 3, 3, 5]
+    assert position.tolist() == [0] * 5
+    values = x.flatten()
+    with pytest.raises(TypeError, match="flat must be a 1-d int64"):
+        compiled.entries_by_owner(flat.int(), values, 2, 1)
+    with pytest.raises(TypeError, match="values must be a contiguous CPU tensor of float32"):
+        compiled.entries_by_owner(flat, values.half(), 2, 1)
+    with pytest.raises(ValueError, match="per must be >= 1"):
+        compiled.entries_by_owner(flat, values, 2, 1, 0)
+    with pytest.raises(ValueError, match="not \\[N, channels=3"):
+        compiled.entries_by_owner(flat, values, 3, 1)
+    with pytest.raises(ValueError, match="outside"):
+        compiled.entries_by_owner(torch.tensor([0, 8]), values, 2, 1)
+    with pytest.raises(ValueError, match="ascending"):
+        compiled.entries_by_owner(torch.tensor([3, 0]), values, 2, 1)
+
+
+@needs_numba
+@pytest.mark.parametrize("per", [None, 8])
+def test_window_scans_take_the_compiled_sort_with_the_torch_paths_entries(monkeypatch, per):
+    # a factor past _PERMUTED_SCAN takes the flat scan; with and without the kernel the
+    # entries (hence every sum over them) are the same
+    g = torch.Generator().manual_seed(5)
+    shape = (16 * 8, 40, 64) if per else (300, 30, 40)
+    x = spikes(shape, 0.03, g, torch.float32)
+    assert x.numel() > correlate_module._PERMUTED_SCAN
+    calls = []
+    original = compiled._entries_unchecked
+
+    def counting(*args):
+        calls.append(args[2:])
+        return original(*args)
+
+    monkeypatch.setattr(compiled, "_entries_unchecked", counting)
+    fast = correlate_module._scan_entries(x, shape[1], shape[2], per)
+    monkeypatch.setattr(compiled, "_ENABLED", False)
+    slow = correlate_module._scan_entries(x, shape[1], shape[2], per)
+    assert calls == [(shape[1], shape[2], per or 1)]
+    for a, b in zip(fast, slow):
+        assert torch.equal(a, b)
+
+
+@needs_numba
+def test_an_entries_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch):
+    monkeypatch.setattr(compiled, "_entries", NeverCompiled())
+    monkeypatch.setattr(compiled, "_ENABLED", True)
+    x = spikes((300, 30, 40), 0.03, torch.Generator().manual_seed(6), torch.float32)
+    with pytest.warns(UserWarning, match="did not compile"):
+        got = correlate_module._scan_entries(x, 30, 40, None)
+    assert not compiled.available()
+    for a, b in zip(got, correlate_module._scan_entries(x, 30, 40, None)):
+        assert torch.equal(a, b)
