@@ -67,26 +67,35 @@ def _require() -> None:
 
 
 if numba is not None:
+    # The loops over a row are functions of their own: written inline in a ``prange``
+    # body, numba's parallel lowering leaves them scalar (a 784-wide row update took
+    # 1.5x as long: 81 against 54 us for the one-step LTP term of 784->400, batch 64).
+
+    @numba.njit(cache=True, nogil=True)
+    def _scale_row(row, beta):  # pragma: no cover - compiled
+        if beta == 0:  # the output may be uninitialised: never read it
+            row[:] = 0
+        elif beta != 1:
+            for c in range(row.shape[0]):
+                row[c] *= beta
+
+    @numba.njit(cache=True, nogil=True)
+    def _add_row(row, weight, source):  # pragma: no cover - compiled
+        for c in range(row.shape[0]):
+            row[c] += weight * source[c]
 
     @numba.njit(parallel=True, cache=True, nogil=True)
     def _sparse_rows(out, a, b, alpha, beta):  # pragma: no cover - compiled
         # out[m, :] = beta * out[m, :] + alpha * sum_n a[n, m] * b[n, :], over a's non-zeros;
         # every output row is one thread's: no write is shared
         rows, columns = a.shape
-        width = b.shape[1]
         for m in numba.prange(columns):
             row = out[m]
-            if beta == 0:  # the output may be uninitialised: never read it
-                row[:] = 0
-            elif beta != 1:
-                row *= beta
+            _scale_row(row, beta)
             for n in range(rows):
                 value = a[n, m]
                 if value != 0:
-                    weight = alpha * value
-                    source = b[n]
-                    for c in range(width):
-                        row[c] += weight * source[c]
+                    _add_row(row, alpha * value, b[n])
 
     @numba.njit(cache=True, nogil=True)
     def _expand_by_step(step0, first, count, order, lag, steps):  # pragma: no cover - compiled
