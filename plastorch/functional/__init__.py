@@ -4,6 +4,7 @@ Nothing here holds state; rules and the learner are built from these.
 """
 
 from .correlate import (
+    advance_per_sample_,
     correlate,
     correlate_per_sample,
     correlate_sum,
@@ -41,6 +42,7 @@ __all__ = [
     "STDPFactors",
     "Update",
     "add_spikes_",
+    "advance_per_sample_",
     "correlate",
     "correlate_per_sample",
     "correlate_sum",

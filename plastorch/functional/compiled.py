@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "advance_",
     "available",
     "count_nonzero",
     "entries_by_owner",
@@ -165,6 +166,41 @@ if numba is not None:
         return count
 
     @numba.njit(cache=True, nogil=True)
+    def _decay_add_row(row, beta, scale, source):  # pragma: no cover - compiled
+        for c in range(row.shape[0]):
+            row[c] = beta * row[c] + scale * source[c]
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _advance(z, read, gain, beta, scale, source, table, start, lookups, weights, chunks):
+        # pragma: no cover - compiled
+        # Per row (b, m) of z [B, M, C], in place: read[m] += gain[b] z[b, m] (where gain
+        # is not 0), then z[b, m] <- beta z[b, m] + scale[b, m] source[b] (source may be
+        # empty: no rank-one term) + the table rows lookups[start[bag]:start[bag + 1]],
+        # times weights (empty: 1), bag = b M + m. Each thread owns a range of m (its
+        # rows of read) and walks it sample by sample, so sample b's table rows stay
+        # cached; every row is read and written once.
+        batch, rows, width = z.shape
+        ranked, weighted = source.shape[0] > 0, weights.shape[0] > 0
+        size = (rows + chunks - 1) // chunks
+        for k in numba.prange(chunks):
+            lo, hi = min(rows, k * size), min(rows, (k + 1) * size)
+            for b in range(batch):
+                g = gain[b]
+                for m in range(lo, hi):
+                    row = z[b, m]
+                    if g != 0:
+                        _add_row(read[m], g, row)
+                    if ranked:
+                        _decay_add_row(row, beta, scale[b, m], source[b])
+                    else:
+                        _scale_row(row, beta)
+                    bag = b * rows + m
+                    for e in range(start[bag], start[bag + 1]):
+                        _add_row(
+                            row, weights[e] if weighted else beta - beta + 1, table[lookups[e]]
+                        )
+
+    @numba.njit(cache=True, nogil=True)
     def _entries(flat, values, channels, own_pos, per):  # pragma: no cover - compiled
         # the entries at ``flat`` (ascending) of a [N, channels, own_pos] factor, ordered
         # by owner (channel, or (n % per, channel)) and stably: a counting sort, so the
@@ -304,6 +340,136 @@ def _entries_unchecked(flat, values, channels, own_pos, per):
         _did_not_compile(_entries, error)
         return None
     return tuple(torch.from_numpy(x) for x in out)
+
+
+def advance_(
+    z: Tensor,
+    beta: float,
+    table: Tensor,
+    bag_start: Tensor,
+    lookups: Tensor,
+    weights: Tensor | None = None,
+    *,
+    gain: Tensor | None = None,
+    read: Tensor | None = None,
+    scale: Tensor | None = None,
+    source: Tensor | None = None,
+) -> Tensor:
+    r"""Advance a per-sample sum in one pass: read it out, decay it, add rows.
+
+    ``z`` is ``[B, M, C]``; row ``(b, m)`` is *bag* ``b M + m`` and holds the lookups
+    ``lookups[bag_start[bag] : bag_start[bag + 1]]`` (rows of ``table [R, C]``, with
+    ``weights``, or 1). In place, row by row:
+
+    .. math::
+
+                ext{read}_m \mathrel{+}= 	extstyle\sum_b g_b z_{b m},\qquad
+        z_{b m} \leftarrow eta z_{b m} + s_{b m}\, u_b + \sum_{e \in 	ext{bag}}
+        w_e\, 	ext{table}_{	ext{lookup}_e}
+
+    with the read-out (``gain`` ``[B]``, into ``read [M, C]``) and the rank-one term
+    (``scale [B, M]``, ``source [B, C]``) optional. This is a per-sample eligibility
+    carried across windows (:class:`~plastorch.rules.MSTDPET`): its read-out, its
+    decay, the carried-trace term and the window's pairs, which as torch calls (a
+    matrix-vector product, a sparse CSR ``addmm`` and a ``baddbmm_``) read and write
+    it three times. All tensors are contiguous CPU tensors, the floats of ``z``'s
+    dtype in :data:`DTYPES`, the indices int64. Returns ``z``.
+
+    Examples
+    --------
+    >>> z = torch.ones(1, 2, 2)  # B=1, M=2, C=2
+    >>> table = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    >>> start, lookups = torch.tensor([0, 1, 3]), torch.tensor([0, 0, 1])  # bag 1: rows 0, 1
+    >>> read = torch.zeros(2, 2)
+    >>> if available():
+    ...     _ = advance_(z, 0.5, table, start, lookups, gain=torch.tensor([2.0]), read=read)
+    ... else:
+    ...     read += 2.0; z.mul_(0.5); z[0, 0] += table[0]; z[0, 1] += table[0] + table[1]
+    >>> z[0].tolist(), read.tolist()
+    ([[1.5, 2.5], [4.5, 6.5]], [[2.0, 2.0], [2.0, 2.0]])
+    """
+    _require()
+    if z.dim() != 3:
+        raise ValueError(f"advance_: z must be [B, M, C], got {list(z.shape)}")
+    batch, rows, width = z.shape
+    floats = [("z", z, (batch, rows, width)), ("table", table, (table.shape[0], width))]
+    if (gain is None) != (read is None):
+        raise ValueError("advance_: gain and read go together (the read-out), or neither")
+    if (scale is None) != (source is None):
+        raise ValueError("advance_: scale and source go together (the rank-one term), or neither")
+    if gain is not None:
+        floats += [("gain", gain, (batch,)), ("read", read, (rows, width))]
+    if scale is not None:
+        floats += [("scale", scale, (batch, rows)), ("source", source, (batch, width))]
+    if weights is not None:
+        floats.append(("weights", weights, (lookups.numel(),)))
+    for name, tensor, shape in floats:
+        if tensor.dtype != z.dtype or z.dtype not in _SCALAR or tensor.device.type != "cpu":
+            raise TypeError(
+                f"advance_: {name} must be a CPU tensor of float32 or float64 like z, "
+                f"got {tensor.dtype} on {tensor.device}"
+            )
+        if tuple(tensor.shape) != shape or not tensor.is_contiguous() or tensor.requires_grad:
+            raise ValueError(
+                f"advance_: {name} must be contiguous, not require grad and be of shape "
+                f"{list(shape)}, got {list(tensor.shape)}"
+            )
+    for name, tensor, size in (
+        ("bag_start", bag_start, batch * rows + 1),
+        ("lookups", lookups, None),
+    ):
+        if tensor.dtype != torch.int64 or tensor.dim() != 1 or tensor.device.type != "cpu":
+            raise TypeError(f"advance_: {name} must be a 1-d int64 CPU tensor, got {tensor.dtype}")
+        if size is not None and tensor.numel() != size:
+            raise ValueError(
+                f"advance_: bag_start must have B M + 1 = {size} entries, got {tensor.numel()}"
+            )
+    bounds = bag_start.tolist()
+    if (
+        bounds[0] != 0
+        or bounds[-1] != lookups.numel()
+        or any(a > b for a, b in zip(bounds, bounds[1:]))
+    ):
+        raise ValueError(f"advance_: bag_start must rise from 0 to the {lookups.numel()} lookups")
+    if lookups.numel() and (int(lookups.min()) < 0 or int(lookups.max()) >= table.shape[0]):
+        raise ValueError(f"advance_: lookups name rows outside the table's {table.shape[0]}")
+    if not _advance_unchecked(
+        z, beta, table, bag_start, lookups, weights, gain, read, scale, source
+    ):
+        raise RuntimeError("advance_: the numba kernel did not compile")
+    return z
+
+
+def _advance_unchecked(z, beta, table, bag_start, lookups, weights, gain, read, scale, source):
+    """:func:`advance_` for callers that guarantee its preconditions.
+
+    ``False`` (with a warning, and the kernels switched off) if the kernel fails to
+    compile: the caller then takes its torch path.
+    """
+    _follow_torch_threads()
+    scalar = _SCALAR[z.dtype]
+    batch, rows, width = z.shape
+    empty = np.zeros(0, scalar)
+    arrays = (
+        z.numpy(),
+        np.zeros((0, width), scalar) if read is None else read.numpy(),
+        np.zeros(batch, scalar) if gain is None else gain.numpy(),
+        scalar(beta),
+        np.zeros((0, rows), scalar) if scale is None else scale.numpy(),
+        np.zeros((0, width), scalar) if source is None else source.numpy(),
+        table.numpy(),
+        bag_start.numpy(),
+        lookups.numpy(),
+        empty if weights is None else weights.numpy(),
+        max(1, numba.get_num_threads()),
+    )
+    try:
+        with _LAUNCH:
+            _advance(*arrays)
+    except Exception as error:
+        _did_not_compile(_advance, error)
+        return False
+    return True
 
 
 _LOCAL = threading.local()  # per thread: the torch thread count numba was set to follow

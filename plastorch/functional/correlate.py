@@ -570,6 +570,121 @@ def correlate_per_sample(
     return accumulate.mul_(beta).add_(value) if beta != 1.0 else accumulate.add_(value)
 
 
+def advance_per_sample_(
+    layer: nn.Module,
+    accumulate: Tensor,
+    beta: float,
+    parts: Sequence[tuple[Tensor, Tensor, Tensor | None]],
+    *,
+    read_gain: Tensor | None = None,
+) -> Tensor | None:
+    r"""``accumulate <- beta * accumulate + sum of per-sample correlations``, in place.
+
+    Each part ``(pre, post, weights)`` adds ``correlate_per_sample(layer, pre, post,
+    weights=weights)`` (``[B, *W]``). With ``read_gain`` (``[B]``) the sum
+    :math:`\sum_b g_b\, 	ext{accumulate}_b` *before* the update is returned
+    (``[*W]``), else ``None``. This is how a per-sample eligibility carried across
+    windows advances (:class:`~plastorch.rules.MSTDPET`): read out, decayed, and
+    given the window's pairs.
+
+    For a Linear on CPU with the compiled kernels, a first part on the sparse path
+    over ``post`` and at most one more part of one step (a rank-one term per sample)
+    it is one pass over ``accumulate``
+    (:func:`~plastorch.functional.compiled.advance_`); otherwise a matrix-vector
+    product and :func:`correlate_per_sample` per part, the same sums up to the order
+    of the additions.
+
+    Examples
+    --------
+    >>> fc = nn.Linear(2, 1, bias=False)
+    >>> z = torch.ones(2, 1, 2)  # B=2
+    >>> pre = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # T=1
+    >>> post = torch.tensor([[[1.0], [0.0]]])
+    >>> advance_per_sample_(fc, z, 0.5, [(pre, post, None)], read_gain=torch.tensor([1.0, 2.0]))
+    tensor([[3., 3.]])
+    >>> z
+    tensor([[[1.5000, 0.5000]],
+    <BLANKLINE>
+            [[0.5000, 0.5000]]])
+    """
+    weight = _weight_of(layer)
+    if not parts:
+        raise ValueError("advance_per_sample_ needs at least one (pre, post, weights) part")
+    batch = accumulate.shape[0]
+    if read_gain is not None and tuple(read_gain.shape) != (batch,):
+        raise ValueError(f"read_gain must be [B]={[batch]}, got {list(read_gain.shape)}")
+    for pre, post, _ in parts:
+        if pre.dim() < 2 or pre.shape[:2] != post.shape[:2] or pre.shape[1] != batch:
+            raise ValueError(
+                f"each part must be pre [T, B, ...] and post [T, B, ...] with B = {batch}, "
+                f"got pre {tuple(pre.shape)} and post {tuple(post.shape)}"
+            )
+        _check_accumulate(accumulate, (batch, *weight.shape), pre, post)
+    done, read = _advance_compiled(layer, accumulate, beta, parts, read_gain)
+    if done:
+        return read
+    if read_gain is not None:
+        flat = accumulate.reshape(batch, -1)
+        read = (read_gain.to(accumulate.dtype) @ flat).reshape(weight.shape)
+    for pre, post, weights in parts:
+        correlate_per_sample(layer, pre, post, accumulate=accumulate, beta=beta, weights=weights)
+        beta = 1.0
+    return read
+
+
+def _advance_compiled(layer, accumulate, beta, parts, read_gain) -> tuple[bool, Tensor | None]:
+    """:func:`advance_per_sample_` as one compiled pass, where it applies:
+    ``(True, read)``, else ``(False, None)`` (nothing written)."""
+    dtype = accumulate.dtype
+    if not (
+        compiled.available()
+        and isinstance(layer, nn.Linear)
+        and accumulate.is_cpu
+        and dtype in compiled.DTYPES
+        and accumulate.is_contiguous()
+        and not accumulate.requires_grad
+        and len(parts) <= 2
+    ):
+        return False, None
+    pre, post, weights = parts[0]
+    steps, batch = pre.shape[:2]
+    n_out, n_in = layer.out_features, layer.in_features
+    if len(parts) == 2:  # one step more, a rank-one term per sample
+        pre_1, post_1, weights_1 = parts[1]
+        if pre_1.shape[0] != 1 or weights_1 is not None:
+            return False, None
+        source = pre_1.detach().reshape(batch, n_in).to(dtype).contiguous()
+        scale = post_1.detach().reshape(batch, n_out).to(dtype).contiguous()
+    else:
+        source = scale = None
+    pre_f, post_f, side = _linear_operands(layer, pre.detach(), post.detach(), None, batch)
+    if side != "a":  # the kernel walks the post spikes
+        return False, None
+    table = pre_f.to(dtype).contiguous()
+    _, lookups, _, values, bag_start = _entries_by_owner(post_f, n_out, 1, batch)
+    values = values.to(dtype)
+    if weights is not None:
+        values = values * weights.detach().to(dtype).expand(steps, batch).reshape(-1)[lookups]
+    lookup_weights = None if bool((values == 1).all()) else values.contiguous()
+    read = gain = None
+    if read_gain is not None:
+        gain = read_gain.detach().to(dtype).contiguous()
+        read = torch.zeros((n_out, n_in), dtype=dtype, device=accumulate.device)
+    done = compiled._advance_unchecked(
+        accumulate.view(batch, n_out, n_in),
+        beta,
+        table,
+        bag_start,
+        lookups,
+        lookup_weights,
+        gain,
+        read,
+        scale,
+        source,
+    )
+    return (True, read) if done else (False, None)
+
+
 def _check_accumulate(accumulate: Tensor, shape: tuple[int, ...], pre: Tensor, post: Tensor):
     dtype = torch.promote_types(pre.dtype, post.dtype)
     if tuple(accumulate.shape) != shape or accumulate.dtype != dtype:

@@ -40,8 +40,8 @@ import torch
 from torch import Tensor, nn
 
 from ..functional import (
+    advance_per_sample_,
     correlate,
-    correlate_per_sample,
     correlate_sum,
     cumulative_trace_at_end,
     discounted_reverse_sum,
@@ -498,6 +498,20 @@ class MSTDPET(_PairRule):
                 f"state holds {sorted(state)}: a state (or checkpoint) of the other layout"
             )
         carried = [state[name] for name in names]
+        # A per-sample eligibility advanced in place is read out in the same pass that
+        # decays it and adds the window's pairs (advance_per_sample_), not before it
+        read_gain = None
+        if (
+            combined
+            and self.per_sample_signal
+            and signal is not None
+            and not use.initial
+            and not use.discarded
+            and not halves.per_sample
+            and self._advances_in_place(carried[0], dtype)
+        ):
+            read_gain = self._net_gain(signal, steps)
+            read_gain = None if read_gain is None else read_gain.expand(batch).contiguous()
         if signal is not None:
             route_terms(layer, [ltp], (weights[0], weights[1]), halves)
             if constant:
@@ -516,7 +530,7 @@ class MSTDPET(_PairRule):
                         for term in acausal[k]:
                             potentiative = self.lr_pre * sign >= 0
                             halves.add_term(layer, term, None, abs(self.lr_pre), potentiative)
-            if not use.initial:  # initial eligibility is zero: nothing is carried in
+            if not use.initial and read_gain is None:  # initial: zero, nothing carried in
                 self._carried_change(halves, carried, signal, steps, batch)
 
         if use.discarded:  # the end of an episode: no next window reads z(T)
@@ -553,21 +567,21 @@ class MSTDPET(_PairRule):
         for name, z0, parts in fresh_parts:
             if self.per_sample_signal:
                 # [B, *W]: accumulated into z_0 itself when the caller lets the rule
-                # reuse its state (z_0 has been read above), else into a scaled copy
-                if use.reusable and z0.is_contiguous() and z0.dtype == dtype:
+                # reuse its state (z_0 has been read above, unless read_gain reads it
+                # in the same pass), else into a scaled copy
+                if self._advances_in_place(z0, dtype):
                     target, beta = z0, decay**steps
                 else:
                     target, beta = z0 * decay**steps, 1.0
-                for part, step_weights in parts:
-                    correlate_per_sample(
-                        layer,
-                        part.pre,
-                        part.post,
-                        accumulate=target,
-                        beta=beta,
-                        weights=step_weights,
-                    )
-                    beta = 1.0
+                read = advance_per_sample_(
+                    layer,
+                    target,
+                    beta,
+                    [(part.pre, part.post, step_weights) for part, step_weights in parts],
+                    read_gain=read_gain,
+                )
+                if read is not None:
+                    halves.add_net(read)
                 new_state[name] = target
             else:
                 fresh = z0 * decay**steps
@@ -603,6 +617,20 @@ class MSTDPET(_PairRule):
             "trace_post": cumulative_trace_at_end(x_post0, post, self.decay_post),
         }
         return Term(x_pre, post, self.lr_post), acausal, new_state
+
+    @staticmethod
+    def _advances_in_place(z0: Tensor, dtype: torch.dtype) -> bool:
+        """Whether the carried per-sample ``z0`` takes this window's pairs in place."""
+        return current_state_use().reusable and z0.is_contiguous() and z0.dtype == dtype
+
+    def _net_gain(self, signal: Tensor, steps: int) -> Tensor | None:
+        r"""``[B|1]``: the gain of the carried eligibility in the net change,
+        :math:`\sum_k M(k) d^{k+1}`; ``None`` where it is zero for every sample."""
+        powers = self.decay_eligibility ** torch.arange(
+            1, steps + 1, dtype=signal.dtype, device=signal.device
+        )
+        gain = (signal * powers[:, None]).sum(0)
+        return gain if bool(gain.ne(0).any()) else None
 
     def _carried_change(self, halves, carried, signal, steps, batch) -> None:
         r"""The eligibility carried into the window, read at every step:

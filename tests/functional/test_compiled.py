@@ -505,3 +505,161 @@ def test_an_entries_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch
     assert not compiled.available()
     for a, b in zip(got, correlate_module._scan_entries(x, 30, 40, None)):
         assert torch.equal(a, b)
+
+
+@needs_numba
+def test_advance_hand_values_and_errors():
+    # B=1, M=2, C=2: read = 2 z (before), z <- z/2 + 0.5 * u + the looked-up rows
+    z = torch.ones(1, 2, 2, dtype=torch.float64)
+    table = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
+    start, lookups = torch.tensor([0, 1, 3]), torch.tensor([0, 0, 1])  # bag 1: rows 0 and 1
+    weights = torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64)
+    read = torch.full((2, 2), 10.0, dtype=torch.float64)  # accumulated into
+    scale = torch.tensor([[0.5, 0.0]], dtype=torch.float64)
+    source = torch.tensor([[4.0, 8.0]], dtype=torch.float64)
+    gain = torch.tensor([2.0], dtype=torch.float64)
+    out = compiled.advance_(
+        z, 0.5, table, start, lookups, weights, gain=gain, read=read, scale=scale, source=source
+    )
+    assert out is z
+    # row 0: 0.5 + 0.5 * [4, 8] + 1 * [1, 2]; row 1: 0.5 + 0 + 2 * [1, 2] - [3, 4]
+    assert z[0].tolist() == [[3.5, 6.5], [-0.5, 0.5]]
+    assert read.tolist() == [[12.0, 12.0], [12.0, 12.0]]
+    z = torch.ones(1, 2, 2, dtype=torch.float64)
+    compiled.advance_(z, 0.0, table, start, lookups)  # beta 0: z is not read
+    assert z[0].tolist() == [[1.0, 2.0], [4.0, 6.0]]
+    with pytest.raises(ValueError, match="gain and read go together"):
+        compiled.advance_(z, 1.0, table, start, lookups, gain=gain)
+    with pytest.raises(ValueError, match="scale and source go together"):
+        compiled.advance_(z, 1.0, table, start, lookups, source=source)
+    with pytest.raises(TypeError, match="table must be a CPU tensor of float32 or float64 like z"):
+        compiled.advance_(z, 1.0, table.float(), start, lookups)
+    with pytest.raises(ValueError, match=r"read must be contiguous.*\[2, 2\]"):
+        compiled.advance_(z, 1.0, table, start, lookups, gain=gain, read=read.t())
+    with pytest.raises(ValueError, match="bag_start must have B M \\+ 1 = 3"):
+        compiled.advance_(z, 1.0, table, start[:2], lookups)
+    with pytest.raises(ValueError, match="must rise from 0"):
+        compiled.advance_(z, 1.0, table, torch.tensor([0, 2, 1]), lookups)
+    with pytest.raises(ValueError, match="outside the table"):
+        compiled.advance_(z, 1.0, table, start, torch.tensor([0, 0, 2]))
+
+
+def advance_cases(g):
+    """(parts, read_gain, beta) of a Linear 6->5, T=7, B=3: sparse post spikes, step
+    weights, a rank-one step, a read-out; dyadic values, so sums are exact."""
+    steps, batch = 7, 3
+    pre = dyadic((steps, batch, 6), 0.6, g)
+    post = (torch.rand(steps, batch, 5, generator=g) < 0.15).double()
+    weights = torch.randint(-8, 8, (steps, batch), generator=g).double() / 4
+    carried = (dyadic((1, batch, 6), 0.8, g), dyadic((1, batch, 5), 0.8, g))
+    gain = torch.randint(-8, 8, (batch,), generator=g).double() / 8
+    return [
+        ([(pre, post, None)], None, 1.0),
+        ([(pre, post, weights)], gain, 0.5),
+        ([(pre, post, None), (*carried, None)], gain, 0.25),
+        ([(pre, post, weights[:, :1]), (*carried, None)], None, 0.0),
+    ]
+
+
+@needs_numba
+@pytest.mark.parametrize("case", range(4))
+def test_advance_per_sample_in_one_pass_is_the_torch_paths_sum(monkeypatch, case):
+    from plastorch.functional import advance_per_sample_
+
+    g = torch.Generator().manual_seed(11 + case)
+    layer = nn.Linear(6, 5, bias=False).double()
+    parts, gain, beta = advance_cases(g)[case]
+    z0 = dyadic((3, 5, 6), 0.7, g)
+    calls = []
+    original = compiled._advance_unchecked
+
+    def counting(*args):
+        calls.append(args[0].shape)
+        return original(*args)
+
+    monkeypatch.setattr(compiled, "_advance_unchecked", counting)
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(compiled, "_ENABLED", enabled)
+        z = z0.clone()
+        with correlate_module.sparse_mode("sparse"):
+            read = advance_per_sample_(layer, z, beta, parts, read_gain=gain)
+        results.append((z, read))
+    assert calls == [(3, 5, 6)]  # one compiled pass, only while enabled
+    (z_fast, read_fast), (z_slow, read_slow) = results
+    assert torch.equal(z_fast, z_slow)
+    # against the definition: beta z0 + every part's per-sample correlation
+    expected = beta * z0
+    for pre, post, weights in parts:
+        expected = expected + correlate_module.correlate_per_sample(
+            layer, pre, post, weights=weights, sparse=False
+        )
+    assert torch.equal(z_fast, expected)
+    if gain is None:
+        assert read_fast is None and read_slow is None
+    else:
+        assert torch.equal(read_fast, read_slow)
+        assert torch.equal(read_fast, torch.einsum("b,bij->ij", gain, z0))
+
+
+@needs_numba
+def test_advance_per_sample_leaves_what_the_pass_does_not_cover_to_torch(monkeypatch):
+    from plastorch.functional import advance_per_sample_
+
+    g = torch.Generator().manual_seed(3)
+    layer = nn.Linear(6, 5, bias=False).double()
+    parts, gain, _ = advance_cases(g)[2]
+    calls = []
+    monkeypatch.setattr(compiled, "_advance_unchecked", lambda *a: calls.append(1) or True)
+    window = parts[0]
+    two_steps = (parts[1][0].expand(2, -1, -1), parts[1][1].expand(2, -1, -1), None)
+    weighted_step = (*parts[1][:2], torch.ones(1, 3, dtype=torch.float64))
+    conv = nn.Conv1d(2, 3, 3, bias=False).double()
+    conv_pre = dyadic((2, 3, 2, 8), 0.5, g)
+    conv_post = (torch.rand(2, 3, 3, 6, generator=g) < 0.2).double()
+    linear_z = (3, 5, 6)
+    cases = [
+        (layer, [window], linear_z, "dense"),  # the post spikes are not walked
+        (layer, [window, two_steps], linear_z, "sparse"),  # the second part is not one step
+        (layer, [window, weighted_step], linear_z, "sparse"),  # nor unweighted
+        (conv, [(conv_pre, conv_post, None)], (3, 3, 2, 3), "sparse"),  # not a Linear
+    ]
+    for module, case_parts, shape, mode in cases:
+        z = torch.zeros(shape, dtype=torch.float64)
+        expected = z.clone()
+        for pre, post, weights in case_parts:
+            expected += correlate_module.correlate_per_sample(
+                module, pre, post, weights=weights, sparse=False
+            )
+        with correlate_module.sparse_mode(mode):
+            advance_per_sample_(module, z, 1.0, case_parts)
+        torch.testing.assert_close(z, expected, rtol=1e-14, atol=1e-14)
+    assert calls == []
+    z = torch.zeros(linear_z, dtype=torch.float64)
+    with pytest.raises(ValueError, match="read_gain must be \\[B\\]=\\[3\\]"):
+        advance_per_sample_(layer, z, 1.0, [window], read_gain=gain[:2])
+    with pytest.raises(ValueError, match="at least one"):
+        advance_per_sample_(layer, z, 1.0, [])
+
+
+@needs_numba
+def test_an_advance_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch):
+    from plastorch.functional import advance_per_sample_
+
+    monkeypatch.setattr(compiled, "_advance", NeverCompiled())
+    monkeypatch.setattr(compiled, "_ENABLED", True)
+    g = torch.Generator().manual_seed(4)
+    layer = nn.Linear(6, 5, bias=False).double()
+    parts, gain, beta = advance_cases(g)[2]
+    z = dyadic((3, 5, 6), 0.7, g)
+    expected = beta * z
+    for pre, post, weights in parts:
+        expected = expected + correlate_module.correlate_per_sample(
+            layer, pre, post, weights=weights
+        )
+    read_expected = torch.einsum("b,bij->ij", gain, z)
+    with pytest.warns(UserWarning, match="did not compile"):
+        with correlate_module.sparse_mode("sparse"):
+            read = advance_per_sample_(layer, z, beta, parts, read_gain=gain)
+    assert not compiled.available()
+    assert torch.equal(z, expected) and torch.equal(read, read_expected)

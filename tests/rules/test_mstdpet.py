@@ -1,5 +1,6 @@
 """MSTDP-ET: the fused reverse scan against the step-by-step eligibility recursion."""
 
+import copy
 import math
 
 import pytest
@@ -377,3 +378,61 @@ def test_eligibility_must_be_split_or_combined_and_match_the_state():
     combined = MSTDPET(1.0, -1.0, eligibility="combined")
     with pytest.raises(ValueError, match=r"carries \['eligibility'\].*eligibility_post"):
         combined(fc, PRE, POST, split_state, 1.0)
+
+
+@pytest.mark.skipif(
+    not __import__("plastorch").functional.compiled.available(), reason="numba is not installed"
+)
+def test_combined_per_sample_windows_in_a_learner_advance_in_one_pass(monkeypatch):
+    """Continuing windows of a combined per-sample eligibility in a Learner: the read-out,
+    the decay and the new pairs of z in one compiled pass per window, with the changes and
+    the carried z of the torch calls (and so of the split rule)."""
+    from plastorch import Learner
+    from plastorch.functional import compiled, sparse_mode
+
+    class Threshold(nn.Module):
+        def forward(self, x):
+            return (x > 0.3).to(x.dtype)
+
+    calls = []
+    original = compiled._advance_unchecked
+
+    def counting(*args):
+        calls.append(args[6] is not None)  # whether this pass reads z out
+        return original(*args)
+
+    monkeypatch.setattr(compiled, "_advance_unchecked", counting)
+    g = torch.Generator().manual_seed(8)
+    base = nn.Linear(12, 9, bias=False).double()
+    with torch.no_grad():
+        base.weight.uniform_(0.0, 0.2, generator=g)
+    windows = [(torch.rand(10, 4, 12, generator=g) < 0.3).double() for _ in range(4)]
+    rewards = [torch.randn(4, generator=g, dtype=torch.float64) for _ in windows]
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(compiled, "_ENABLED", enabled)
+        layer, source = copy.deepcopy(base), Threshold()
+        rule = MSTDPET(
+            0.3, -0.2, tau_eligibility=8.0, per_sample_signal=True, eligibility="combined"
+        )
+        learner = Learner(layer, source, rule, step_mode="multi", apply=False)
+        deltas = []
+        with sparse_mode("sparse"):  # (auto would take the dense path at this size)
+            for pre, reward in zip(windows, rewards):
+                source(layer(pre))  # recorded by the learner's hooks
+                deltas.append(learner.step(reward).clone())
+        results.append((deltas, learner.state_dict()["eligibility"]))
+    # the first window's z is the initial zero (not read, a new tensor); then in place
+    assert calls == [False, True, True, True]
+    (fast, z_fast), (slow, z_slow) = results
+    # the rule called as a function (a new z per window, read out before it) is the reference
+    layer, source = copy.deepcopy(base), Threshold()
+    plain = MSTDPET(0.3, -0.2, tau_eligibility=8.0, per_sample_signal=True, eligibility="combined")
+    state = plain.initial_state(layer, windows[0][0], source(layer(windows[0][0])))
+    for pre, reward, a, b in zip(windows, rewards, fast, slow):
+        update, state = plain(layer, pre, source(layer(pre)), state, reward)
+        torch.testing.assert_close(a, update.delta(), rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(z_fast, state["eligibility"], rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(z_fast, z_slow, rtol=1e-12, atol=1e-15)
+    assert z_fast.shape == (4, 9, 12) and bool(z_fast.ne(0).any())
