@@ -201,6 +201,29 @@ if numba is not None:
                         )
 
     @numba.njit(cache=True, nogil=True)
+    def _acausal_step(carry, out, weight, spikes, decay):  # pragma: no cover - compiled
+        # out <- carry (y(t)); carry <- (carry + weight spikes) decay (y(t - 1))
+        for n in range(carry.shape[0]):
+            out[n] = carry[n]
+            carry[n] = (carry[n] + weight * spikes[n]) * decay
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _weighted_acausal(out, carried, weights, pre, decay):  # pragma: no cover - compiled
+        # out [K, T, B, C], carried [K, B, C], weights [K, T, B or 1], pre [T, B, C]:
+        # y_k(T-1) = 0, y_k(t-1) = (y_k(t) + w_k(t) s(t)) d, carried_k = y_k(-1). One
+        # sample per job, its K scans together, so each row of pre is read once.
+        count, steps, batch, width = out.shape
+        for b in numba.prange(batch):
+            column = b % weights.shape[2]  # weights of one sample serve every sample
+            carry = np.zeros((count, width), out.dtype)
+            for k in range(steps):
+                t = steps - 1 - k
+                for j in range(count):
+                    _acausal_step(carry[j], out[j, t, b], weights[j, t, column], pre[t, b], decay)
+            for j in range(count):
+                carried[j, b] = carry[j]
+
+    @numba.njit(cache=True, nogil=True)
     def _entries(flat, values, channels, own_pos, per):  # pragma: no cover - compiled
         # the entries at ``flat`` (ascending) of a [N, channels, own_pos] factor, ordered
         # by owner (channel, or (n % per, channel)) and stably: a counting sort, so the
@@ -324,6 +347,29 @@ def entries_by_owner(
     if entries is None:
         raise RuntimeError("entries_by_owner: the numba kernel did not compile")
     return entries
+
+
+def _weighted_acausal_unchecked(out, carried, weights, pre, decay) -> bool:
+    """The scan of :func:`~plastorch.functional.weighted_acausal_factors` in one pass.
+
+    ``out`` ``[K, T, B, C]``, ``carried`` ``[K, B, C]``, ``weights`` ``[K, T, B | 1]`` and
+    ``pre`` ``[T, B, C]``, contiguous CPU tensors of one dtype in :data:`DTYPES`. Each
+    step rounds the product ``w s``, then the sum, then the decay: torch's ``addcmul``
+    may fuse the first two (it does on x86 with FMA), so the bits are torch's where the
+    product is exact (0/1 spikes) and within a rounding of them otherwise. ``False``
+    (with a warning, and the kernels switched off) if the kernel fails to compile.
+    """
+    _follow_torch_threads()
+    scalar = _SCALAR[out.dtype]
+    try:
+        with _LAUNCH:
+            _weighted_acausal(
+                out.numpy(), carried.numpy(), weights.numpy(), pre.numpy(), scalar(decay)
+            )
+    except Exception as error:
+        _did_not_compile(_weighted_acausal, error)
+        return False
+    return True
 
 
 def _entries_unchecked(flat, values, channels, own_pos, per):

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from . import compiled
 from .checks import check_choice
 from .traces import TRACE_MODES, _check_out, _scalar, decay_, trace_after, trace_window
 
@@ -313,6 +314,8 @@ def weighted_acausal_factors(
     after = [factor for y, _ in chunks for factor in y.unbind(0)]
     if steps == 0:
         return after, carried.zero_()
+    if out is not None and _compiled_acausal(out, weights, pre, carried, decay_post):
+        return after, carried
     # y(t) = d (y(t+1) + w(t+1) s(t+1)): the roundings of trace_after of w s (addcmul
     # rounds w s, then the sum; no temporary); one step further, d (y(0) + w(0) s(0)) = g.
     start, decay = 0, _scalar(decay_post, carried)
@@ -324,3 +327,29 @@ def weighted_acausal_factors(
             torch.addcmul(y[:, t], w[:, t], pre[t], out=target).mul_(decay)
         start += y.shape[0]
     return after, carried
+
+
+def _compiled_acausal(
+    out: Tensor, weights: Tensor, pre: Tensor, carried: Tensor, decay: float
+) -> bool:
+    """:func:`weighted_acausal_factors`' scan as one compiled pass (numba), where it
+    applies (CPU, a float dtype of the kernels, contiguous factors, not tiny)."""
+    if not (
+        compiled.available()
+        and out.is_cpu
+        and out.dtype in compiled.DTYPES
+        and out.numel() >= compiled.SCAN_MIN_NUMEL
+        and out.is_contiguous()
+        and pre.is_contiguous()
+        and not out.requires_grad
+    ):
+        return False
+    count, steps, batch = out.shape[:3]
+    flat_weights = weights.reshape(count, steps, weights.shape[2]).contiguous()
+    return compiled._weighted_acausal_unchecked(
+        out.view(count, steps, batch, -1),
+        carried.view(count, batch, -1),
+        flat_weights.detach(),
+        pre.detach().view(steps, batch, -1),
+        decay,
+    )

@@ -663,3 +663,57 @@ def test_an_advance_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch
             read = advance_per_sample_(layer, z, beta, parts, read_gain=gain)
     assert not compiled.available()
     assert torch.equal(z, expected) and torch.equal(read, read_expected)
+
+
+@needs_numba
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("shape", [(9, 4, 600), (6, 3, 2, 5, 70)])
+def test_weighted_acausal_scan_compiled_has_the_torch_bits_for_spikes(monkeypatch, shared, shape):
+    from plastorch.functional import weighted_acausal_factors
+
+    g = torch.Generator().manual_seed(len(shape) + shared)
+    steps, batch = shape[:2]
+    pre = spikes(shape, 0.2, g, torch.float32)
+    weights = torch.randn(3, steps, 1 if shared else batch, generator=g)
+    calls = []
+    original = compiled._weighted_acausal_unchecked
+    monkeypatch.setattr(
+        compiled, "_weighted_acausal_unchecked", lambda *a: calls.append(1) or original(*a)
+    )
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(compiled, "_ENABLED", enabled)
+        out = torch.empty(3, *shape)
+        after, carried = weighted_acausal_factors(pre, weights, 0.8, out=out)
+        results.append((out, carried))
+        assert all(a.data_ptr() == out[k].data_ptr() for k, a in enumerate(after))
+    assert calls == [1]
+    (out_fast, carried_fast), (out_slow, carried_slow) = results
+    # 0/1 spikes: every product is exact, so the roundings are the torch loop's
+    assert torch.equal(out_fast, out_slow) and torch.equal(carried_fast, carried_slow)
+    # graded factors: within a rounding of torch's fused addcmul
+    graded = pre * torch.rand(shape, generator=g)
+    monkeypatch.setattr(compiled, "_ENABLED", True)
+    fast = weighted_acausal_factors(graded, weights, 0.8, out=torch.empty(3, *shape))
+    monkeypatch.setattr(compiled, "_ENABLED", False)
+    slow = weighted_acausal_factors(graded, weights, 0.8, out=torch.empty(3, *shape))
+    for a, b in zip([*fast[0], fast[1]], [*slow[0], slow[1]]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+@needs_numba
+def test_an_acausal_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch):
+    from plastorch.functional import weighted_acausal_factors
+
+    monkeypatch.setattr(compiled, "_weighted_acausal", NeverCompiled())
+    monkeypatch.setattr(compiled, "_ENABLED", True)
+    g = torch.Generator().manual_seed(2)
+    pre = spikes((9, 4, 600), 0.2, g, torch.float32)
+    weights = torch.randn(2, 9, 4, generator=g)
+    with pytest.warns(UserWarning, match="did not compile"):
+        after, carried = weighted_acausal_factors(pre, weights, 0.8, out=torch.empty(2, 9, 4, 600))
+    assert not compiled.available()
+    expected = weighted_acausal_factors(pre, weights, 0.8, out=torch.empty(2, 9, 4, 600))
+    assert torch.equal(carried, expected[1])
+    for a, b in zip(after, expected[0]):
+        assert torch.equal(a, b)
