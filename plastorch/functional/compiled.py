@@ -170,26 +170,44 @@ if numba is not None:
         for c in range(row.shape[0]):
             row[c] = beta * row[c] + scale * source[c]
 
+    @numba.njit(cache=True, nogil=True)
+    def _set_row(row, weight, source):  # pragma: no cover - compiled
+        for c in range(row.shape[0]):
+            row[c] = weight * source[c]
+
     @numba.njit(parallel=True, cache=True, nogil=True)
-    def _advance(z, read, gain, beta, scale, source, table, start, lookups, weights, chunks):
+    def _advance(z, read, gain, beta, scale, source, table, start, lookups, weights, chunks, fresh):
         # pragma: no cover - compiled
         # Per row (b, m) of z [B, M, C], in place: read[m] += gain[b] z[b, m] (where gain
-        # is not 0), then z[b, m] <- beta z[b, m] + scale[b, m] source[b] (source may be
-        # empty: no rank-one term) + the table rows lookups[start[bag]:start[bag + 1]],
-        # times weights (empty: 1), bag = b M + m. Each thread owns a range of m (its
-        # rows of read) and walks it sample by sample, so sample b's table rows stay
-        # cached; every row is read and written once.
+        # is not 0; with ``fresh`` read is written, not read: uninitialised memory needs
+        # no zeroing pass), then z[b, m] <- beta z[b, m] + scale[b, m] source[b] (source
+        # may be empty: no rank-one term) + the table rows lookups[start[bag]:start[bag
+        # + 1]], times weights (empty: 1), bag = b M + m. Each thread owns a range of m
+        # (its rows of read) and walks it sample by sample, so sample b's table rows
+        # stay cached; every row is read and written once.
         batch, rows, width = z.shape
         ranked, weighted = source.shape[0] > 0, weights.shape[0] > 0
+        reads = read.shape[0] > 0
+        first = batch  # the first sample read out
+        if reads:
+            for b in range(batch - 1, -1, -1):
+                if gain[b] != 0:
+                    first = b
         size = (rows + chunks - 1) // chunks
         for k in numba.prange(chunks):
             lo, hi = min(rows, k * size), min(rows, (k + 1) * size)
+            if reads and fresh and first == batch:  # no sample read out: zeros
+                for m in range(lo, hi):
+                    read[m, :] = 0
             for b in range(batch):
                 g = gain[b]
                 for m in range(lo, hi):
                     row = z[b, m]
-                    if g != 0:
-                        _add_row(read[m], g, row)
+                    if reads and g != 0:
+                        if fresh and b == first:
+                            _set_row(read[m], g, row)
+                        else:
+                            _add_row(read[m], g, row)
                     if ranked:
                         _decay_add_row(row, beta, scale[b, m], source[b])
                     else:
@@ -486,8 +504,11 @@ def advance_(
     return z
 
 
-def _advance_unchecked(z, beta, table, bag_start, lookups, weights, gain, read, scale, source):
-    """:func:`advance_` for callers that guarantee its preconditions.
+def _advance_unchecked(
+    z, beta, table, bag_start, lookups, weights, gain, read, scale, source, fresh=False
+):
+    """:func:`advance_` for callers that guarantee its preconditions; with ``fresh`` the
+    read-out is written into ``read`` (uninitialised memory), not added to it.
 
     ``False`` (with a warning, and the kernels switched off) if the kernel fails to
     compile: the caller then takes its torch path.
@@ -508,6 +529,7 @@ def _advance_unchecked(z, beta, table, bag_start, lookups, weights, gain, read, 
         lookups.numpy(),
         empty if weights is None else weights.numpy(),
         max(1, numba.get_num_threads()),
+        bool(fresh),
     )
     try:
         with _LAUNCH:

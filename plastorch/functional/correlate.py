@@ -669,7 +669,7 @@ def _advance_compiled(layer, accumulate, beta, parts, read_gain) -> tuple[bool, 
     read = gain = None
     if read_gain is not None:
         gain = read_gain.detach().to(dtype).contiguous()
-        read = torch.zeros((n_out, n_in), dtype=dtype, device=accumulate.device)
+        read = torch.empty((n_out, n_in), dtype=dtype, device=accumulate.device)
     done = compiled._advance_unchecked(
         accumulate.view(batch, n_out, n_in),
         beta,
@@ -681,6 +681,7 @@ def _advance_compiled(layer, accumulate, beta, parts, read_gain) -> tuple[bool, 
         read,
         scale,
         source,
+        fresh=True,
     )
     return (True, read) if done else (False, None)
 

@@ -558,11 +558,14 @@ def advance_cases(g):
         ([(pre, post, weights)], gain, 0.5),
         ([(pre, post, None), (*carried, None)], gain, 0.25),
         ([(pre, post, weights[:, :1]), (*carried, None)], None, 0.0),
+        # read-outs that start past the first sample, and that read nothing
+        ([(pre, post, None)], torch.tensor([0.0, 0.5, -2.0], dtype=torch.float64), 0.5),
+        ([(pre, post, None)], torch.zeros(batch, dtype=torch.float64), 0.5),
     ]
 
 
 @needs_numba
-@pytest.mark.parametrize("case", range(4))
+@pytest.mark.parametrize("case", range(6))
 def test_advance_per_sample_in_one_pass_is_the_torch_paths_sum(monkeypatch, case):
     from plastorch.functional import advance_per_sample_
 
@@ -573,9 +576,9 @@ def test_advance_per_sample_in_one_pass_is_the_torch_paths_sum(monkeypatch, case
     calls = []
     original = compiled._advance_unchecked
 
-    def counting(*args):
+    def counting(*args, **kwargs):
         calls.append(args[0].shape)
-        return original(*args)
+        return original(*args, **kwargs)
 
     monkeypatch.setattr(compiled, "_advance_unchecked", counting)
     results = []
@@ -610,7 +613,7 @@ def test_advance_per_sample_leaves_what_the_pass_does_not_cover_to_torch(monkeyp
     layer = nn.Linear(6, 5, bias=False).double()
     parts, gain, _ = advance_cases(g)[2]
     calls = []
-    monkeypatch.setattr(compiled, "_advance_unchecked", lambda *a: calls.append(1) or True)
+    monkeypatch.setattr(compiled, "_advance_unchecked", lambda *a, **k: calls.append(1) or True)
     window = parts[0]
     two_steps = (parts[1][0].expand(2, -1, -1), parts[1][1].expand(2, -1, -1), None)
     weighted_step = (*parts[1][:2], torch.ones(1, 3, dtype=torch.float64))

@@ -397,9 +397,9 @@ def test_combined_per_sample_windows_in_a_learner_advance_in_one_pass(monkeypatc
     calls = []
     original = compiled._advance_unchecked
 
-    def counting(*args):
+    def counting(*args, **kwargs):
         calls.append(args[6] is not None)  # whether this pass reads z out
-        return original(*args)
+        return original(*args, **kwargs)
 
     monkeypatch.setattr(compiled, "_advance_unchecked", counting)
     g = torch.Generator().manual_seed(8)
