@@ -499,19 +499,25 @@ class MSTDPET(_PairRule):
             )
         carried = [state[name] for name in names]
         # A per-sample eligibility advanced in place is read out in the same pass that
-        # decays it and adds the window's pairs (advance_per_sample_), not before it
-        read_gain = None
+        # decays it and adds the window's pairs (advance_per_sample_), not before it:
+        # where only its net change is read (combined, or a delta-only caller), one
+        # signed gain per eligibility, as _carried_change would take
+        read_gains = None
         if (
-            combined
+            (combined or use.delta_only)
             and self.per_sample_signal
             and signal is not None
             and not use.initial
             and not use.discarded
             and not halves.per_sample
-            and self._advances_in_place(carried[0], dtype)
+            and all(self._advances_in_place(z0, dtype) for z0 in carried)
         ):
-            read_gain = self._net_gain(signal, steps)
-            read_gain = None if read_gain is None else read_gain.expand(batch).contiguous()
+            gain = self._net_gain(signal, steps)
+            rates = (1.0,) if combined else (self.lr_post, self.lr_pre)
+            read_gains = [
+                None if gain is None or rate == 0.0 else (gain * rate).expand(batch).contiguous()
+                for rate in rates
+            ]
         if signal is not None:
             route_terms(layer, [ltp], (weights[0], weights[1]), halves)
             if constant:
@@ -530,7 +536,7 @@ class MSTDPET(_PairRule):
                         for term in acausal[k]:
                             potentiative = self.lr_pre * sign >= 0
                             halves.add_term(layer, term, None, abs(self.lr_pre), potentiative)
-            if not use.initial and read_gain is None:  # initial: zero, nothing carried in
+            if not use.initial and read_gains is None:  # initial: zero, nothing carried in
                 self._carried_change(halves, carried, signal, steps, batch)
 
         if use.discarded:  # the end of an episode: no next window reads z(T)
@@ -564,10 +570,10 @@ class MSTDPET(_PairRule):
                     ("eligibility_post", carried[0], [tail_part]),
                     ("eligibility_pre", carried[1], acausal_parts),
                 )
-        for name, z0, parts in fresh_parts:
+        for index, (name, z0, parts) in enumerate(fresh_parts):
             if self.per_sample_signal:
                 # [B, *W]: accumulated into z_0 itself when the caller lets the rule
-                # reuse its state (z_0 has been read above, unless read_gain reads it
+                # reuse its state (z_0 has been read above, unless read_gains read it
                 # in the same pass), else into a scaled copy
                 if self._advances_in_place(z0, dtype):
                     target, beta = z0, decay**steps
@@ -578,7 +584,7 @@ class MSTDPET(_PairRule):
                     target,
                     beta,
                     [(part.pre, part.post, step_weights) for part, step_weights in parts],
-                    read_gain=read_gain,
+                    read_gain=None if read_gains is None else read_gains[index],
                 )
                 if read is not None:
                     halves.add_net(read)

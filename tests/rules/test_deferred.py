@@ -207,13 +207,14 @@ def test_a_delta_only_caller_gets_the_same_delta_from_one_signed_part(make, sign
 
 def test_a_learner_asks_for_the_delta_only_when_nothing_reads_the_halves(monkeypatch):
     seen = []
-    original = MSTDPET._carried_change
+    original = MSTDPET.forward
 
-    def spy(self, halves, *args):
-        seen.append(base.current_state_use().delta_only)
-        return original(self, halves, *args)
+    def spy(self, layer, pre, post, state, signal=None):
+        if signal is not None:  # a step's window (not one settled by the next forward)
+            seen.append(base.current_state_use().delta_only)
+        return original(self, layer, pre, post, state, signal)
 
-    monkeypatch.setattr(MSTDPET, "_carried_change", spy)
+    monkeypatch.setattr(MSTDPET, "forward", spy)
     reward = torch.tensor([1.0, -2.0, 0.5]).double()
     deltas = {}
     bounds = (("plain", None), ("hard", Hard(-10.0, 10.0)), ("soft", Soft(-10.0, 10.0)))

@@ -383,10 +383,11 @@ def test_eligibility_must_be_split_or_combined_and_match_the_state():
 @pytest.mark.skipif(
     not __import__("plastorch").functional.compiled.available(), reason="numba is not installed"
 )
-def test_combined_per_sample_windows_in_a_learner_advance_in_one_pass(monkeypatch):
-    """Continuing windows of a combined per-sample eligibility in a Learner: the read-out,
-    the decay and the new pairs of z in one compiled pass per window, with the changes and
-    the carried z of the torch calls (and so of the split rule)."""
+@pytest.mark.parametrize("eligibility", ["combined", "split"])
+def test_per_sample_windows_in_a_learner_advance_in_one_pass(monkeypatch, eligibility):
+    """Continuing windows of per-sample eligibility in a Learner: the read-out, the decay
+    and the new pairs of each z in one compiled pass per window, with the changes and the
+    carried z of the torch calls and of the rule called as a function."""
     from plastorch import Learner
     from plastorch.functional import compiled, sparse_mode
 
@@ -413,7 +414,7 @@ def test_combined_per_sample_windows_in_a_learner_advance_in_one_pass(monkeypatc
         monkeypatch.setattr(compiled, "_ENABLED", enabled)
         layer, source = copy.deepcopy(base), Threshold()
         rule = MSTDPET(
-            0.3, -0.2, tau_eligibility=8.0, per_sample_signal=True, eligibility="combined"
+            0.3, -0.2, tau_eligibility=8.0, per_sample_signal=True, eligibility=eligibility
         )
         learner = Learner(layer, source, rule, step_mode="multi", apply=False)
         deltas = []
@@ -421,18 +422,20 @@ def test_combined_per_sample_windows_in_a_learner_advance_in_one_pass(monkeypatc
             for pre, reward in zip(windows, rewards):
                 source(layer(pre))  # recorded by the learner's hooks
                 deltas.append(learner.step(reward).clone())
-        results.append((deltas, learner.state_dict()["eligibility"]))
+        results.append((deltas, [learner.state_dict()[n] for n in rule._eligibility_names()]))
     # the first window's z is the initial zero (not read, a new tensor); then in place
-    assert calls == [False, True, True, True]
+    count = 1 if eligibility == "combined" else 2
+    assert calls == [False] * count + [True] * 3 * count
     (fast, z_fast), (slow, z_slow) = results
     # the rule called as a function (a new z per window, read out before it) is the reference
     layer, source = copy.deepcopy(base), Threshold()
-    plain = MSTDPET(0.3, -0.2, tau_eligibility=8.0, per_sample_signal=True, eligibility="combined")
+    plain = MSTDPET(0.3, -0.2, tau_eligibility=8.0, per_sample_signal=True, eligibility=eligibility)
     state = plain.initial_state(layer, windows[0][0], source(layer(windows[0][0])))
     for pre, reward, a, b in zip(windows, rewards, fast, slow):
         update, state = plain(layer, pre, source(layer(pre)), state, reward)
         torch.testing.assert_close(a, update.delta(), rtol=1e-12, atol=1e-15)
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
-    torch.testing.assert_close(z_fast, state["eligibility"], rtol=1e-12, atol=1e-15)
-    torch.testing.assert_close(z_fast, z_slow, rtol=1e-12, atol=1e-15)
-    assert z_fast.shape == (4, 9, 12) and bool(z_fast.ne(0).any())
+    for z, z_torch, name in zip(z_fast, z_slow, plain._eligibility_names()):
+        torch.testing.assert_close(z, state[name], rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(z, z_torch, rtol=1e-12, atol=1e-15)
+        assert z.shape == (4, 9, 12) and bool(z.ne(0).any())
