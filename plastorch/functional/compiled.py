@@ -3,10 +3,18 @@
 With `numba <https://numba.pydata.org>`_ installed, :func:`~plastorch.functional.correlate`
 sums a Linear's sparse factor in one parallel pass (:func:`sparse_rows_`) instead of
 the pure-torch scan, index arithmetic and ``embedding_bag`` (on a one-step factor
-those small kernels cost about what the GEMM does). Without numba, with the
+those small kernels cost about what the GEMM does); a window's spike scan is ordered
+by one counting sort (:func:`entries_by_owner`); window traces are one scan each
+(:func:`scan_`), and so are MSTDP-ET's weighted acausal factors; a per-sample eligibility is read
+out, decayed and given its new pairs in one pass (:func:`advance_`); delay-adjusted
+rules bucket their arrivals by step (:func:`expand_by_step`). Without numba, with the
 environment variable ``PLASTORCH_NUMBA=0``, or if numba fails to load or to compile
 (a warning says so), nothing here is used and every result is the same up to the
-order of the additions.
+order of the additions (and, for graded factors of the acausal scan, the rounding of
+torch's fused multiply-add).
+
+Loops over a row are njit functions of their own, called from the ``prange`` bodies:
+written inline there, numba's parallel lowering leaves them unvectorised.
 """
 
 from __future__ import annotations
@@ -69,8 +77,8 @@ def _require() -> None:
 
 if numba is not None:
     # The loops over a row are functions of their own: written inline in a ``prange``
-    # body, numba's parallel lowering leaves them scalar (a 784-wide row update took
-    # 1.5x as long: 81 against 54 us for the one-step LTP term of 784->400, batch 64).
+    # body, numba's parallel lowering leaves them scalar (the one-step LTP term of
+    # 784->400, batch 64, took 81-84 us that way against 53-58 us).
 
     @numba.njit(cache=True, nogil=True)
     def _scale_row(row, beta):  # pragma: no cover - compiled
