@@ -23,6 +23,7 @@ __all__ = [
     "allocator",
     "format_case",
     "format_markdown",
+    "format_ratio",
     "format_targets",
     "machine_info",
     "run_case",
@@ -237,8 +238,14 @@ def _time(seconds: float) -> str:
     return f"{seconds * 1e6:.0f} us"
 
 
-def _ratio(value: float | None, interval: Sequence[float] | None = None) -> str:
-    """``1.32x``, with the bootstrap interval when there is one: ``1.32x (1.27-1.38)``."""
+def format_ratio(value: float | None, interval: Sequence[float] | None = None) -> str:
+    """``1.32x``, with the bootstrap interval when there is one: ``1.32x (1.27-1.38)``.
+
+    Examples
+    --------
+    >>> format_ratio(1.3214, (1.2711, 1.3849)), format_ratio(65.4), format_ratio(None)
+    ('1.32x (1.27-1.38)', '65x', '')
+    """
     if value is None or math.isnan(value):
         return ""
     digits = ".2f" if value < 10 else ".0f"  # the interval's digits follow the ratio's
@@ -249,11 +256,11 @@ def _ratio(value: float | None, interval: Sequence[float] | None = None) -> str:
 
 
 def _limit_ratio(row: dict) -> str:
-    return _ratio(row.get("vs_limit"), row.get("vs_limit_interval"))
+    return format_ratio(row.get("vs_limit"), row.get("vs_limit_interval"))
 
 
 def _baseline_ratio(row: dict) -> str:
-    return _ratio(row.get("vs_baseline"), row.get("vs_baseline_interval"))
+    return format_ratio(row.get("vs_baseline"), row.get("vs_baseline_interval"))
 
 
 def _bytes(value: float) -> str:
@@ -301,7 +308,7 @@ def format_case(result: dict) -> str:
 def _target_value(entry: dict) -> str:
     if entry["verdict"] == NOT_RUN:
         return entry.get("status", "")
-    return _ratio(entry["value"], entry.get("interval"))
+    return format_ratio(entry["value"], entry.get("interval"))
 
 
 def format_targets(entries: list[dict]) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["MET", "MISSED", "NOT_RUN", "TARGETS", "UNDECIDED", "Target", "judge"]
+__all__ = ["MET", "MISSED", "NOT_RUN", "TARGETS", "UNDECIDED", "Target", "find_row", "judge"]
 
 MET, MISSED, UNDECIDED, NOT_RUN = "met", "missed", "inside the interval", "not run"
 
@@ -104,7 +104,9 @@ TARGETS = (
 )
 
 
-def _find_row(result: dict, name: str) -> dict | None:
+def find_row(result: dict, name: str) -> dict | None:
+    """The contender row ``name`` of one case's result (a peer row by its name without
+    the version), or ``None``."""
     for row in result.get("contenders", []):
         if row["name"] == name or (row["role"] == "peer" and row["name"].startswith(name + " ")):
             return row
@@ -124,7 +126,7 @@ def judge(report: dict, targets: tuple[Target, ...] = TARGETS) -> list[dict]:
         if target.case not in cases:
             continue
         entry = {"label": target.label, "case": target.case, "row": target.row}
-        row = _find_row(cases[target.case], target.row)
+        row = find_row(cases[target.case], target.row)
         value = None if row is None else row.get(target.ratio)
         if value is None or math.isnan(value):
             entry["verdict"] = NOT_RUN

@@ -11,8 +11,8 @@ import torch
 
 from plastorch.bench import CASES, Config, run_case, run_suite
 from plastorch.bench.__main__ import main
-from plastorch.bench.suite import ALLOCATOR_ENV, _ratio, allocator, format_case
-from plastorch.bench.targets import TARGETS, _find_row
+from plastorch.bench.suite import ALLOCATOR_ENV, allocator, format_case, format_ratio
+from plastorch.bench.targets import TARGETS, find_row
 
 QUICK = Config(quick=True, repeats=1, warmup=0, peers=())
 
@@ -32,7 +32,7 @@ def test_case_builds_checks_and_runs(case):
     json.dumps(result)  # the --json output is plain data
     for target in TARGETS:  # every target's row is one this case builds
         if target.case == case.name:
-            assert _find_row(result, target.row) is not None, target
+            assert find_row(result, target.row) is not None, target
     text = format_case(result)
     assert text.startswith(f"== {case.name}: ")
 
@@ -77,9 +77,9 @@ def test_ratios_carry_their_bootstrap_interval_over_the_rounds():
         per_round = [a / b for a, b in zip(row["samples_s"], reference)]
         assert min(per_round) * (1 - 1e-12) <= low and high <= max(per_round) * (1 + 1e-12)
     text = format_case(result)
-    assert _ratio(row["vs_limit"], row["vs_limit_interval"]) in text
-    assert _ratio(1.3214, (1.2711, 1.3849)) == "1.32x (1.27-1.38)"
-    assert _ratio(65.4, (59.6, 70.2)) == "65x (60-70)"
+    assert format_ratio(row["vs_limit"], row["vs_limit_interval"]) in text
+    assert format_ratio(1.3214, (1.2711, 1.3849)) == "1.32x (1.27-1.38)"
+    assert format_ratio(65.4, (59.6, 70.2)) == "65x (60-70)"
 
 
 def test_peers_without_library_get_a_status_row():
