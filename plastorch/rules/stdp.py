@@ -629,25 +629,25 @@ class MSTDPET(_PairRule):
         """Whether the carried per-sample ``z0`` takes this window's pairs in place."""
         return current_state_use().reusable and z0.is_contiguous() and z0.dtype == dtype
 
-    def _net_gain(self, signal: Tensor, steps: int) -> Tensor | None:
-        r"""``[B|1]``: the gain of the carried eligibility in the net change,
-        :math:`\sum_k M(k) d^{k+1}`; ``None`` where it is zero for every sample."""
+    def _gains(self, signal: Tensor, steps: int) -> Tensor:
+        r"""``[2, B|1]``: the gain :math:`\sum_k M(k) d^{k+1}` of the carried eligibility,
+        for the positive and for the negative part of :math:`M`."""
+        positive, negative = split_signal(signal)
         powers = self.decay_eligibility ** torch.arange(
             1, steps + 1, dtype=signal.dtype, device=signal.device
         )
-        gain = (signal * powers[:, None]).sum(0)
-        return gain if bool(gain.ne(0).any()) else None
+        return torch.stack((positive, negative)).mul_(powers[None, :, None]).sum(1)
+
+    def _net_gain(self, signal: Tensor, steps: int) -> Tensor | None:
+        """``[B|1]``: the signed gain of the carried eligibility in the net change
+        (``g+ - g-``); ``None`` where it is zero for every sample."""
+        gains = self._gains(signal, steps)
+        net = gains[0] - gains[1]
+        return net if bool(net.ne(0).any()) else None
 
     def _carried_change(self, halves, carried, signal, steps, batch) -> None:
         r"""The eligibility carried into the window, read at every step:
         :math:`z_0 \sum_k M(k) d^{k+1}` for each sign of ``M`` and each term."""
-        dtype = signal.dtype
-        positive, negative = split_signal(signal)
-        powers = self.decay_eligibility ** torch.arange(
-            1, steps + 1, dtype=dtype, device=signal.device
-        )
-        # [2, B|1]: the gain of the positive and of the negative part of M
-        gains = torch.stack((positive, negative)).mul_(powers[None, :, None]).sum(1)
         signs = (1.0, -1.0)
         # one combined eligibility carries eta_post z_post + eta_pre z_pre: rate 1, and
         # its halves are the parts of the net change
@@ -657,8 +657,8 @@ class MSTDPET(_PairRule):
             # the caller reads the net change only (or the halves are its parts): both
             # signs in one signed gain, rate (g+ - g-) per sample, so z0 is read once
             # by one matrix-vector product
-            net_gain = gains[0] - gains[1]
-            if not bool(net_gain.ne(0).any()):
+            net_gain = self._net_gain(signal, steps)
+            if net_gain is None:
                 return
             for rate, z0 in zip(rates, carried):
                 if rate == 0.0:
@@ -673,6 +673,7 @@ class MSTDPET(_PairRule):
                 else:
                     halves.add_net(z0 * (net_gain * rate))
             return
+        gains = self._gains(signal, steps)
         for rate, z0 in zip((self.lr_post, self.lr_pre), carried):
             if rate == 0.0:
                 continue
