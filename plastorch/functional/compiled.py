@@ -75,6 +75,27 @@ def _require() -> None:
         raise RuntimeError("the compiled kernels need numba: pip install plastorch[fast]")
 
 
+def _check_floats(kernel: str, like: str, dtype: torch.dtype, named) -> None:
+    """Each ``(name, tensor, shape)`` of ``named`` is a contiguous CPU tensor of ``dtype``
+    (one of :data:`DTYPES`, the dtype of the argument ``like``), of that shape, not
+    requiring grad; else a TypeError or ValueError naming ``kernel`` and the argument."""
+    for name, tensor, shape in named:
+        if tensor.dtype != dtype or dtype not in _SCALAR or tensor.device.type != "cpu":
+            raise TypeError(
+                f"{kernel}: {name} must be a CPU tensor of float32 or float64 like {like}, "
+                f"got {tensor.dtype} on {tensor.device}"
+            )
+        if (
+            tuple(tensor.shape) != tuple(shape)
+            or not tensor.is_contiguous()
+            or tensor.requires_grad
+        ):
+            raise ValueError(
+                f"{kernel}: {name} must be contiguous, not require grad and be of shape "
+                f"{list(shape)}, got {list(tensor.shape)}"
+            )
+
+
 if numba is not None:
     # The loops over a row are functions of their own: written inline in a ``prange``
     # body, numba's parallel lowering leaves them scalar (the one-step LTP term of
@@ -475,17 +496,7 @@ def advance_(
         floats += [("scale", scale, (batch, rows)), ("source", source, (batch, width))]
     if weights is not None:
         floats.append(("weights", weights, (lookups.numel(),)))
-    for name, tensor, shape in floats:
-        if tensor.dtype != z.dtype or z.dtype not in _SCALAR or tensor.device.type != "cpu":
-            raise TypeError(
-                f"advance_: {name} must be a CPU tensor of float32 or float64 like z, "
-                f"got {tensor.dtype} on {tensor.device}"
-            )
-        if tuple(tensor.shape) != shape or not tensor.is_contiguous() or tensor.requires_grad:
-            raise ValueError(
-                f"advance_: {name} must be contiguous, not require grad and be of shape "
-                f"{list(shape)}, got {list(tensor.shape)}"
-            )
+    _check_floats("advance_", "z", z.dtype, floats)
     for name, tensor, size in (
         ("bag_start", bag_start, batch * rows + 1),
         ("lookups", lookups, None),
@@ -612,22 +623,12 @@ def sparse_rows_(out: Tensor, a: Tensor, b: Tensor, alpha: float, beta: float) -
             [1.5000, 2.0000]])
     """
     _require()
-    scalar = _SCALAR.get(out.dtype)
-    for name, tensor, shape in (
+    named = (
         ("out", out, (a.shape[1], b.shape[1])),
         ("a", a, (b.shape[0], a.shape[1])),
         ("b", b, (a.shape[0], b.shape[1])),
-    ):
-        if scalar is None or tensor.dtype != out.dtype or tensor.device.type != "cpu":
-            raise TypeError(
-                f"sparse_rows_: {name} must be a CPU tensor of float32 or float64 like out, "
-                f"got {tensor.dtype} on {tensor.device}"
-            )
-        if tensor.shape != shape or not tensor.is_contiguous() or tensor.requires_grad:
-            raise ValueError(
-                f"sparse_rows_: {name} must be contiguous, not require grad and be of shape "
-                f"{list(shape)}, got {list(tensor.shape)}"
-            )
+    )
+    _check_floats("sparse_rows_", "out", out.dtype, named)
     _sparse_rows_unchecked(out, a, b, alpha, beta)
     return out
 
@@ -722,17 +723,7 @@ def scan_(
     named = [("out", out, tuple(values.shape)), ("values", values, tuple(values.shape))]
     if start is not None:
         named.append(("start", start, shape))
-    for name, tensor, wanted in named:
-        if tensor.dtype != out.dtype or out.dtype not in _SCALAR or tensor.device.type != "cpu":
-            raise TypeError(
-                f"scan_: {name} must be a CPU tensor of float32 or float64 like out, "
-                f"got {tensor.dtype} on {tensor.device}"
-            )
-        if tuple(tensor.shape) != wanted or not tensor.is_contiguous() or tensor.requires_grad:
-            raise ValueError(
-                f"scan_: {name} must be contiguous, not require grad and be of shape "
-                f"{list(wanted)}, got {list(tensor.shape)}"
-            )
+    _check_floats("scan_", "out", out.dtype, named)
     if values.dim() == 0 or values.shape[0] == 0:
         return out
     if not _scan_unchecked(out, values, decay, start, amplitude, reverse):
