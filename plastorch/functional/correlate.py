@@ -1216,13 +1216,14 @@ def _scan_entries(
     else:
         flat_sparse = sparse_t.reshape(-1)
         # the flat scan serves every owner layout (with or without batch)
-        flat = _shared("flat", sparse_t, (), lambda: flat_sparse.view(as_int).nonzero().squeeze(1))
-        if (
+        kernels = (
             compiled.available()
             and flat_sparse.is_cpu
             and flat_sparse.dtype in compiled.DTYPES
             and flat_sparse.is_contiguous()
-        ):
+        )
+        flat = _shared("flat", sparse_t, (), lambda: _flat_nonzero(flat_sparse, as_int, kernels))
+        if kernels:
             # one counting sort by owner (the stable sort's order) instead of the sort and
             # the index kernels below: 0.3-0.5 ms against 2.5-3 ms for 51k entries
             entries = compiled._entries_unchecked(flat, flat_sparse, channels, own_pos, per)
@@ -1242,6 +1243,17 @@ def _scan_entries(
     owner_start = torch.zeros(owners + 1, dtype=torch.long, device=sparse_t.device)
     torch.cumsum(torch.bincount(owner, minlength=owners), 0, out=owner_start[1:])
     return channel, row, position, values, owner_start
+
+
+def _flat_nonzero(flat: Tensor, as_int: torch.dtype, kernels: bool) -> Tensor:
+    """Ascending indices of the non-zero bit patterns of the 1-d ``flat``: compiled
+    where ``kernels`` says it can be (:func:`~plastorch.functional.compiled.flat_nonzero`),
+    else torch's ``nonzero`` of its integer view. The same indices either way."""
+    if kernels:
+        found = compiled._nonzero_unchecked(flat)
+        if found is not None:
+            return found
+    return flat.view(as_int).nonzero().squeeze(1)
 
 
 def _by_column(sparse_t: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -720,3 +720,32 @@ def test_an_acausal_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch
     assert torch.equal(carried, expected[1])
     for a, b in zip(after, expected[0]):
         assert torch.equal(a, b)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("numel", [0, 1, 7, 1000, 100_003])
+def test_flat_nonzero_is_torch_nonzero_of_the_bits(dtype, numel):
+    g = torch.Generator().manual_seed(numel)
+    x = spikes((numel,), 0.05, g, dtype) * torch.rand(numel, generator=g, dtype=dtype)
+    if numel > 3:
+        x[3] = -0.0  # an entry: its bits are not zero
+    found = compiled.flat_nonzero(x)
+    bits = x.view(torch.int32 if dtype == torch.float32 else torch.int64)
+    assert found.dtype == torch.long
+    assert torch.equal(found, bits.nonzero().squeeze(1))
+    assert torch.equal(compiled.flat_nonzero(torch.zeros(5, 3, dtype=dtype)), torch.zeros(0).long())
+    with pytest.raises(TypeError, match="flat_nonzero: x must be a contiguous CPU tensor"):
+        compiled.flat_nonzero(torch.ones(4, 2, dtype=dtype).t())
+
+
+@needs_numba
+def test_a_nonzero_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch):
+    monkeypatch.setattr(compiled, "_nonzero", NeverCompiled())
+    monkeypatch.setattr(compiled, "_ENABLED", True)
+    x = spikes((300, 30, 40), 0.03, torch.Generator().manual_seed(7), torch.float32)
+    with pytest.warns(UserWarning, match="did not compile"):
+        got = correlate_module._scan_entries(x, 30, 40, None)
+    assert not compiled.available()
+    for a, b in zip(got, correlate_module._scan_entries(x, 30, 40, None)):
+        assert torch.equal(a, b)
