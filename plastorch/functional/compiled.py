@@ -3,8 +3,8 @@
 With `numba <https://numba.pydata.org>`_ installed, :func:`~plastorch.functional.correlate`
 sums a Linear's sparse factor in one parallel pass (:func:`sparse_rows_`) instead of
 the pure-torch scan, index arithmetic and ``embedding_bag`` (on a one-step factor
-those small kernels cost about what the GEMM does); a window's spike scan is ordered
-by one counting sort (:func:`entries_by_owner`); window traces are one scan each
+those small kernels cost about what the GEMM does); a window's spikes are found
+(:func:`flat_nonzero`) and ordered by one counting sort (:func:`entries_by_owner`); window traces are one scan each
 (:func:`scan_`), and so are MSTDP-ET's weighted acausal factors; a per-sample eligibility is read
 out, decayed and given its new pairs in one pass (:func:`advance_`); delay-adjusted
 rules bucket their arrivals by step (:func:`expand_by_step`). Without numba, with the
