@@ -529,9 +529,9 @@ def advance_(
 
     .. math::
 
-                ext{read}_m \mathrel{+}= 	extstyle\sum_b g_b z_{b m},\qquad
-        z_{b m} \leftarrow eta z_{b m} + s_{b m}\, u_b + \sum_{e \in 	ext{bag}}
-        w_e\, 	ext{table}_{	ext{lookup}_e}
+        \text{read}_m \mathrel{+}= \textstyle\sum_b g_b z_{b m},\qquad
+        z_{b m} \leftarrow \beta z_{b m} + s_{b m}\, u_b + \sum_{e \in \text{bag}}
+        w_e\, \text{table}_{\text{lookup}_e}
 
     with the read-out (``gain`` ``[B]``, into ``read [M, C]``) and the rank-one term
     (``scale [B, M]``, ``source [B, C]``) optional. This is a per-sample eligibility

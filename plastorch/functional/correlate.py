@@ -582,7 +582,7 @@ def advance_per_sample_(
 
     Each part ``(pre, post, weights)`` adds ``correlate_per_sample(layer, pre, post,
     weights=weights)`` (``[B, *W]``). With ``read_gain`` (``[B]``) the sum
-    :math:`\sum_b g_b\, 	ext{accumulate}_b` *before* the update is returned
+    :math:`\sum_b g_b\, \text{accumulate}_b` *before* the update is returned
     (``[*W]``), else ``None``. This is how a per-sample eligibility carried across
     windows advances (:class:`~plastorch.rules.MSTDPET`): read out, decayed, and
     given the window's pairs.
