@@ -496,8 +496,9 @@ def test_window_scans_take_the_compiled_sort_with_the_torch_paths_entries(monkey
 
 
 @needs_numba
-def test_an_entries_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch):
-    monkeypatch.setattr(compiled, "_entries", NeverCompiled())
+@pytest.mark.parametrize("kernel", ["_entries", "_nonzero"])
+def test_a_scan_entries_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch, kernel):
+    monkeypatch.setattr(compiled, kernel, NeverCompiled())
     monkeypatch.setattr(compiled, "_ENABLED", True)
     x = spikes((300, 30, 40), 0.03, torch.Generator().manual_seed(6), torch.float32)
     with pytest.warns(UserWarning, match="did not compile"):
@@ -737,15 +738,3 @@ def test_flat_nonzero_is_torch_nonzero_of_the_bits(dtype, numel):
     assert torch.equal(compiled.flat_nonzero(torch.zeros(5, 3, dtype=dtype)), torch.zeros(0).long())
     with pytest.raises(TypeError, match="flat_nonzero: x must be a contiguous CPU tensor"):
         compiled.flat_nonzero(torch.ones(4, 2, dtype=dtype).t())
-
-
-@needs_numba
-def test_a_nonzero_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch):
-    monkeypatch.setattr(compiled, "_nonzero", NeverCompiled())
-    monkeypatch.setattr(compiled, "_ENABLED", True)
-    x = spikes((300, 30, 40), 0.03, torch.Generator().manual_seed(7), torch.float32)
-    with pytest.warns(UserWarning, match="did not compile"):
-        got = correlate_module._scan_entries(x, 30, 40, None)
-    assert not compiled.available()
-    for a, b in zip(got, correlate_module._scan_entries(x, 30, 40, None)):
-        assert torch.equal(a, b)
