@@ -277,7 +277,10 @@ def weighted_acausal_factors(
         :math:`e^{-\Delta t/\tau_\text{post}}`.
     out : Tensor, optional
         ``[K, T, B, *in]`` to write the :math:`y_k` into (e.g. a buffer reused
-        across windows); ``after`` is then its ``K`` views.
+        across windows); ``after`` is then its ``K`` views. With the compiled kernels
+        (numba, CPU) the scan into ``out`` is one pass per sample: the same values
+        as the step-by-step torch loop for 0/1 spikes, within a rounding of them
+        for graded factors (torch's ``addcmul`` may fuse its multiply-add).
 
     Returns
     -------
