@@ -384,10 +384,16 @@ def test_eligibility_must_be_split_or_combined_and_match_the_state():
     not __import__("plastorch").functional.compiled.available(), reason="numba is not installed"
 )
 @pytest.mark.parametrize("eligibility", ["combined", "split"])
-def test_per_sample_windows_in_a_learner_advance_in_one_pass(monkeypatch, eligibility):
+@pytest.mark.parametrize(
+    "trace_mode, per_step", [("cumulative", False), ("cumulative", True), ("nearest", False)]
+)
+def test_per_sample_windows_in_a_learner_advance_in_one_pass(
+    monkeypatch, eligibility, trace_mode, per_step
+):
     """Continuing windows of per-sample eligibility in a Learner: the read-out, the decay
-    and the new pairs of each z in one compiled pass per window, with the changes and the
-    carried z of the torch calls and of the rule called as a function."""
+    and the new pairs of each z in one compiled pass per window (where the parts allow
+    it), with the changes and the carried z of the torch calls and of the rule called as
+    a function; a [B] and a [T, B] reward, both trace modes."""
     from plastorch import Learner
     from plastorch.functional import compiled, sparse_mode
 
@@ -408,14 +414,21 @@ def test_per_sample_windows_in_a_learner_advance_in_one_pass(monkeypatch, eligib
     with torch.no_grad():
         base.weight.uniform_(0.0, 0.2, generator=g)
     windows = [(torch.rand(10, 4, 12, generator=g) < 0.3).double() for _ in range(4)]
-    rewards = [torch.randn(4, generator=g, dtype=torch.float64) for _ in windows]
+    shape = (10, 4) if per_step else (4,)
+    rewards = [torch.randn(shape, generator=g, dtype=torch.float64) for _ in windows]
+    make = lambda: MSTDPET(  # noqa: E731
+        0.3,
+        -0.2,
+        tau_eligibility=8.0,
+        trace_mode=trace_mode,
+        per_sample_signal=True,
+        eligibility=eligibility,
+    )
     results = []
     for enabled in (True, False):
         monkeypatch.setattr(compiled, "_ENABLED", enabled)
         layer, source = copy.deepcopy(base), Threshold()
-        rule = MSTDPET(
-            0.3, -0.2, tau_eligibility=8.0, per_sample_signal=True, eligibility=eligibility
-        )
+        rule = make()
         learner = Learner(layer, source, rule, step_mode="multi", apply=False)
         deltas = []
         with sparse_mode("sparse"):  # (auto would take the dense path at this size)
@@ -423,13 +436,18 @@ def test_per_sample_windows_in_a_learner_advance_in_one_pass(monkeypatch, eligib
                 source(layer(pre))  # recorded by the learner's hooks
                 deltas.append(learner.step(reward).clone())
         results.append((deltas, [learner.state_dict()[n] for n in rule._eligibility_names()]))
-    # the first window's z is the initial zero (not read, a new tensor); then in place
-    count = 1 if eligibility == "combined" else 2
-    assert calls == [False] * count + [True] * 3 * count
+    # the first window's z is the initial zero (not read, a new tensor); then in place.
+    # Nearest traces: the acausal pairs walk the pre spikes (no pass), and the combined
+    # z's parts are two windows (the torch calls)
+    if trace_mode == "cumulative":
+        count = 1 if eligibility == "combined" else 2
+        assert calls == [False] * count + [True] * 3 * count
+    else:
+        assert calls == ([] if eligibility == "combined" else [False] + [True] * 3)
     (fast, z_fast), (slow, z_slow) = results
     # the rule called as a function (a new z per window, read out before it) is the reference
     layer, source = copy.deepcopy(base), Threshold()
-    plain = MSTDPET(0.3, -0.2, tau_eligibility=8.0, per_sample_signal=True, eligibility=eligibility)
+    plain = make()
     state = plain.initial_state(layer, windows[0][0], source(layer(windows[0][0])))
     for pre, reward, a, b in zip(windows, rewards, fast, slow):
         update, state = plain(layer, pre, source(layer(pre)), state, reward)
