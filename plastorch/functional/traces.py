@@ -288,7 +288,8 @@ def _compiled_scan(out: Tensor, values: Tensor, start: Tensor | None = None) -> 
         and out.device.type == "cpu"
         and out.dtype in compiled.DTYPES
         and values.dtype == out.dtype
-        and out.numel() >= compiled.SCAN_MIN_NUMEL
+        and out.dim() > 0
+        and (out.shape[0] >= compiled.SCAN_MIN_STEPS or out.numel() >= compiled.SCAN_MIN_NUMEL)
         and out.is_contiguous()
         and values.is_contiguous()
         and not (out.requires_grad or values.requires_grad)

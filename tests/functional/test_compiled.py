@@ -399,6 +399,35 @@ def test_window_traces_take_the_compiled_scan_with_the_torch_bits(monkeypatch):
 
 
 @needs_numba
+@pytest.mark.parametrize(
+    "shape, compiled_path",
+    [((100, 2, 64), True), ((100, 1), True), ((4, 3), True), ((3, 5), False), ((2, 1 << 14), True)],
+)
+def test_small_scans_of_many_steps_are_compiled_with_the_torch_bits(
+    monkeypatch, shape, compiled_path
+):
+    """A short loop stays torch's; a long one over a few columns (MSTDP-ET's [T, B]
+    signal weights) is compiled, since the loop costs per step whatever its width."""
+    from plastorch.functional import discounted_reverse_sum, trace_window
+    from plastorch.functional import traces as traces_module
+
+    g = torch.Generator().manual_seed(sum(shape))
+    values = torch.randn(shape, generator=g)
+    x0 = torch.rand(shape[1:], generator=g)
+    calls = []
+    original = compiled._scan_unchecked
+    monkeypatch.setattr(
+        compiled, "_scan_unchecked", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    fast = trace_window(x0, values, 0.95), discounted_reverse_sum(values, 0.9)
+    assert len(calls) == (2 if compiled_path else 0)
+    monkeypatch.setattr(traces_module, "_compiled_scan", lambda *a, **k: False)
+    slow = trace_window(x0, values, 0.95), discounted_reverse_sum(values, 0.9)
+    for a, b in zip(fast, slow):
+        assert torch.equal(a, b)
+
+
+@needs_numba
 def test_a_scan_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch):
     from plastorch.functional import discounted_reverse_sum
 
