@@ -1674,14 +1674,13 @@ def _unfold_weight_grad(
     padding,
     weight_shape: tuple[int, ...],
     groups: int = 1,
-    choose: bool = False,
 ) -> Tensor | None:
     r"""``sum_n post_n [C_out, L] @ unfold(pre)_n^T [L, C_in K]``, per group, for a small patch.
 
     ``pre`` and ``post`` are ``[N, C, *spatial]`` samples whose shapes the caller's
     :class:`_Geometry` has checked against the layer. ``None`` where
     :data:`_UNFOLD_PATCH` or :data:`_UNFOLD_NUMEL` say oneDNN's weight gradient is
-    the better kernel, or, with ``choose``, where :func:`_unfold_wins` says so. The
+    the better kernel (the timed choice, :func:`_unfold_wins`, is the caller's). The
     columns are :func:`_columns` (into the scope's workspace when one is lent); with
     groups, one batched GEMM over samples and groups.
     """
@@ -1690,8 +1689,6 @@ def _unfold_weight_grad(
     patch = math.prod(weight_shape[1:])  # C_in / groups x kernel
     positions = math.prod(post.shape[2:])
     samples = pre.shape[0]
-    if choose and not _unfold_wins(layer, pre, post, padding, weight_shape, groups):
-        return None
     # (out= buffers cannot be part of an autograd graph)
     lend = not (pre.requires_grad or post.requires_grad)
     columns = (
