@@ -255,19 +255,44 @@ if numba is not None:
             out[n] = carry[n]
             carry[n] = (carry[n] + weight * spikes[n]) * decay
 
+    @numba.njit(cache=True, nogil=True)
+    def _acausal_causal_step(carry, out, weight, spikes, decay, rate, trace):
+        # pragma: no cover - compiled
+        # out <- carry + rate trace (y(t) and the causal pairs' factor); carry <- y(t - 1)
+        for n in range(carry.shape[0]):
+            out[n] = carry[n] + rate * trace[n]
+            carry[n] = (carry[n] + weight * spikes[n]) * decay
+
     @numba.njit(parallel=True, cache=True, nogil=True)
-    def _weighted_acausal(out, carried, weights, pre, decay):  # pragma: no cover - compiled
+    def _weighted_acausal(out, carried, weights, pre, decay, trace, rates):
+        # pragma: no cover - compiled
         # out [K, T, B, C], carried [K, B, C], weights [K, T, B or 1], pre [T, B, C]:
-        # y_k(T-1) = 0, y_k(t-1) = (y_k(t) + w_k(t) s(t)) d, carried_k = y_k(-1). One
-        # sample per job, its K scans together, so each row of pre is read once.
+        # y_k(T-1) = 0, y_k(t-1) = (y_k(t) + w_k(t) s(t)) d, carried_k = y_k(-1); out_k(t)
+        # = y_k(t) + r_k(t) x(t) with ``trace`` x [T, B, C] and ``rates`` r [K, T, B or 1]
+        # (both empty: out_k = y_k). One sample per job, its K scans together, so each
+        # row of pre (and of x) is read once.
         count, steps, batch, width = out.shape
+        causal = rates.shape[0] > 0
         for b in numba.prange(batch):
             column = b % weights.shape[2]  # weights of one sample serve every sample
+            rate_column = b % rates.shape[2] if causal else 0
             carry = np.zeros((count, width), out.dtype)
             for k in range(steps):
                 t = steps - 1 - k
                 for j in range(count):
-                    _acausal_step(carry[j], out[j, t, b], weights[j, t, column], pre[t, b], decay)
+                    weight = weights[j, t, column]
+                    if causal and rates[j, t, rate_column] != 0:
+                        _acausal_causal_step(
+                            carry[j],
+                            out[j, t, b],
+                            weight,
+                            pre[t, b],
+                            decay,
+                            rates[j, t, rate_column],
+                            trace[t, b],
+                        )
+                    else:
+                        _acausal_step(carry[j], out[j, t, b], weight, pre[t, b], decay)
             for j in range(count):
                 carried[j, b] = carry[j]
 
@@ -469,22 +494,32 @@ def entries_by_owner(
     return entries
 
 
-def _weighted_acausal_unchecked(out, carried, weights, pre, decay) -> bool:
+def _weighted_acausal_unchecked(out, carried, weights, pre, decay, trace=None, rates=None) -> bool:
     """The scan of :func:`~plastorch.functional.weighted_acausal_factors` in one pass.
 
     ``out`` ``[K, T, B, C]``, ``carried`` ``[K, B, C]``, ``weights`` ``[K, T, B | 1]`` and
-    ``pre`` ``[T, B, C]``, contiguous CPU tensors of one dtype in :data:`DTYPES`. Each
-    step rounds the product ``w s``, then the sum, then the decay: torch's ``addcmul``
-    may fuse the first two (it does on x86 with FMA), so the bits are torch's where the
-    product is exact (0/1 spikes) and within a rounding of them otherwise. ``False``
-    (with a warning, and the kernels switched off) if the kernel fails to compile.
+    ``pre`` ``[T, B, C]``, contiguous CPU tensors of one dtype in :data:`DTYPES`; with
+    ``trace`` ``[T, B, C]`` and ``rates`` ``[K, T, B | 1]`` (the same) ``out_k`` is
+    ``y_k + r_k x``, written as the scan goes. Each step rounds the product ``w s``,
+    then the sum, then the decay (and ``r x``, then its sum with ``y``): torch's
+    ``addcmul`` may fuse a product and a sum (it does on x86 with FMA), so the bits are
+    torch's where the products are exact (0/1 spikes, no trace) and within a rounding
+    of them otherwise. ``False`` (with a warning, and the kernels switched off) if the
+    kernel fails to compile.
     """
     _follow_torch_threads()
     scalar = _SCALAR[out.dtype]
+    width = out.shape[-1]
     try:
         with _LAUNCH:
             _weighted_acausal(
-                out.numpy(), carried.numpy(), weights.numpy(), pre.numpy(), scalar(decay)
+                out.numpy(),
+                carried.numpy(),
+                weights.numpy(),
+                pre.numpy(),
+                scalar(decay),
+                np.zeros((0, 0, width), scalar) if trace is None else trace.numpy(),
+                np.zeros((0, 0, 1), scalar) if rates is None else rates.numpy(),
             )
     except Exception as error:
         _did_not_compile(_weighted_acausal, error)

@@ -248,7 +248,12 @@ def cumulative_trace_at_end(trace: Tensor, spikes: Tensor, decay: float) -> Tens
 
 
 def weighted_acausal_factors(
-    pre: Tensor, weights: Tensor, decay_post: float, *, out: Tensor | None = None
+    pre: Tensor,
+    weights: Tensor,
+    decay_post: float,
+    *,
+    out: Tensor | None = None,
+    causal: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[list[Tensor], Tensor]:
     r"""Post-triggered factors of acausal terms weighted per step and sample.
 
@@ -281,6 +286,14 @@ def weighted_acausal_factors(
         (numba, CPU) the scan into ``out`` is one pass per sample: the same values
         as the step-by-step torch loop for 0/1 spikes, within a rounding of them
         for graded factors (torch's ``addcmul`` may fuse its multiply-add).
+    causal : (Tensor, Tensor), optional
+        ``(x, r)``: a trace ``x [T, B, *in]`` and rates ``r [K, T, B]`` or ``[K, T,
+        1]``. Each factor is then :math:`y_k(t) + r_k(t)\, x(t)`: with the
+        presynaptic trace, the post-triggered factor of both pair terms of a
+        weighted STDP window (the causal pairs :math:`C(x(t), s_\text{post}(t))`
+        share the post spikes), written in the same pass where it is compiled, in
+        place of a ``mul`` and an ``addcmul`` per factor over ``[T, B, *in]``
+        (within a rounding of them).
 
     Returns
     -------
@@ -303,6 +316,25 @@ def weighted_acausal_factors(
         )
     dtype = torch.promote_types(pre.dtype, weights.dtype)
     steps, count = pre.shape[0], weights.shape[0]
+    if causal is not None:
+        trace, rates = causal
+        if tuple(trace.shape) != tuple(pre.shape):
+            raise ValueError(
+                f"causal: the trace must be shaped like pre {list(pre.shape)}, got "
+                f"{list(trace.shape)}"
+            )
+        if (
+            rates.dim() != 3
+            or rates.shape[:2] != (count, steps)
+            or rates.shape[2] not in (1, pre.shape[1])
+        ):
+            raise ValueError(
+                f"causal: the rates must be [K, T, B] or [K, T, 1] = [{count}, {steps}, "
+                f"{pre.shape[1]} or 1], got {list(rates.shape)}"
+            )
+        dtype = torch.promote_types(dtype, torch.promote_types(trace.dtype, rates.dtype))
+        trace = trace.to(dtype)
+        rates = rates.to(dtype).reshape(count, steps, -1, *([1] * (pre.dim() - 2)))
     pre = pre.to(dtype)
     weights = weights.to(dtype).reshape(count, steps, -1, *([1] * (pre.dim() - 2)))
     # with ``out``, all K weightings advance together (two ops per step); without,
@@ -317,7 +349,7 @@ def weighted_acausal_factors(
     after = [factor for y, _ in chunks for factor in y.unbind(0)]
     if steps == 0:
         return after, carried.zero_()
-    if out is not None and _compiled_acausal(out, weights, pre, carried, decay_post):
+    if out is not None and _compiled_acausal(out, weights, pre, carried, decay_post, causal):
         return after, carried
     # y(t) = d (y(t+1) + w(t+1) s(t+1)): the roundings of trace_after of w s (addcmul
     # rounds w s, then the sum; no temporary); one step further, d (y(0) + w(0) s(0)) = g.
@@ -329,11 +361,19 @@ def weighted_acausal_factors(
             target = y[:, t - 1] if t > 0 else g
             torch.addcmul(y[:, t], w[:, t], pre[t], out=target).mul_(decay)
         start += y.shape[0]
+    if causal is not None:
+        for factor, rate in zip(after, rates):
+            factor.addcmul_(trace, rate)
     return after, carried
 
 
 def _compiled_acausal(
-    out: Tensor, weights: Tensor, pre: Tensor, carried: Tensor, decay: float
+    out: Tensor,
+    weights: Tensor,
+    pre: Tensor,
+    carried: Tensor,
+    decay: float,
+    causal: tuple[Tensor, Tensor] | None,
 ) -> bool:
     """:func:`weighted_acausal_factors`' scan as one compiled pass (numba), where it
     applies (CPU, a float dtype of the kernels, contiguous factors, not tiny)."""
@@ -349,10 +389,19 @@ def _compiled_acausal(
         return False
     count, steps, batch = out.shape[:3]
     flat_weights = weights.reshape(count, steps, weights.shape[2]).contiguous()
+    trace = rates = None
+    if causal is not None:
+        trace, rates = causal
+        if not trace.is_contiguous():
+            return False
+        trace = trace.detach().view(steps, batch, -1)
+        rates = rates.detach().reshape(count, steps, rates.shape[2]).contiguous()
     return compiled._weighted_acausal_unchecked(
         out.view(count, steps, batch, -1),
         carried.view(count, batch, -1),
         flat_weights.detach(),
         pre.detach().view(steps, batch, -1),
         decay,
+        trace,
+        rates,
     )

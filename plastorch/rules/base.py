@@ -210,6 +210,8 @@ class Halves:
         self.factor = 1.0
         #: signed part for a caller that reads only the delta (:meth:`add_net`)
         self.net: Tensor | None = None
+        #: whether a signed correlation is pending (:meth:`add_net_term`)
+        self.net_terms = False
         #: lent by the caller of the rule (``state_use``) for the fused delta's temporaries
         self.workspace = current_state_use().workspace
 
@@ -232,6 +234,21 @@ class Halves:
         if self.per_sample and not self.signed:
             raise RuntimeError("add_net needs summed halves (batch_reduction 'sum' or 'mean')")
         self.net = _add(self.net, value)
+
+    def add_net_term(self, layer: nn.Module, term: Term) -> None:
+        """Add the signed ``term.rate * C(term)`` to the net change, deferred.
+
+        :meth:`add_net` for a correlation that is not computed yet, so :meth:`delta`
+        fuses it with the other pending terms: a rule whose caller reads only the
+        delta sums the signed factors of its terms into one (MSTDP-ET's window over
+        the post spikes) instead of routing each to a half.
+        """
+        if self.per_sample:  # per-sample halves are computed as they come, not deferred
+            raise RuntimeError("add_net_term needs summed halves (batch_reduction 'sum' or 'mean')")
+        if term.rate == 0.0:
+            return
+        self.net_terms = True
+        self.terms.append((layer, term, None, abs(term.rate), term.rate > 0))
 
     def add_term(
         self,
@@ -276,7 +293,7 @@ class Halves:
 
     def halves(self) -> tuple[Tensor | None, Tensor | None]:
         """``(potentiation, depression)``: one correlation per pending term."""
-        if self.net is not None and not self.signed:
+        if (self.net is not None or self.net_terms) and not self.signed:
             raise RuntimeError(
                 "this update was formed for a caller that reads only its delta "
                 "(state_use(delta_only=True)): it holds a signed part, not halves"
@@ -365,6 +382,7 @@ class Halves:
         copy.factor = self.factor * factor
         copy.workspace = self.workspace
         copy.net = self.net
+        copy.net_terms = self.net_terms
         return copy
 
     def __repr__(self) -> str:

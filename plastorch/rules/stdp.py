@@ -463,10 +463,25 @@ class MSTDPET(_PairRule):
             signal = torch.full((steps, 1), signal, dtype=dtype, device=device)
         decay, tau = self.decay_eligibility, self.tau_eligibility
         use = current_state_use()
+        halves = Halves(self.batch_reduction, batch, signed=combined)
+        # Where only the window's net change is read (combined: its halves are the parts
+        # of it; or a caller that reads the delta alone) and the acausal pairs are
+        # written over the post spikes, the window's pairs are one factor paired with
+        # s_post: eta_post R x_pre + the acausal factor weighted by eta_pre R, with R
+        # the signed reverse sum of M, written by the acausal scan itself.
+        net = (
+            signal is not None
+            and self.trace_mode == "cumulative"
+            and (combined or use.delta_only)
+            and not halves.per_sample
+        )
         # Weights of step j's pairs: R(j) / tau_z in this window's change, for the
-        # positive and the negative part of M, and d^(T-1-j) / tau_z in z(T).
+        # positive and the negative part of M (net: for M itself), and d^(T-1-j) /
+        # tau_z in z(T).
         weights = []
-        if signal is not None:
+        if net:
+            weights = [discounted_reverse_sum(signal, decay) / tau]
+        elif signal is not None:
             positive, negative = split_signal(signal)
             # both parts in one scan over time (each entry's recursion is its own)
             both = discounted_reverse_sum(torch.stack((positive, negative), 1), decay) / tau
@@ -474,23 +489,27 @@ class MSTDPET(_PairRule):
         tail = (decay ** torch.arange(steps - 1, -1, -1, dtype=dtype, device=device) / tau)[:, None]
         # A signal constant over the window (scalar, [B]) factors as R(j) = m r(j):
         # one acausal factor serves both signs, with m as the weight of its terms.
-        constant = signal is not None and bool((signal == signal[:1]).all())
-        if constant:
+        constant = not net and signal is not None and bool((signal == signal[:1]).all())
+        rates = None  # net: the rates of x_pre written into each factor
+        if net:
+            scans, rates = [weights[0] * self.lr_pre], [weights[0] * self.lr_post]
+        elif constant:
             profile = discounted_reverse_sum(torch.ones_like(tail), decay) / tau
             scans = [profile]
         else:
             scans = list(weights)
         if not use.discarded:  # the pairs weighted for z(T), last (combined: with eta_pre)
             scans.append(tail * self.lr_pre if combined else tail)
+            if rates is not None:  # combined: its LTP pairs too, with eta_post
+                rates.append(tail * self.lr_post if combined else torch.zeros_like(tail))
         if self.trace_mode == "cumulative":
             # acausal pairs written over the post spikes: every term pairs with the
             # sparse s_post (one list of terms per weighting in ``scans``)
-            ltp, acausal, new_state = self._weighted_terms(pre, post, state, scans)
+            ltp, acausal, new_state = self._weighted_terms(pre, post, state, scans, rates)
         else:
             (ltp, ltd), new_state = self._terms(pre, post, state)
             acausal = [[Term(ltd.pre, ltd.post * broadcast_steps(w, post), 1.0)] for w in scans]
 
-        halves = Halves(self.batch_reduction, batch, signed=combined)
         names = self._eligibility_names()
         if any(name not in state for name in names):
             raise ValueError(
@@ -513,12 +532,16 @@ class MSTDPET(_PairRule):
             and all(self._advances_in_place(z0, dtype) for z0 in carried)
         ):
             gain = self._net_gain(signal, steps)
-            rates = (1.0,) if combined else (self.lr_post, self.lr_pre)
+            carried_rates = (1.0,) if combined else (self.lr_post, self.lr_pre)
             read_gains = [
                 None if gain is None or rate == 0.0 else (gain * rate).expand(batch).contiguous()
-                for rate in rates
+                for rate in carried_rates
             ]
-        if signal is not None:
+        if net:
+            if bool(weights[0].ne(0).any()):  # the LTP pairs are in the first factor
+                for term in acausal[0]:
+                    halves.add_net_term(layer, term)
+        elif signal is not None:
             route_terms(layer, [ltp], (weights[0], weights[1]), halves)
             if constant:
                 parts = split_signal(signal[:1])
@@ -536,8 +559,9 @@ class MSTDPET(_PairRule):
                         for term in acausal[k]:
                             potentiative = self.lr_pre * sign >= 0
                             halves.add_term(layer, term, None, abs(self.lr_pre), potentiative)
-            if not use.initial and read_gains is None:  # initial: zero, nothing carried in
-                self._carried_change(halves, carried, signal, steps, batch)
+        if signal is not None and not use.initial and read_gains is None:
+            # initial: zero, nothing carried in
+            self._carried_change(halves, carried, signal, steps, batch)
 
         if use.discarded:  # the end of an episode: no next window reads z(T)
             new_state.update(zip(names, carried))
@@ -551,9 +575,13 @@ class MSTDPET(_PairRule):
         acausal_parts = [(part, None) for part in acausal[-1]]
         if combined and self.trace_mode == "cumulative":
             # both pair with s_post: one correlation of the summed pre factors
-            # y + eta_post d^(T-1-j)/tau_z x_pre, written into y (a temporary)
+            # y + eta_post d^(T-1-j)/tau_z x_pre, written into y (a temporary; net:
+            # by the scan)
             first = acausal[-1][0]
-            folded = first.pre.addcmul_(ltp.pre, broadcast_steps(ltp_tail, ltp.pre))
+            if net:
+                folded = first.pre
+            else:
+                folded = first.pre.addcmul_(ltp.pre, broadcast_steps(ltp_tail, ltp.pre))
             parts = [(Term(folded, first.post, 1.0), None), *acausal_parts[1:]]
             fresh_parts = (("eligibility", carried[0], parts),)
         else:
@@ -598,10 +626,11 @@ class MSTDPET(_PairRule):
                 new_state[name] = fresh
         return halves.result(), new_state
 
-    def _weighted_terms(self, pre, post, state, weights):
+    def _weighted_terms(self, pre, post, state, weights, rates=None):
         """LTP term, and per weighting ``w`` the acausal pairs weighted by ``w`` written
         over the post spikes (:func:`~plastorch.functional.weighted_acausal_factors`):
-        ``[Term(y_w, s_post), Term(g_w, x_post(-1))]``, each without ``lr_pre``."""
+        ``[Term(y_w, s_post), Term(g_w, x_post(-1))]``, each without ``lr_pre``. With
+        ``rates`` (one ``[T, B|1]`` per weighting) each ``y_w`` has ``r x_pre`` added."""
         dtype = state["trace_pre"].dtype
         pre, post = pre.to(dtype), post.to(dtype)
         x_post0 = state["trace_post"].to(dtype)
@@ -609,10 +638,15 @@ class MSTDPET(_PairRule):
         x_pre = trace_window(state["trace_pre"], pre, self.decay_pre, 1.0, "cumulative", out=window)
         acausal = []
         if weights:
-            size = max(w.shape[1] for w in weights)
+            size = max(w.shape[1] for w in [*weights, *(rates or [])])
             stacked = torch.stack([w.expand(-1, size) for w in weights])
+            causal = None
+            if rates is not None:
+                causal = (x_pre, torch.stack([r.expand(-1, size) for r in rates]))
             out = scratch("acausal", (len(weights), *pre.shape), dtype, pre.device)
-            after, carried = weighted_acausal_factors(pre, stacked, self.decay_post, out=out)
+            after, carried = weighted_acausal_factors(
+                pre, stacked, self.decay_post, out=out, causal=causal
+            )
             acausal = [
                 [Term(after[k], post, 1.0), Term(carried[k][None], x_post0[None], 1.0)]
                 for k in range(len(weights))

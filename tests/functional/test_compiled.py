@@ -735,6 +735,50 @@ def test_weighted_acausal_scan_compiled_has_the_torch_bits_for_spikes(monkeypatc
 
 
 @needs_numba
+@pytest.mark.parametrize("shared", [False, True])
+def test_weighted_acausal_scan_compiled_writes_the_causal_trace(monkeypatch, shared):
+    """``causal=(x, r)``: the compiled scan writes ``y + r x`` as it goes; exact for
+    dyadic values (float64), within a rounding of torch's ``addcmul_`` for float32."""
+    from plastorch.functional import weighted_acausal_factors
+
+    g = torch.Generator().manual_seed(11 + shared)
+    shape = (9, 4, 600)
+    calls = []
+    original = compiled._weighted_acausal_unchecked
+    monkeypatch.setattr(
+        compiled,
+        "_weighted_acausal_unchecked",
+        lambda *a: calls.append(a[5] is not None) or original(*a),
+    )
+    width = 1 if shared else 4
+    for dtype, exact in ((torch.float64, True), (torch.float32, False)):
+        pre = spikes(shape, 0.2, g, dtype)
+        weights = torch.randint(-4, 5, (3, 9, 4), generator=g).to(dtype) / 8
+        if exact:
+            trace = torch.randint(0, 16, shape, generator=g).to(dtype) / 16
+            rates = torch.randint(-4, 5, (3, 9, width), generator=g).to(dtype) / 4
+        else:
+            trace = torch.rand(shape, generator=g, dtype=dtype)
+            rates = torch.randn(3, 9, width, generator=g, dtype=dtype)
+        rates[1, 3] = 0.0  # a step without causal pairs: y itself
+        results = []
+        for enabled in (True, False):
+            monkeypatch.setattr(compiled, "_ENABLED", enabled)
+            out = torch.empty(3, *shape, dtype=dtype)
+            after, carried = weighted_acausal_factors(
+                pre, weights, 0.5, out=out, causal=(trace, rates)
+            )
+            results.append((out, carried))
+        (fast, carried_fast), (slow, carried_slow) = results
+        assert torch.equal(carried_fast, carried_slow)
+        if exact:
+            assert torch.equal(fast, slow)
+        else:
+            torch.testing.assert_close(fast, slow, rtol=1e-6, atol=1e-6)
+    assert calls == [True, True]
+
+
+@needs_numba
 def test_an_acausal_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch):
     from plastorch.functional import weighted_acausal_factors
 

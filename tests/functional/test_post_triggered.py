@@ -122,3 +122,58 @@ def test_weighted_acausal_factors_into_out_equal_the_separate_tensors():
         for k, (a, b) in enumerate(zip(after, into)):
             assert torch.equal(a, b) and b.data_ptr() == out[k].data_ptr()
             assert a.shape == pre.shape and a.is_contiguous()
+
+
+def test_weighted_acausal_factors_with_a_causal_trace_hand_values():
+    # the example above, with the trace x = (1, 2, 3) at rates r = (1/2, 1/4, -1)
+    pre = torch.tensor([0.0, 1.0, 1.0]).double().reshape(3, 1, 1)
+    weights = torch.tensor([[1.0, 2.0, 4.0]]).double().reshape(1, 3, 1)
+    trace = torch.tensor([1.0, 2.0, 3.0]).double().reshape(3, 1, 1)
+    rates = torch.tensor([0.5, 0.25, -1.0]).double().reshape(1, 3, 1)
+    after, carried = weighted_acausal_factors(pre, weights, 0.5, causal=(trace, rates))
+    # y + r x = (2 + 1/2, 2 + 1/2, 0 - 3); the carried g has no trace in it
+    assert after[0].flatten().tolist() == [2.5, 2.5, -3.0]
+    assert carried.flatten().tolist() == [1.0]
+
+
+@pytest.mark.parametrize("into", [False, True])
+@pytest.mark.parametrize("per_sample_rates", [False, True])
+def test_weighted_acausal_factors_with_a_causal_trace_pair_with_the_post_spikes(
+    into, per_sample_rates
+):
+    """y_w + r x_pre paired with s_post counts the acausal pairs weighted by w and the
+    causal ones C(x_pre(t), s_post(t)) weighted by r: a weighted STDP window's two terms
+    in one factor (dyadic: equal bit for bit, compiled where ``out`` is large enough)."""
+    g = torch.Generator().manual_seed(5)
+    steps, batch, n_in, n_out = 8, 3, 700, 4  # [2, 8, 3, 700] reaches the compiled scan
+    pre = (torch.rand(steps, batch, n_in, generator=g) < 0.3).double()
+    post = (torch.rand(steps, batch, n_out, generator=g) < 0.4).double()
+    x_pre = torch.randint(0, 8, (steps, batch, n_in), generator=g).double() / 8
+    weights = torch.randint(-4, 5, (2, steps, batch), generator=g).double() / 8
+    rates = torch.randint(-4, 5, (2, steps, batch if per_sample_rates else 1), generator=g)
+    rates = rates.double() / 4
+    rates[1] = 0.0  # a factor without its causal pairs
+    plain, carried_plain = weighted_acausal_factors(pre, weights, 0.5)
+    out = torch.full((2, *pre.shape), float("nan"), dtype=torch.float64) if into else None
+    after, carried = weighted_acausal_factors(pre, weights, 0.5, out=out, causal=(x_pre, rates))
+    assert torch.equal(carried, carried_plain)
+    fc = nn.Linear(n_in, n_out, bias=False).double()
+    for k in range(2):
+        assert torch.equal(after[k], plain[k] + rates[k][..., None] * x_pre)
+        causal_pairs = correlate(
+            fc, (x_pre * rates[k][..., None]).flatten(0, 1), post.flatten(0, 1)
+        )
+        expected = correlate(fc, plain[k].flatten(0, 1), post.flatten(0, 1)) + causal_pairs
+        assert torch.equal(correlate(fc, after[k].flatten(0, 1), post.flatten(0, 1)), expected)
+
+
+def test_weighted_acausal_factors_causal_shapes_are_checked():
+    pre = torch.zeros(4, 2, 3)
+    weights = torch.ones(2, 4, 2)
+    with pytest.raises(ValueError, match="trace must be shaped like pre"):
+        weighted_acausal_factors(
+            pre, weights, 0.5, causal=(torch.zeros(4, 2, 2), torch.ones(2, 4, 1))
+        )
+    for bad in (torch.ones(1, 4, 2), torch.ones(2, 3, 2), torch.ones(2, 4, 3), torch.ones(2, 4)):
+        with pytest.raises(ValueError, match=r"rates must be \[K, T, B\]"):
+            weighted_acausal_factors(pre, weights, 0.5, causal=(torch.zeros(4, 2, 3), bad))

@@ -235,3 +235,80 @@ def test_a_learner_asks_for_the_delta_only_when_nothing_reads_the_halves(monkeyp
     assert third and all(seen[: 2 * third])
     assert not any(seen[2 * third :])
     torch.testing.assert_close(deltas["plain"], deltas["hard"], rtol=1e-12, atol=1e-14)
+
+
+def test_a_net_term_is_a_deferred_signed_correlation():
+    fc = nn.Linear(IN, OUT, bias=False).double()
+    pre, post = window(3)
+    expected = -0.75 * torch.einsum("tbo,tbi->oi", post, pre)
+    halves = Halves("sum", B)
+    halves.add_net_term(fc, Term(pre, post, -0.75))
+    halves.add_net_term(fc, Term(pre, post, 0.0))  # nothing to add
+    update = halves.result()
+    assert len(halves.terms) == 1
+    torch.testing.assert_close(update.delta(), expected, rtol=1e-12, atol=1e-14)
+    with pytest.raises(RuntimeError, match="reads only its delta"):
+        _ = update.potentiation
+    # signed halves (the parts of the net change) can be read
+    signed = Halves("mean", B, signed=True)
+    signed.add_net_term(fc, Term(pre, post, -0.75))
+    signed.add_term(fc, Term(pre, post, 1.0), None, 0.25, True)
+    net = (expected - 0.25 * expected / 0.75) / B
+    potentiation, depression = signed.halves()
+    torch.testing.assert_close(potentiation, net.clamp(min=0), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(depression, (-net).clamp(min=0), rtol=1e-12, atol=1e-14)
+    with pytest.raises(RuntimeError, match="summed halves"):
+        Halves(lambda x, dim: x.sum(dim), B).add_net_term(fc, Term(pre, post, 1.0))
+
+
+@pytest.mark.parametrize(
+    "eligibility, delta_only, net",
+    [("split", False, False), ("split", True, True), ("combined", False, True)],
+)
+@pytest.mark.parametrize("per_step", [False, True])
+def test_a_net_window_writes_its_pairs_into_one_factor_per_weighting(
+    monkeypatch, eligibility, delta_only, net, per_step
+):
+    """Where only the net change is read, MSTDP-ET's causal pairs go into the acausal
+    factors as the scan writes them (``causal``): one factor for the window's change
+    and one for z(T), the same change as the rule that routes its terms to halves."""
+    from plastorch.functional import stdp as functional_stdp
+    from plastorch.rules import stdp as rules_stdp
+
+    seen = []
+    original = functional_stdp.weighted_acausal_factors
+
+    def spy(pre, weights, decay, **kwargs):
+        seen.append((weights.shape[0], kwargs.get("causal") is not None))
+        return original(pre, weights, decay, **kwargs)
+
+    monkeypatch.setattr(rules_stdp, "weighted_acausal_factors", spy)
+    make = lambda: MSTDPET(0.5, -0.25, per_sample_signal=True, eligibility=eligibility)  # noqa: E731
+    rule = make().double()
+    fc = nn.Linear(IN, OUT, bias=False).double()
+    signal = torch.linspace(-1, 1, T * B, dtype=torch.float64).reshape(T, B)
+    if not per_step:
+        signal = signal[0]
+    state = warm_state(rule, fc)
+    pre, post = window()
+    seen.clear()
+    with state_use(delta_only=delta_only):
+        update, new_state = rule(fc, pre, post, state, signal)
+    # net: one weighting for the change (signed), one for z(T); else both signs apart
+    # (or one shared profile for a signal constant over the window), and z(T)'s
+    assert seen == [(2, True)] if net else seen == [(3 if per_step else 2, False)]
+    # the reference: the split rule called as a function, its halves' difference
+    reference = MSTDPET(0.5, -0.25, per_sample_signal=True).double()
+    split_state = warm_state(reference, fc)
+    expected, expected_state = reference(fc, pre, post, split_state, signal)
+    torch.testing.assert_close(update.delta(), expected.delta(), rtol=1e-12, atol=1e-14)
+    if eligibility == "combined":
+        carried = (
+            0.5 * expected_state["eligibility_post"] - 0.25 * expected_state["eligibility_pre"]
+        )
+        torch.testing.assert_close(new_state["eligibility"], carried, rtol=1e-12, atol=1e-14)
+    else:
+        for name in ("eligibility_post", "eligibility_pre"):
+            torch.testing.assert_close(
+                new_state[name], expected_state[name], rtol=1e-12, atol=1e-14
+            )
