@@ -347,7 +347,9 @@ def discounted_reverse_sum(values: Tensor, decay: float, *, out: Tensor | None =
         raise ValueError(f"out must have the shape of values {list(values.shape)}")
     if values.shape[0] == 0:
         return out
-    if _compiled_scan(out, values) and compiled._scan_unchecked(out, values, decay, reverse=True):
+    # (a broadcast signal, say: one copy costs less than torch's loop of steps)
+    dense = values.contiguous()
+    if _compiled_scan(out, dense) and compiled._scan_unchecked(out, dense, decay, reverse=True):
         return out
     out[-1] = values[-1]
     factor = _scalar(decay, out)
