@@ -205,19 +205,75 @@ if numba is not None:
         for c in range(row.shape[0]):
             row[c] = weight * source[c]
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
-    def _advance(z, read, gain, beta, scale, source, table, start, lookups, weights, chunks, fresh):
+    @numba.njit(cache=True, nogil=True)
+    def _advance_row(row, read, mode, g, beta, s, src, t0, w0, t1, w1, n):
         # pragma: no cover - compiled
+        # One row of _advance in one loop: read <- g row (mode 1) or read += g row (mode
+        # 2; 0: no read-out), then row <- beta row + s src + w0 t0 + w1 t1 (the first n
+        # of the two lookups), every operation rounded in the row's dtype and in this
+        # order: the bits of the separate passes. A loop per case, so each vectorises.
+        width = row.shape[0]
+        if mode == 0:
+            if n == 0:
+                for c in range(width):
+                    row[c] = beta * row[c] + s * src[c]
+            elif n == 1:
+                for c in range(width):
+                    row[c] = (beta * row[c] + s * src[c]) + w0 * t0[c]
+            else:
+                for c in range(width):
+                    row[c] = ((beta * row[c] + s * src[c]) + w0 * t0[c]) + w1 * t1[c]
+        elif mode == 1:
+            if n == 0:
+                for c in range(width):
+                    old = row[c]
+                    read[c] = g * old
+                    row[c] = beta * old + s * src[c]
+            elif n == 1:
+                for c in range(width):
+                    old = row[c]
+                    read[c] = g * old
+                    row[c] = (beta * old + s * src[c]) + w0 * t0[c]
+            else:
+                for c in range(width):
+                    old = row[c]
+                    read[c] = g * old
+                    row[c] = ((beta * old + s * src[c]) + w0 * t0[c]) + w1 * t1[c]
+        else:
+            if n == 0:
+                for c in range(width):
+                    old = row[c]
+                    read[c] += g * old
+                    row[c] = beta * old + s * src[c]
+            elif n == 1:
+                for c in range(width):
+                    old = row[c]
+                    read[c] += g * old
+                    row[c] = (beta * old + s * src[c]) + w0 * t0[c]
+            else:
+                for c in range(width):
+                    old = row[c]
+                    read[c] += g * old
+                    row[c] = ((beta * old + s * src[c]) + w0 * t0[c]) + w1 * t1[c]
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _advance(
+        z, read, gain, beta, scale, source, table, start, lookups, weights, chunks, fresh, one
+    ):  # pragma: no cover - compiled
         # Per row (b, m) of z [B, M, C], in place: read[m] += gain[b] z[b, m] (where gain
         # is not 0; with ``fresh`` read is written, not read: uninitialised memory needs
         # no zeroing pass), then z[b, m] <- beta z[b, m] + scale[b, m] source[b] (source
         # may be empty: no rank-one term) + the table rows lookups[start[bag]:start[bag
-        # + 1]], times weights (empty: 1), bag = b M + m. Each thread owns a range of m
-        # (its rows of read) and walks it sample by sample, so sample b's table rows
-        # stay cached; every row is read and written once.
+        # + 1]], times weights (empty: ``one``, 1 of z's dtype), bag = b M + m. Each
+        # thread owns a range of m (its rows of read) and walks it sample by sample, so
+        # sample b's table rows stay cached; every row is read and written once. With
+        # the rank-one term and beta != 0 (the carried eligibility) a row's read-out,
+        # decay and first two lookups are one loop (_advance_row): 9.4 -> 6.6 ms for
+        # 784->400, B=64, 51k lookups, against one loop per operation.
         batch, rows, width = z.shape
         ranked, weighted = source.shape[0] > 0, weights.shape[0] > 0
         reads = read.shape[0] > 0
+        fused = ranked and beta != 0  # (beta 0: z may be uninitialised, never read it)
         first = batch  # the first sample read out
         if reads:
             for b in range(batch - 1, -1, -1):
@@ -231,22 +287,46 @@ if numba is not None:
                     read[m, :] = 0
             for b in range(batch):
                 g = gain[b]
+                mode = 0
+                if reads and g != 0:
+                    mode = 1 if fresh and b == first else 2
                 for m in range(lo, hi):
                     row = z[b, m]
-                    if reads and g != 0:
-                        if fresh and b == first:
-                            _set_row(read[m], g, row)
-                        else:
-                            _add_row(read[m], g, row)
-                    if ranked:
-                        _decay_add_row(row, beta, scale[b, m], source[b])
-                    else:
-                        _scale_row(row, beta)
                     bag = b * rows + m
-                    for e in range(start[bag], start[bag + 1]):
-                        _add_row(
-                            row, weights[e] if weighted else beta - beta + 1, table[lookups[e]]
+                    e0, e1 = start[bag], start[bag + 1]
+                    if fused:
+                        n = min(e1 - e0, 2)
+                        # (rows not looked up stand in for the lookups past n)
+                        t0 = table[lookups[e0]] if n > 0 else row
+                        t1 = table[lookups[e0 + 1]] if n > 1 else row
+                        w0 = weights[e0] if weighted and n > 0 else one
+                        w1 = weights[e0 + 1] if weighted and n > 1 else one
+                        _advance_row(
+                            row,
+                            read[m] if reads else row,
+                            mode,
+                            g,
+                            beta,
+                            scale[b, m],
+                            source[b],
+                            t0,
+                            w0,
+                            t1,
+                            w1,
+                            n,
                         )
+                        e0 += n
+                    else:
+                        if mode == 1:
+                            _set_row(read[m], g, row)
+                        elif mode == 2:
+                            _add_row(read[m], g, row)
+                        if ranked:
+                            _decay_add_row(row, beta, scale[b, m], source[b])
+                        else:
+                            _scale_row(row, beta)
+                    for e in range(e0, e1):
+                        _add_row(row, weights[e] if weighted else one, table[lookups[e]])
 
     @numba.njit(cache=True, nogil=True)
     def _acausal_step(carry, out, weight, spikes, decay):  # pragma: no cover - compiled
@@ -657,6 +737,7 @@ def _advance_unchecked(
         empty if weights is None else weights.numpy(),
         max(1, numba.get_num_threads()),
         bool(fresh),
+        scalar(1),
     )
     try:
         with _LAUNCH:

@@ -583,7 +583,12 @@ def advance_cases(g):
     weights = torch.randint(-8, 8, (steps, batch), generator=g).double() / 4
     carried = (dyadic((1, batch, 6), 0.8, g), dyadic((1, batch, 5), 0.8, g))
     gain = torch.randint(-8, 8, (batch,), generator=g).double() / 8
+    # most rows with 3 or more lookups (past the two of the one-loop row)
+    dense_post = (torch.rand(steps, batch, 5, generator=g) < 0.6).double()
+    late = torch.tensor([0.0, 0.5, -2.0], dtype=torch.float64)
     return [
+        ([(pre, dense_post, weights), (*carried, None)], late, 0.5),
+        ([(pre, dense_post, None), (*carried, None)], torch.zeros(batch).double(), 1.0),
         ([(pre, post, None)], None, 1.0),
         ([(pre, post, weights)], gain, 0.5),
         ([(pre, post, None), (*carried, None)], gain, 0.25),
@@ -595,7 +600,7 @@ def advance_cases(g):
 
 
 @needs_numba
-@pytest.mark.parametrize("case", range(6))
+@pytest.mark.parametrize("case", range(8))
 def test_advance_per_sample_in_one_pass_is_the_torch_paths_sum(monkeypatch, case):
     from plastorch.functional import advance_per_sample_
 
@@ -641,7 +646,7 @@ def test_advance_per_sample_leaves_what_the_pass_does_not_cover_to_torch(monkeyp
 
     g = torch.Generator().manual_seed(3)
     layer = nn.Linear(6, 5, bias=False).double()
-    parts, gain, _ = advance_cases(g)[2]
+    parts, gain, _ = advance_cases(g)[4]
     calls = []
     monkeypatch.setattr(compiled, "_advance_unchecked", lambda *a, **k: calls.append(1) or True)
     window = parts[0]
@@ -683,7 +688,7 @@ def test_an_advance_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch
     monkeypatch.setattr(compiled, "_ENABLED", True)
     g = torch.Generator().manual_seed(4)
     layer = nn.Linear(6, 5, bias=False).double()
-    parts, gain, beta = advance_cases(g)[2]
+    parts, gain, beta = advance_cases(g)[4]
     z = dyadic((3, 5, 6), 0.7, g)
     expected = beta * z
     for pre, post, weights in parts:
