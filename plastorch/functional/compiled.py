@@ -256,9 +256,28 @@ if numba is not None:
                     read[c] += g * old
                     row[c] = ((beta * old + s * src[c]) + w0 * t0[c]) + w1 * t1[c]
 
+    @numba.njit(cache=True, nogil=True)
+    def _add_two_rows(row, w0, t0, w1, t1):  # pragma: no cover - compiled
+        for c in range(row.shape[0]):
+            row[c] = (row[c] + w0 * t0[c]) + w1 * t1[c]
+
     @numba.njit(parallel=True, cache=True, nogil=True)
     def _advance(
-        z, read, gain, beta, scale, source, table, start, lookups, weights, chunks, fresh, one
+        z,
+        read,
+        gain,
+        beta,
+        scale,
+        source,
+        table,
+        start,
+        lookups,
+        weights,
+        chunks,
+        fresh,
+        one,
+        read_table,
+        read_weights,
     ):  # pragma: no cover - compiled
         # Per row (b, m) of z [B, M, C], in place: read[m] += gain[b] z[b, m] (where gain
         # is not 0; with ``fresh`` read is written, not read: uninitialised memory needs
@@ -269,10 +288,14 @@ if numba is not None:
         # sample b's table rows stay cached; every row is read and written once. With
         # the rank-one term and beta != 0 (the carried eligibility) a row's read-out,
         # decay and first two lookups are one loop (_advance_row): 9.4 -> 6.6 ms for
-        # 784->400, B=64, 51k lookups, against one loop per operation.
+        # 784->400, B=64, 51k lookups, against one loop per operation. With a
+        # ``read_table`` (empty: none) the same lookups of it, times ``read_weights``
+        # (empty: ``one``), are added into read[m] as well: a correlation over the same
+        # sparse factor, summed over the batch, in the pass that walks its entries.
         batch, rows, width = z.shape
         ranked, weighted = source.shape[0] > 0, weights.shape[0] > 0
         reads = read.shape[0] > 0
+        paired, read_weighted = read_table.shape[0] > 0, read_weights.shape[0] > 0
         fused = ranked and beta != 0  # (beta 0: z may be uninitialised, never read it)
         first = batch  # the first sample read out
         if reads:
@@ -282,14 +305,14 @@ if numba is not None:
         size = (rows + chunks - 1) // chunks
         for k in numba.prange(chunks):
             lo, hi = min(rows, k * size), min(rows, (k + 1) * size)
-            if reads and fresh and first == batch:  # no sample read out: zeros
+            if reads and fresh and (first == batch or paired):  # zeros to add into
                 for m in range(lo, hi):
                     read[m, :] = 0
             for b in range(batch):
                 g = gain[b]
                 mode = 0
                 if reads and g != 0:
-                    mode = 1 if fresh and b == first else 2
+                    mode = 1 if fresh and b == first and not paired else 2
                 for m in range(lo, hi):
                     row = z[b, m]
                     bag = b * rows + m
@@ -327,6 +350,23 @@ if numba is not None:
                             _scale_row(row, beta)
                     for e in range(e0, e1):
                         _add_row(row, weights[e] if weighted else one, table[lookups[e]])
+                    if paired:
+                        e, e1 = start[bag], start[bag + 1]
+                        while e + 1 < e1:
+                            _add_two_rows(
+                                read[m],
+                                read_weights[e] if read_weighted else one,
+                                read_table[lookups[e]],
+                                read_weights[e + 1] if read_weighted else one,
+                                read_table[lookups[e + 1]],
+                            )
+                            e += 2
+                        if e < e1:
+                            _add_row(
+                                read[m],
+                                read_weights[e] if read_weighted else one,
+                                read_table[lookups[e]],
+                            )
 
     @numba.njit(cache=True, nogil=True)
     def _acausal_step(carry, out, weight, spikes, decay):  # pragma: no cover - compiled
@@ -635,6 +675,8 @@ def advance_(
     read: Tensor | None = None,
     scale: Tensor | None = None,
     source: Tensor | None = None,
+    read_table: Tensor | None = None,
+    read_weights: Tensor | None = None,
 ) -> Tensor:
     r"""Advance a per-sample sum in one pass: read it out, decay it, add rows.
 
@@ -649,12 +691,18 @@ def advance_(
         w_e\, \text{table}_{\text{lookup}_e}
 
     with the read-out (``gain`` ``[B]``, into ``read [M, C]``) and the rank-one term
-    (``scale [B, M]``, ``source [B, C]``) optional. This is a per-sample eligibility
-    carried across windows (:class:`~plastorch.rules.MSTDPET`): its read-out, its
-    decay, the carried-trace term and the window's pairs, which as torch calls (a
-    matrix-vector product, a sparse CSR ``addmm`` and a ``baddbmm_``) read and write
-    it three times. All tensors are contiguous CPU tensors, the floats of ``z``'s
-    dtype in :data:`DTYPES`, the indices int64. Returns ``z``.
+    (``scale [B, M]``, ``source [B, C]``) optional. With ``read_table`` (``[R, C]``,
+    into ``read``; ``gain`` may then be left out) the same lookups of it, times
+    ``read_weights`` (or 1), are added into the read-out too:
+    :math:`\text{read}_m \mathrel{+}= \sum_b \sum_{e \in \text{bag}(b, m)} w'_e\,
+    \text{read\_table}_{\text{lookup}_e}`, a second correlation over the same sparse
+    factor, summed over the batch. This is a per-sample eligibility carried across
+    windows (:class:`~plastorch.rules.MSTDPET`): its read-out, its decay, the
+    carried-trace term and the window's pairs, which as torch calls (a matrix-vector
+    product, a sparse CSR ``addmm`` and a ``baddbmm_``) read and write it three times,
+    and the window's own change, which walks the same post spikes. All tensors are
+    contiguous CPU tensors, the floats of ``z``'s dtype in :data:`DTYPES`, the indices
+    int64. Returns ``z``.
 
     Examples
     --------
@@ -674,12 +722,22 @@ def advance_(
         raise ValueError(f"advance_: z must be [B, M, C], got {list(z.shape)}")
     batch, rows, width = z.shape
     floats = [("z", z, (batch, rows, width)), ("table", table, (table.shape[0], width))]
-    if (gain is None) != (read is None):
-        raise ValueError("advance_: gain and read go together (the read-out), or neither")
+    if read is None and (gain is not None or read_table is not None):
+        raise ValueError("advance_: a gain or a read_table needs read (the read-out)")
+    if read is not None and gain is None and read_table is None:
+        raise ValueError("advance_: read needs a gain or a read_table to read")
+    if read_weights is not None and read_table is None:
+        raise ValueError("advance_: read_weights weight the lookups of a read_table")
     if (scale is None) != (source is None):
         raise ValueError("advance_: scale and source go together (the rank-one term), or neither")
+    if read is not None:
+        floats.append(("read", read, (rows, width)))
     if gain is not None:
-        floats += [("gain", gain, (batch,)), ("read", read, (rows, width))]
+        floats.append(("gain", gain, (batch,)))
+    if read_table is not None:
+        floats.append(("read_table", read_table, (table.shape[0], width)))
+    if read_weights is not None:
+        floats.append(("read_weights", read_weights, (lookups.numel(),)))
     if scale is not None:
         floats += [("scale", scale, (batch, rows)), ("source", source, (batch, width))]
     if weights is not None:
@@ -705,14 +763,37 @@ def advance_(
     if lookups.numel() and (int(lookups.min()) < 0 or int(lookups.max()) >= table.shape[0]):
         raise ValueError(f"advance_: lookups name rows outside the table's {table.shape[0]}")
     if not _advance_unchecked(
-        z, beta, table, bag_start, lookups, weights, gain, read, scale, source
+        z,
+        beta,
+        table,
+        bag_start,
+        lookups,
+        weights,
+        gain,
+        read,
+        scale,
+        source,
+        read_table=read_table,
+        read_weights=read_weights,
     ):
         raise RuntimeError("advance_: the numba kernel did not compile")
     return z
 
 
 def _advance_unchecked(
-    z, beta, table, bag_start, lookups, weights, gain, read, scale, source, fresh=False
+    z,
+    beta,
+    table,
+    bag_start,
+    lookups,
+    weights,
+    gain,
+    read,
+    scale,
+    source,
+    fresh=False,
+    read_table=None,
+    read_weights=None,
 ):
     """:func:`advance_` for callers that guarantee its preconditions; with ``fresh`` the
     read-out is written into ``read`` (uninitialised memory), not added to it.
@@ -738,6 +819,8 @@ def _advance_unchecked(
         max(1, numba.get_num_threads()),
         bool(fresh),
         scalar(1),
+        np.zeros((0, width), scalar) if read_table is None else read_table.numpy(),
+        empty if read_weights is None else read_weights.numpy(),
     )
     try:
         with _LAUNCH:

@@ -577,15 +577,19 @@ def advance_per_sample_(
     parts: Sequence[tuple[Tensor, Tensor, Tensor | None]],
     *,
     read_gain: Tensor | None = None,
+    read_pairs: Tensor | None = None,
 ) -> Tensor | None:
     r"""``accumulate <- beta * accumulate + sum of per-sample correlations``, in place.
 
     Each part ``(pre, post, weights)`` adds ``correlate_per_sample(layer, pre, post,
     weights=weights)`` (``[B, *W]``). With ``read_gain`` (``[B]``) the sum
     :math:`\sum_b g_b\, \text{accumulate}_b` *before* the update is returned
-    (``[*W]``), else ``None``. This is how a per-sample eligibility carried across
-    windows advances (:class:`~plastorch.rules.MSTDPET`): read out, decayed, and
-    given the window's pairs.
+    (``[*W]``); with ``read_pairs`` (a factor shaped like the first part's ``pre``)
+    ``correlate(layer, read_pairs, post)`` of the first part's ``post``, summed over
+    the batch, is added to what is returned; without either, ``None``. This is how a
+    per-sample eligibility carried across windows advances
+    (:class:`~plastorch.rules.MSTDPET`): read out, decayed, and given the window's
+    pairs, with the window's own change over the same post spikes.
 
     For a Linear on CPU with the compiled kernels, a first part on the sparse path
     over ``post`` and at most one more part of one step (a rank-one term per sample)
@@ -613,6 +617,11 @@ def advance_per_sample_(
     batch = accumulate.shape[0]
     if read_gain is not None and tuple(read_gain.shape) != (batch,):
         raise ValueError(f"read_gain must be [B]={[batch]}, got {list(read_gain.shape)}")
+    if read_pairs is not None and read_pairs.shape != parts[0][0].shape:
+        raise ValueError(
+            f"read_pairs must be shaped like the first part's pre {list(parts[0][0].shape)}, "
+            f"got {list(read_pairs.shape)}"
+        )
     for pre, post, _ in parts:
         if pre.dim() < 2 or pre.shape[:2] != post.shape[:2] or pre.shape[1] != batch:
             raise ValueError(
@@ -620,19 +629,25 @@ def advance_per_sample_(
                 f"got pre {tuple(pre.shape)} and post {tuple(post.shape)}"
             )
         _check_accumulate(accumulate, (batch, *weight.shape), pre, post)
-    done, read = _advance_compiled(layer, accumulate, beta, parts, read_gain)
+    done, read = _advance_compiled(layer, accumulate, beta, parts, read_gain, read_pairs)
     if done:
         return read
     if read_gain is not None:
         flat = accumulate.reshape(batch, -1)
         read = (read_gain.to(accumulate.dtype) @ flat).reshape(weight.shape)
+    if read_pairs is not None:
+        post = parts[0][1]
+        pairs = correlate(layer, fold_steps(layer, read_pairs), fold_steps(layer, post))
+        read = pairs if read is None else read.add_(pairs)
     for pre, post, weights in parts:
         correlate_per_sample(layer, pre, post, accumulate=accumulate, beta=beta, weights=weights)
         beta = 1.0
     return read
 
 
-def _advance_compiled(layer, accumulate, beta, parts, read_gain) -> tuple[bool, Tensor | None]:
+def _advance_compiled(
+    layer, accumulate, beta, parts, read_gain, read_pairs
+) -> tuple[bool, Tensor | None]:
     """:func:`advance_per_sample_` as one compiled pass, where it applies:
     ``(True, read)``, else ``(False, None)`` (nothing written)."""
     dtype = accumulate.dtype
@@ -663,12 +678,19 @@ def _advance_compiled(layer, accumulate, beta, parts, read_gain) -> tuple[bool, 
     table = pre_f.to(dtype).contiguous()
     _, lookups, _, values, bag_start = _entries_by_owner(post_f, n_out, 1, batch)
     values = values.to(dtype)
+    ones = bool((values == 1).all())
+    read_table = read_weights = None
+    if read_pairs is not None:  # the post factor's own values weight its lookups
+        read_table = read_pairs.detach().reshape(table.shape).to(dtype).contiguous()
+        read_weights = None if ones else values.contiguous()
     if weights is not None:
         values = values * weights.detach().to(dtype).expand(steps, batch).reshape(-1)[lookups]
-    lookup_weights = None if bool((values == 1).all()) else values.contiguous()
+        ones = False
+    lookup_weights = None if ones or bool((values == 1).all()) else values.contiguous()
     read = gain = None
     if read_gain is not None:
         gain = read_gain.detach().to(dtype).contiguous()
+    if read_gain is not None or read_pairs is not None:
         read = torch.empty((n_out, n_in), dtype=dtype, device=accumulate.device)
     done = compiled._advance_unchecked(
         accumulate.view(batch, n_out, n_in),
@@ -682,6 +704,8 @@ def _advance_compiled(layer, accumulate, beta, parts, read_gain) -> tuple[bool, 
         scale,
         source,
         fresh=True,
+        read_table=read_table,
+        read_weights=read_weights,
     )
     return (True, read) if done else (False, None)
 

@@ -537,10 +537,16 @@ class MSTDPET(_PairRule):
                 None if gain is None or rate == 0.0 else (gain * rate).expand(batch).contiguous()
                 for rate in carried_rates
             ]
+        read_pairs = None  # the window's change over s_post, taken by the carried pass
         if net:
             if bool(weights[0].ne(0).any()):  # the LTP pairs are in the first factor
-                for term in acausal[0]:
-                    halves.add_net_term(layer, term)
+                pairs, rank_one = acausal[0]
+                if self.per_sample_signal and not use.discarded:
+                    # the pass that advances z(T) walks the same post spikes
+                    read_pairs = pairs.pre
+                else:
+                    halves.add_net_term(layer, pairs)
+                halves.add_net_term(layer, rank_one)
         elif signal is not None:
             route_terms(layer, [ltp], (weights[0], weights[1]), halves)
             if constant:
@@ -613,6 +619,7 @@ class MSTDPET(_PairRule):
                     beta,
                     [(part.pre, part.post, step_weights) for part, step_weights in parts],
                     read_gain=None if read_gains is None else read_gains[index],
+                    read_pairs=read_pairs if index == 0 else None,
                 )
                 if read is not None:
                     halves.add_net(read)

@@ -558,8 +558,41 @@ def test_advance_hand_values_and_errors():
     z = torch.ones(1, 2, 2, dtype=torch.float64)
     compiled.advance_(z, 0.0, table, start, lookups)  # beta 0: z is not read
     assert z[0].tolist() == [[1.0, 2.0], [4.0, 6.0]]
-    with pytest.raises(ValueError, match="gain and read go together"):
+    # a read table: its rows at the same lookups, times read_weights, added into read
+    z = torch.ones(1, 2, 2, dtype=torch.float64)
+    read = torch.full((2, 2), 10.0, dtype=torch.float64)
+    pairs = torch.tensor([[0.5, 1.0], [-2.0, 4.0]], dtype=torch.float64)
+    compiled.advance_(
+        z,
+        0.5,
+        table,
+        start,
+        lookups,
+        weights,
+        gain=gain,
+        read=read,
+        scale=scale,
+        source=source,
+        read_table=pairs,
+        read_weights=torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64),
+    )
+    assert z[0].tolist() == [[3.5, 6.5], [-0.5, 0.5]]  # as above
+    # row 0: 12 + 2 * [0.5, 1]; row 1: 12 + [0.5, 1] + 0.5 * [-2, 4]
+    assert read.tolist() == [[13.0, 14.0], [11.5, 15.0]]
+    z = torch.ones(1, 2, 2, dtype=torch.float64)
+    read = torch.zeros(2, 2, dtype=torch.float64)
+    compiled.advance_(z, 1.0, table, start, lookups, read=read, read_table=pairs)  # no gain
+    assert read.tolist() == [[0.5, 1.0], [-1.5, 5.0]]
+    with pytest.raises(ValueError, match="a gain or a read_table needs read"):
         compiled.advance_(z, 1.0, table, start, lookups, gain=gain)
+    with pytest.raises(ValueError, match="a gain or a read_table needs read"):
+        compiled.advance_(z, 1.0, table, start, lookups, read_table=pairs)
+    with pytest.raises(ValueError, match="read needs a gain or a read_table"):
+        compiled.advance_(z, 1.0, table, start, lookups, read=read)
+    with pytest.raises(ValueError, match="read_weights weight the lookups of a read_table"):
+        compiled.advance_(z, 1.0, table, start, lookups, read_weights=weights)
+    with pytest.raises(ValueError, match=r"read_table must be contiguous.*\[2, 2\]"):
+        compiled.advance_(z, 1.0, table, start, lookups, read=read, read_table=pairs[:1])
     with pytest.raises(ValueError, match="scale and source go together"):
         compiled.advance_(z, 1.0, table, start, lookups, source=source)
     with pytest.raises(TypeError, match="table must be a CPU tensor of float32 or float64 like z"):
@@ -638,6 +671,47 @@ def test_advance_per_sample_in_one_pass_is_the_torch_paths_sum(monkeypatch, case
     else:
         assert torch.equal(read_fast, read_slow)
         assert torch.equal(read_fast, torch.einsum("b,bij->ij", gain, z0))
+
+
+@needs_numba
+@pytest.mark.parametrize("case", [0, 1, 2, 4, 5])
+def test_advance_per_sample_reads_the_pairs_of_its_post_spikes_in_the_pass(monkeypatch, case):
+    """``read_pairs``: the pass adds correlate(read_pairs, post) of the first part's post,
+    summed over the batch, to the read-out (or returns it alone without a gain); the
+    same as the torch path and the definition (dyadic: exact)."""
+    from plastorch.functional import advance_per_sample_
+
+    g = torch.Generator().manual_seed(31 + case)
+    layer = nn.Linear(6, 5, bias=False).double()
+    parts, gain, beta = advance_cases(g)[case]
+    pairs = dyadic(parts[0][0].shape, 0.7, g)
+    z0 = dyadic((3, 5, 6), 0.7, g)
+    calls = []
+    original = compiled._advance_unchecked
+    monkeypatch.setattr(
+        compiled,
+        "_advance_unchecked",
+        lambda *a, **k: calls.append(k["read_table"] is not None) or original(*a, **k),
+    )
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(compiled, "_ENABLED", enabled)
+        z = z0.clone()
+        with correlate_module.sparse_mode("sparse"):
+            read = advance_per_sample_(layer, z, beta, parts, read_gain=gain, read_pairs=pairs)
+        results.append((z, read))
+    assert calls == [True]
+    (z_fast, read_fast), (z_slow, read_slow) = results
+    assert torch.equal(z_fast, z_slow)
+    post = parts[0][1]
+    expected = correlate_module.correlate(
+        layer, pairs.flatten(0, 1), post.flatten(0, 1), sparse=False
+    )
+    if gain is not None:
+        expected = expected + torch.einsum("b,bij->ij", gain, z0)
+    assert torch.equal(read_fast, expected) and torch.equal(read_slow, expected)
+    with pytest.raises(ValueError, match="read_pairs must be shaped like the first part's pre"):
+        advance_per_sample_(layer, z, beta, parts, read_pairs=pairs[1:])
 
 
 @needs_numba
