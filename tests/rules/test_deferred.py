@@ -266,8 +266,9 @@ def test_a_net_term_is_a_deferred_signed_correlation():
     [("split", False, False), ("split", True, True), ("combined", False, True)],
 )
 @pytest.mark.parametrize("per_step", [False, True])
+@pytest.mark.parametrize("layer", ["linear", "conv"])
 def test_a_net_window_writes_its_pairs_into_one_factor_per_weighting(
-    monkeypatch, eligibility, delta_only, net, per_step
+    monkeypatch, eligibility, delta_only, net, per_step, layer
 ):
     """Where only the net change is read, MSTDP-ET's causal pairs go into the acausal
     factors as the scan writes them (``causal``): one factor for the window's change
@@ -285,12 +286,19 @@ def test_a_net_window_writes_its_pairs_into_one_factor_per_weighting(
     monkeypatch.setattr(rules_stdp, "weighted_acausal_factors", spy)
     make = lambda: MSTDPET(0.5, -0.25, per_sample_signal=True, eligibility=eligibility)  # noqa: E731
     rule = make().double()
-    fc = nn.Linear(IN, OUT, bias=False).double()
     signal = torch.linspace(-1, 1, T * B, dtype=torch.float64).reshape(T, B)
     if not per_step:
         signal = signal[0]
-    state = warm_state(rule, fc)
-    pre, post = window()
+    if layer == "linear":
+        fc = nn.Linear(IN, OUT, bias=False).double()
+        pre, post = window()
+        state = warm_state(rule, fc)
+    else:  # (the compiled pass is Linear's: the torch calls, with the same change)
+        fc = nn.Conv1d(1, 2, 3, padding=1, bias=False).double()
+        pre, post = spikes((T, B, 1, IN), 0.4, 0), spikes((T, B, 2, IN), 0.4, 1)
+        warm_pre, warm_post = spikes((T, B, 1, IN), 0.4, 2), spikes((T, B, 2, IN), 0.4, 3)
+        state = rule.initial_state(fc, pre[0], post[0])
+        state = rule(fc, warm_pre, warm_post, state, signal)[1]
     seen.clear()
     with state_use(delta_only=delta_only):
         update, new_state = rule(fc, pre, post, state, signal)
@@ -299,7 +307,11 @@ def test_a_net_window_writes_its_pairs_into_one_factor_per_weighting(
     assert seen == [(2, True)] if net else seen == [(3 if per_step else 2, False)]
     # the reference: the split rule called as a function, its halves' difference
     reference = MSTDPET(0.5, -0.25, per_sample_signal=True).double()
-    split_state = warm_state(reference, fc)
+    if layer == "linear":
+        split_state = warm_state(reference, fc)
+    else:
+        split_state = reference.initial_state(fc, pre[0], post[0])
+        split_state = reference(fc, warm_pre, warm_post, split_state, signal)[1]
     expected, expected_state = reference(fc, pre, post, split_state, signal)
     torch.testing.assert_close(update.delta(), expected.delta(), rtol=1e-12, atol=1e-14)
     if eligibility == "combined":
