@@ -345,7 +345,12 @@ class MSTDPET(_PairRule):
     acausal pairs, in the change and in :math:`z(T)`, are summed over post spikes
     (:func:`~plastorch.functional.weighted_acausal_factors`), so every term pairs
     with the sparse :math:`s_\text{post}`; a signal constant over the window
-    (scalar or ``[B]``) shares one such factor between both signs. When the caller
+    (scalar or ``[B]``) shares one such factor between both signs. Where only the net
+    change is read (``eligibility="combined"``, or a caller that reads the delta
+    alone, as a Learner without a bound) the causal pairs are written into that
+    factor by the same scan (one factor per weighting, :math:`R` signed), and per
+    sample the window's change is read in the pass that advances :math:`z(T)`
+    (:func:`~plastorch.functional.advance_per_sample_`). When the caller
     allows it (:func:`~plastorch.rules.base.state_use`, as a
     :class:`~plastorch.Learner` does) :math:`z(T)` is accumulated into the given
     :math:`z_0` instead of a new tensor; at the end of an episode
