@@ -76,6 +76,16 @@ def _require() -> None:
         raise RuntimeError("the compiled kernels need numba: pip install plastorch[fast]")
 
 
+def _check_float_input(kernel: str, name: str, tensor: Tensor) -> None:
+    """Raise a TypeError naming ``kernel`` and ``name`` unless ``tensor`` is a contiguous
+    CPU tensor of one of :data:`DTYPES` (an input whose shape the kernel follows)."""
+    if tensor.dtype not in _SCALAR or tensor.device.type != "cpu" or not tensor.is_contiguous():
+        raise TypeError(
+            f"{kernel}: {name} must be a contiguous CPU tensor of float32 or float64, "
+            f"got {tensor.dtype} on {tensor.device}"
+        )
+
+
 def _check_floats(kernel: str, like: str, dtype: torch.dtype, named) -> None:
     """Each ``(name, tensor, shape)`` of ``named`` is a contiguous CPU tensor of ``dtype``
     (one of :data:`DTYPES`, the dtype of the argument ``like``), of that shape, not
@@ -506,11 +516,7 @@ def count_nonzero(x: Tensor, stride: int = 1) -> int:
     3
     """
     _require()
-    if x.dtype not in _SCALAR or x.device.type != "cpu" or not x.is_contiguous():
-        raise TypeError(
-            f"count_nonzero: x must be a contiguous CPU tensor of float32 or float64, "
-            f"got {x.dtype} on {x.device}"
-        )
+    _check_float_input("count_nonzero", "x", x)
     return _count_unchecked(x, stride)
 
 
@@ -534,11 +540,7 @@ def flat_nonzero(x: Tensor) -> Tensor:
     [1, 2, 4]
     """
     _require()
-    if x.dtype not in _SCALAR or x.device.type != "cpu" or not x.is_contiguous():
-        raise TypeError(
-            f"flat_nonzero: x must be a contiguous CPU tensor of float32 or float64, "
-            f"got {x.dtype} on {x.device}"
-        )
+    _check_float_input("flat_nonzero", "x", x)
     found = _nonzero_unchecked(x)
     if found is None:
         raise RuntimeError("flat_nonzero: the numba kernel did not compile")
@@ -591,11 +593,7 @@ def entries_by_owner(
             f"entries_by_owner: flat must be a 1-d int64 CPU tensor, got {flat.dtype} "
             f"{list(flat.shape)} on {flat.device}"
         )
-    if values.dtype not in _SCALAR or values.device.type != "cpu" or not values.is_contiguous():
-        raise TypeError(
-            f"entries_by_owner: values must be a contiguous CPU tensor of float32 or float64, "
-            f"got {values.dtype} on {values.device}"
-        )
+    _check_float_input("entries_by_owner", "values", values)
     for name, value in (("channels", channels), ("own_pos", own_pos), ("per", per)):
         if int(value) < 1:
             raise ValueError(f"entries_by_owner: {name} must be >= 1, got {value}")
