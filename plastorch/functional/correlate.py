@@ -685,8 +685,8 @@ def _advance_compiled(
         read_weights = None if ones else values.contiguous()
     if weights is not None:
         values = values * weights.detach().to(dtype).expand(steps, batch).reshape(-1)[lookups]
-        ones = False
-    lookup_weights = None if ones or bool((values == 1).all()) else values.contiguous()
+        ones = bool((values == 1).all())
+    lookup_weights = None if ones else values.contiguous()
     read = gain = None
     if read_gain is not None:
         gain = read_gain.detach().to(dtype).contiguous()

@@ -348,7 +348,7 @@ def discounted_reverse_sum(values: Tensor, decay: float, *, out: Tensor | None =
     if values.shape[0] == 0:
         return out
     # (a broadcast signal, say: one copy costs less than torch's loop of steps)
-    dense = values.contiguous()
+    dense = values.contiguous() if values.is_cpu and compiled.available() else values
     if _compiled_scan(out, dense) and compiled._scan_unchecked(out, dense, decay, reverse=True):
         return out
     out[-1] = values[-1]

@@ -474,12 +474,8 @@ class MSTDPET(_PairRule):
         # written over the post spikes, the window's pairs are one factor paired with
         # s_post: eta_post R x_pre + the acausal factor weighted by eta_pre R, with R
         # the signed reverse sum of M, written by the acausal scan itself.
-        net = (
-            signal is not None
-            and self.trace_mode == "cumulative"
-            and (combined or use.delta_only)
-            and not halves.per_sample
-        )
+        net_only = signal is not None and (combined or use.delta_only) and not halves.per_sample
+        net = net_only and self.trace_mode == "cumulative"
         # Weights of step j's pairs: R(j) / tau_z in this window's change, for the
         # positive and the negative part of M (net: for M itself), and d^(T-1-j) /
         # tau_z in z(T).
@@ -528,12 +524,10 @@ class MSTDPET(_PairRule):
         # signed gain per eligibility, as _carried_change would take
         read_gains = None
         if (
-            (combined or use.delta_only)
+            net_only
             and self.per_sample_signal
-            and signal is not None
             and not use.initial
             and not use.discarded
-            and not halves.per_sample
             and all(self._advances_in_place(z0, dtype) for z0 in carried)
         ):
             gain = self._net_gain(signal, steps)
