@@ -14,6 +14,7 @@ from .correlate import (
     sparse_mode,
     uses_sparse_path,
 )
+from .numerics import flush_subnormal_
 from .stdp import (
     PostTriggeredFactors,
     STDPFactors,
@@ -49,6 +50,7 @@ __all__ = [
     "correlation_scope",
     "cumulative_trace_at_end",
     "decay_factor",
+    "flush_subnormal_",
     "fold_steps",
     "discounted_reverse_sum",
     "get_sparse_mode",

@@ -26,6 +26,8 @@ import warnings
 import torch
 from torch import Tensor
 
+from .numerics import largest_subnormal
+
 __all__ = [
     "advance_",
     "available",
@@ -169,11 +171,13 @@ if numba is not None:
         return ends[1:], source, target
 
     @numba.njit(parallel=True, cache=True, nogil=True)
-    def _scan(out, values, start, decay, amplitude, reverse):  # pragma: no cover - compiled
+    def _scan(out, values, start, decay, amplitude, reverse, floor):  # pragma: no cover
         # out[t] = out[t -+ 1] * decay + amplitude * values[t] over [T, N], from ``start``
         # (out[-1] or out[T]; none if it has no entries: the first step is its value),
-        # the roundings of torch's mul then add (no fused multiply-add). By blocks of
-        # columns, each carried in a small array through the steps.
+        # the roundings of torch's mul then add (no fused multiply-add), the product
+        # set to 0 where its magnitude is at most ``floor`` (the largest subnormal: see
+        # plastorch.functional.numerics). By blocks of columns, each carried in a small
+        # array through the steps.
         steps, width = values.shape
         block = 2048
         for c in numba.prange((width + block - 1) // block):
@@ -188,7 +192,10 @@ if numba is not None:
                 t = steps - 1 - k if reverse else k
                 row = values[t, lo:hi]
                 for n in range(hi - lo):
-                    carry[n] = carry[n] * factor + amplitude * row[n]
+                    decayed = carry[n] * factor
+                    if abs(decayed) <= floor:
+                        decayed = floor - floor  # zero, of the dtype
+                    carry[n] = decayed + amplitude * row[n]
                 out[t, lo:hi] = carry
                 factor = decay
 
@@ -205,10 +212,26 @@ if numba is not None:
                 count += 1
         return count
 
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _flushed(value, floor):  # pragma: no cover - compiled
+        # 0 where |value| <= floor (the dtype's largest subnormal), else value (NaN kept)
+        if abs(value) <= floor:
+            return floor - floor
+        return value
+
     @numba.njit(cache=True, nogil=True)
-    def _decay_add_row(row, beta, scale, source):  # pragma: no cover - compiled
+    def _decay_row(row, beta, floor):  # pragma: no cover - compiled
+        # _scale_row with the decayed values flushed (beta 0: never read the row)
+        if beta == 0:
+            row[:] = 0
+        elif beta != 1:
+            for c in range(row.shape[0]):
+                row[c] = _flushed(row[c] * beta, floor)
+
+    @numba.njit(cache=True, nogil=True)
+    def _decay_add_row(row, beta, scale, source, floor):  # pragma: no cover - compiled
         for c in range(row.shape[0]):
-            row[c] = beta * row[c] + scale * source[c]
+            row[c] = _flushed(beta * row[c], floor) + scale * source[c]
 
     @numba.njit(cache=True, nogil=True)
     def _set_row(row, weight, source):  # pragma: no cover - compiled
@@ -216,55 +239,58 @@ if numba is not None:
             row[c] = weight * source[c]
 
     @numba.njit(cache=True, nogil=True)
-    def _advance_row(row, read, mode, g, beta, s, src, t0, w0, t1, w1, n):
+    def _advance_row(row, read, mode, g, beta, s, src, t0, w0, t1, w1, n, floor):
         # pragma: no cover - compiled
         # One row of _advance in one loop: read <- g row (mode 1) or read += g row (mode
         # 2; 0: no read-out), then row <- beta row + s src + w0 t0 + w1 t1 (the first n
-        # of the two lookups), every operation rounded in the row's dtype and in this
-        # order: the bits of the separate passes. A loop per case, so each vectorises.
+        # of the two lookups; beta row flushed), every operation rounded in the row's
+        # dtype and in this order: the bits of the separate passes. A loop per case, so
+        # each vectorises.
         width = row.shape[0]
         if mode == 0:
             if n == 0:
                 for c in range(width):
-                    row[c] = beta * row[c] + s * src[c]
+                    row[c] = _flushed(beta * row[c], floor) + s * src[c]
             elif n == 1:
                 for c in range(width):
-                    row[c] = (beta * row[c] + s * src[c]) + w0 * t0[c]
+                    row[c] = (_flushed(beta * row[c], floor) + s * src[c]) + w0 * t0[c]
             else:
                 for c in range(width):
-                    row[c] = ((beta * row[c] + s * src[c]) + w0 * t0[c]) + w1 * t1[c]
+                    row[c] = ((_flushed(beta * row[c], floor) + s * src[c]) + w0 * t0[c]) + w1 * t1[
+                        c
+                    ]
         elif mode == 1:
             if n == 0:
                 for c in range(width):
                     old = row[c]
                     read[c] = g * old
-                    row[c] = beta * old + s * src[c]
+                    row[c] = _flushed(beta * old, floor) + s * src[c]
             elif n == 1:
                 for c in range(width):
                     old = row[c]
                     read[c] = g * old
-                    row[c] = (beta * old + s * src[c]) + w0 * t0[c]
+                    row[c] = (_flushed(beta * old, floor) + s * src[c]) + w0 * t0[c]
             else:
                 for c in range(width):
                     old = row[c]
                     read[c] = g * old
-                    row[c] = ((beta * old + s * src[c]) + w0 * t0[c]) + w1 * t1[c]
+                    row[c] = ((_flushed(beta * old, floor) + s * src[c]) + w0 * t0[c]) + w1 * t1[c]
         else:
             if n == 0:
                 for c in range(width):
                     old = row[c]
                     read[c] += g * old
-                    row[c] = beta * old + s * src[c]
+                    row[c] = _flushed(beta * old, floor) + s * src[c]
             elif n == 1:
                 for c in range(width):
                     old = row[c]
                     read[c] += g * old
-                    row[c] = (beta * old + s * src[c]) + w0 * t0[c]
+                    row[c] = (_flushed(beta * old, floor) + s * src[c]) + w0 * t0[c]
             else:
                 for c in range(width):
                     old = row[c]
                     read[c] += g * old
-                    row[c] = ((beta * old + s * src[c]) + w0 * t0[c]) + w1 * t1[c]
+                    row[c] = ((_flushed(beta * old, floor) + s * src[c]) + w0 * t0[c]) + w1 * t1[c]
 
     @numba.njit(cache=True, nogil=True)
     def _add_two_rows(row, w0, t0, w1, t1):  # pragma: no cover - compiled
@@ -288,6 +314,7 @@ if numba is not None:
         one,
         read_table,
         read_weights,
+        floor,
     ):  # pragma: no cover - compiled
         # Per row (b, m) of z [B, M, C], in place: read[m] += gain[b] z[b, m] (where gain
         # is not 0; with ``fresh`` read is written, not read: uninitialised memory needs
@@ -347,6 +374,7 @@ if numba is not None:
                             t1,
                             w1,
                             n,
+                            floor,
                         )
                         e0 += n
                     else:
@@ -355,9 +383,9 @@ if numba is not None:
                         elif mode == 2:
                             _add_row(read[m], g, row)
                         if ranked:
-                            _decay_add_row(row, beta, scale[b, m], source[b])
+                            _decay_add_row(row, beta, scale[b, m], source[b], floor)
                         else:
-                            _scale_row(row, beta)
+                            _decay_row(row, beta, floor)
                     for e in range(e0, e1):
                         _add_row(row, weights[e] if weighted else one, table[lookups[e]])
                     if paired:
@@ -698,7 +726,9 @@ def advance_(
     windows (:class:`~plastorch.rules.MSTDPET`): its read-out, its decay, the
     carried-trace term and the window's pairs, which as torch calls (a matrix-vector
     product, a sparse CSR ``addmm`` and a ``baddbmm_``) read and write it three times,
-    and the window's own change, which walks the same post spikes. All tensors are
+    and the window's own change, which walks the same post spikes. A subnormal
+    :math:`\beta z_{b m}` is flushed to zero (:mod:`plastorch.functional.numerics`),
+    so the eligibility of a silent synapse reaches 0. All tensors are
     contiguous CPU tensors, the floats of ``z``'s dtype in :data:`DTYPES`, the indices
     int64. Returns ``z``.
 
@@ -819,6 +849,7 @@ def _advance_unchecked(
         scalar(1),
         np.zeros((0, width), scalar) if read_table is None else read_table.numpy(),
         empty if read_weights is None else read_weights.numpy(),
+        scalar(largest_subnormal(z.dtype)),
     )
     try:
         with _LAUNCH:
@@ -979,8 +1010,9 @@ def scan_(
     forward from ``out(-1) = start`` (a cumulative trace over a window) or, with
     ``reverse``, backward from ``out(T) = start`` (a reverse discounted sum); without
     ``start`` the first step is :math:`a\,v`. Each step rounds as torch's ``mul`` then
-    ``add`` would (no fused multiply-add), so the result has the bits of the
-    step-by-step torch loop, which takes two kernels per step. ``out`` and ``values``
+    ``add`` would (no fused multiply-add), and a subnormal product :math:`d\,\text{out}`
+    is flushed to zero (:mod:`plastorch.functional.numerics`), so the result has the bits
+    of the step-by-step torch loop, which takes three kernels per step. ``out`` and ``values``
     are ``[T, ...]`` and ``start`` ``[...]``, all contiguous CPU tensors of one dtype
     in :data:`DTYPES`.
 
@@ -1019,7 +1051,8 @@ def _scan_unchecked(out, values, decay, start=None, amplitude=1.0, reverse=False
     first = np.zeros(0, scalar) if start is None else start.reshape(-1).numpy()
     try:
         with _LAUNCH:
-            _scan(flat, source, first, scalar(decay), scalar(amplitude), bool(reverse))
+            floor = scalar(largest_subnormal(out.dtype))
+            _scan(flat, source, first, scalar(decay), scalar(amplitude), bool(reverse), floor)
     except Exception as error:
         _did_not_compile(_scan, error)
         return False

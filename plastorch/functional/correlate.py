@@ -58,6 +58,7 @@ from torch import Tensor, nn
 
 from . import compiled
 from .checks import check_choice
+from .numerics import flush_subnormal_, flushes
 from .workspace import Workspace
 
 __all__ = [
@@ -586,8 +587,9 @@ def advance_per_sample_(
     :math:`\sum_b g_b\, \text{accumulate}_b` *before* the update is returned
     (``[*W]``); with ``read_pairs`` (a factor shaped like the first part's ``pre``)
     ``correlate(layer, read_pairs, post)`` of the first part's ``post``, summed over
-    the batch, is added to what is returned; without either, ``None``. This is how a
-    per-sample eligibility carried across windows advances
+    the batch, is added to what is returned; without either, ``None``. A subnormal
+    ``beta * accumulate`` is flushed to zero on CPU (:mod:`plastorch.functional.numerics`).
+    This is how a per-sample eligibility carried across windows advances
     (:class:`~plastorch.rules.MSTDPET`): read out, decayed, and given the window's
     pairs, with the window's own change over the same post spikes.
 
@@ -639,6 +641,10 @@ def advance_per_sample_(
         post = parts[0][1]
         pairs = correlate(layer, fold_steps(layer, read_pairs), fold_steps(layer, post))
         read = pairs if read is None else read.add_(pairs)
+    if beta not in (0.0, 1.0) and flushes(accumulate):
+        # decayed first, so that its subnormal entries can be flushed, as compiled
+        flush_subnormal_(accumulate.mul_(beta))
+        beta = 1.0
     for pre, post, weights in parts:
         correlate_per_sample(layer, pre, post, accumulate=accumulate, beta=beta, weights=weights)
         beta = 1.0

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from . import compiled
 from .checks import check_choice
+from .numerics import flush_subnormal_
 from .traces import TRACE_MODES, _check_out, _scalar, decay_, trace_after, trace_window
 
 __all__ = [
@@ -137,7 +138,8 @@ def _one_step_factors(
     if inplace:
         x_pre, before = decay_(trace_pre, decay_pre), decay_(trace_post, decay_post)
     else:
-        x_pre, before = trace_pre * decay_pre, trace_post * decay_post
+        x_pre = flush_subnormal_(trace_pre * decay_pre)
+        before = flush_subnormal_(trace_post * decay_post)
     window_pre, window_before = x_pre[None], before[None]
     if trace_mode == "cumulative":  # as add_spikes_; the post trace into a new tensor
         window_pre.add_(pre)
@@ -237,6 +239,9 @@ def cumulative_trace_at_end(trace: Tensor, spikes: Tensor, decay: float) -> Tens
 
     .. math:: x(T-1) = d^T x(-1) + \sum_t d^{T-1-t} s(t)
 
+    with a subnormal result flushed to zero, as the scan would
+    (:mod:`plastorch.functional.numerics`).
+
     Examples
     --------
     >>> cumulative_trace_at_end(torch.tensor([1.0]), torch.tensor([[1.0], [0.0]]), 0.5)
@@ -244,7 +249,8 @@ def cumulative_trace_at_end(trace: Tensor, spikes: Tensor, decay: float) -> Tens
     """
     steps = spikes.shape[0]
     to_end = decay ** torch.arange(steps - 1, -1, -1, dtype=trace.dtype, device=spikes.device)
-    return torch.tensordot(to_end, spikes, dims=1).add_(trace, alpha=decay**steps)
+    end = torch.tensordot(to_end, spikes, dims=1).add_(trace, alpha=decay**steps)
+    return flush_subnormal_(end)
 
 
 def weighted_acausal_factors(

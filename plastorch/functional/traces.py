@@ -4,6 +4,10 @@ All functions are pure (they return new tensors and never modify their inputs)
 except those whose name ends in an underscore, which write into their first
 argument, as in torch.
 Time is the leading dimension of a window: ``[T, B, ...]``.
+
+Every decayed value is flushed to zero once it is subnormal (on CPU, in float32,
+float64 and bfloat16), so the state of a silent neuron reaches 0 instead of
+staying in the slow subnormal range: see :mod:`plastorch.functional.numerics`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from torch import Tensor
 
 from . import compiled
 from .checks import check_choice, check_positive
+from .numerics import flush_subnormal_
 
 TraceMode = Literal["cumulative", "nearest"]
 TRACE_MODES: tuple[str, ...] = ("cumulative", "nearest")
@@ -85,7 +90,8 @@ def trace_cumulative(x: Tensor, spikes: Tensor, decay: float, amplitude: float =
     >>> trace_cumulative(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0]), 0.5)
     tensor([1.5000, 1.0000])
     """
-    return x * decay + (spikes if amplitude == 1.0 else amplitude * spikes)
+    decayed = flush_subnormal_(x * decay)
+    return decayed + (spikes if amplitude == 1.0 else amplitude * spikes)
 
 
 def trace_nearest(x: Tensor, spikes: Tensor, decay: float, amplitude: float = 1.0) -> Tensor:
@@ -99,7 +105,7 @@ def trace_nearest(x: Tensor, spikes: Tensor, decay: float, amplitude: float = 1.
     >>> trace_nearest(torch.tensor([0.8, 0.8]), torch.tensor([1.0, 0.0]), 0.5)
     tensor([1.0000, 0.4000])
     """
-    decayed = x * decay
+    decayed = flush_subnormal_(x * decay)
     return torch.where(spikes != 0, torch.full_like(decayed, amplitude), decayed)
 
 
@@ -120,7 +126,8 @@ def _scalar(value: float, like: Tensor) -> float | Tensor:
 
 
 def decay_(x: Tensor, decay: float) -> Tensor:
-    """``x *= decay`` in place (the same values as ``x.mul_(decay)``); returns ``x``.
+    """``x *= decay`` in place (the same values as ``x.mul_(decay)``, subnormal products
+    flushed to zero); returns ``x``.
 
     For the one-step trace updates, where the dispatch of the multiply costs more
     than its arithmetic.
@@ -131,7 +138,7 @@ def decay_(x: Tensor, decay: float) -> Tensor:
     >>> decay_(x, 0.5) is x, x
     (True, tensor([0.5000, 1.0000]))
     """
-    return x.mul_(_scalar(decay, x))
+    return flush_subnormal_(x.mul_(_scalar(decay, x)))
 
 
 def trace(
@@ -272,7 +279,7 @@ def _trace_scan(
     previous = x
     factor = _scalar(decay, out)
     for t in range(spikes.shape[0]):
-        torch.mul(previous, factor, out=out[t])
+        flush_subnormal_(torch.mul(previous, factor, out=out[t]))
         if mode == "cumulative":
             out[t].add_(spikes[t] if amplitude == 1.0 else amplitude * spikes[t])
         else:
@@ -323,7 +330,8 @@ def _nearest_window(x: Tensor, spikes: Tensor, decay: float, amplitude: float) -
     table[0] = amplitude
     gaps = (time - last).clamp_max_(steps - 1)  # t - l(t)
     since = table.cumprod(0).index_select(0, gaps.flatten()).view(gaps.shape)  # a d^(t - l(t))
-    return torch.where(last >= 0, since, carried)
+    # (the products decrease along t: the first flushed one is the recursion's first zero)
+    return flush_subnormal_(torch.where(last >= 0, since, carried))
 
 
 def discounted_reverse_sum(values: Tensor, decay: float, *, out: Tensor | None = None) -> Tensor:
@@ -355,7 +363,7 @@ def discounted_reverse_sum(values: Tensor, decay: float, *, out: Tensor | None =
     factor = _scalar(decay, out)
     for t in range(values.shape[0] - 2, -1, -1):
         # in place: the roundings of values[t] + decay * R(t + 1)
-        torch.mul(out[t + 1], factor, out=out[t])
+        flush_subnormal_(torch.mul(out[t + 1], factor, out=out[t]))
         out[t].add_(values[t])
     return out
 

@@ -45,6 +45,7 @@ from ..functional import (
     correlate_sum,
     cumulative_trace_at_end,
     discounted_reverse_sum,
+    flush_subnormal_,
     fold_steps,
     stdp_factors,
     stdp_factors_post_triggered,
@@ -611,7 +612,7 @@ class MSTDPET(_PairRule):
                 if self._advances_in_place(z0, dtype):
                     target, beta = z0, decay**steps
                 else:
-                    target, beta = z0 * decay**steps, 1.0
+                    target, beta = flush_subnormal_(z0 * decay**steps), 1.0
                 read = advance_per_sample_(
                     layer,
                     target,
@@ -624,7 +625,7 @@ class MSTDPET(_PairRule):
                     halves.add_net(read)
                 new_state[name] = target
             else:
-                fresh = z0 * decay**steps
+                fresh = flush_subnormal_(z0 * decay**steps)
                 for part, _ in parts:
                     fresh.add_(
                         correlate(layer, fold_steps(layer, part.pre), fold_steps(layer, part.post))

@@ -674,6 +674,36 @@ def test_advance_per_sample_in_one_pass_is_the_torch_paths_sum(monkeypatch, case
 
 
 @needs_numba
+@pytest.mark.parametrize("case", range(8))
+def test_advance_per_sample_flushes_a_subnormal_decayed_eligibility(monkeypatch, case):
+    """Entries of z0 at the smallest normal float64 (2^-1022) decay to a subnormal with
+    beta < 1: both paths store flush(beta z0) + the pairs, the compiled pass in every
+    kind of row (fused with 0-2 lookups and a read-out, or decayed on its own)."""
+    from plastorch.functional import advance_per_sample_, flush_subnormal_
+
+    g = torch.Generator().manual_seed(11 + case)
+    layer = nn.Linear(6, 5, bias=False).double()
+    parts, gain, beta = advance_cases(g)[case]
+    z0 = dyadic((3, 5, 6), 0.7, g)
+    tiny = torch.finfo(torch.float64).tiny
+    z0[torch.rand(z0.shape, generator=g) < 0.5] = tiny
+    pairs = sum(
+        correlate_module.correlate_per_sample(layer, pre, post, weights=weights, sparse=False)
+        for pre, post, weights in parts
+    )
+    expected = flush_subnormal_(beta * z0) + pairs
+    if 0.0 < beta < 1.0:  # without the flush, subnormal entries would be left
+        unflushed = beta * z0 + pairs
+        assert bool(((unflushed != 0) & (unflushed.abs() < tiny)).any())
+    for enabled in (True, False):
+        monkeypatch.setattr(compiled, "_ENABLED", enabled)
+        z = z0.clone()
+        with correlate_module.sparse_mode("sparse"):
+            advance_per_sample_(layer, z, beta, parts, read_gain=gain)
+        assert torch.equal(z, expected), enabled
+
+
+@needs_numba
 @pytest.mark.parametrize("case", [0, 1, 2, 4, 5])
 def test_advance_per_sample_reads_the_pairs_of_its_post_spikes_in_the_pass(monkeypatch, case):
     """``read_pairs``: the pass adds correlate(read_pairs, post) of the first part's post,
