@@ -7,7 +7,7 @@ Export an older commit's package under another name and point ``--old`` at it::
 
 Both versions run ``Learner.step()`` on the same spikes (same cases as the suite:
 STDP Linear one step and T=100 window, the two Conv2d steps, MSTDP-ET window with
-per-sample reward); the table gives medians, old/new and its 95 % bootstrap interval
+per-sample reward, split and combined eligibility); the table gives medians, old/new and its 95 % bootstrap interval
 over the paired rounds (:func:`~plastorch.bench.timing.ratio_interval`).
 """
 
@@ -73,6 +73,9 @@ def _cases():
     reward = torch.rand(64, generator=generator) * 2 - 1
     stdp = lambda p: p.rules.STDP(1e-3, -1e-3)  # noqa: E731
     mstdpet = lambda p: p.rules.MSTDPET(1e-3, -1e-3, per_sample_signal=True)  # noqa: E731
+    combined = lambda p: p.rules.MSTDPET(  # noqa: E731
+        1e-3, -1e-3, per_sample_signal=True, eligibility="combined"
+    )
     return [
         (
             "STDP Linear 784->400 B=64, one step",
@@ -120,6 +123,17 @@ def _cases():
             "MSTDP-ET 784->400 B=64, T=100, [B] reward",
             linear,
             mstdpet,
+            win_pres,
+            win_posts,
+            "multi",
+            1,
+            reward,
+            5,
+        ),
+        (
+            "MSTDP-ET as above, combined eligibility",
+            linear,
+            combined,
             win_pres,
             win_posts,
             "multi",
