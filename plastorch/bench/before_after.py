@@ -7,7 +7,9 @@ Export an older commit's package under another name and point ``--old`` at it::
 
 Both versions run ``Learner.step()`` on the same spikes (same cases as the suite:
 STDP Linear one step and T=100 window, the two Conv2d steps, MSTDP-ET window with
-per-sample reward, split and combined eligibility); the table gives medians, old/new and its 95 % bootstrap interval
+per-sample reward, split and combined eligibility; and two runs in which a quarter
+of the neurons never fire, long enough for their state to reach the subnormal
+range); the table gives medians, old/new and its 95 % bootstrap interval
 over the paired rounds (:func:`~plastorch.bench.timing.ratio_interval`).
 """
 
@@ -27,10 +29,15 @@ from .timing import interleaved, ratio_interval
 __all__ = ["main"]
 
 
-def _driver(package, layer, rule, pres, posts, step_mode, warm, signal=None):
+def _driver(package, layer, rule, pres, posts, step_mode, warm, signal=None, prime=False):
     source = Replay()
     learner = package.Learner(layer, source, rule, step_mode=step_mode)
     index = [0]
+    if prime:  # every neuron fires once: the silent ones then decay from 1
+        with torch.no_grad():
+            source.value = torch.ones_like(posts[0])
+            source(layer(torch.ones_like(pres[0])))
+        learner.step() if signal is None else learner.step(signal=signal)
 
     def record():
         i = index[0] % len(pres)
@@ -71,6 +78,12 @@ def _cases():
             )
         )
     reward = torch.rand(64, generator=generator) * 2 - 1
+    # a quarter of the inputs and outputs never fire: after ~1750 steps (tau = 20 dt)
+    # their traces and eligibilities would be subnormal, were they not flushed
+    silent_in, silent_out = torch.ones(784), torch.ones(400)
+    silent_in[:196], silent_out[:100] = 0.0, 0.0
+    quiet_step = ([p * silent_in for p in step_pres], [p * silent_out for p in step_posts])
+    quiet_window = ([p * silent_in for p in win_pres], [p * silent_out for p in win_posts])
     stdp = lambda p: p.rules.STDP(1e-3, -1e-3)  # noqa: E731
     mstdpet = lambda p: p.rules.MSTDPET(1e-3, -1e-3, per_sample_signal=True)  # noqa: E731
     combined = lambda p: p.rules.MSTDPET(  # noqa: E731
@@ -141,6 +154,26 @@ def _cases():
             reward,
             5,
         ),
+        (
+            "STDP one step, 1/4 silent, after 2500 steps",
+            linear,
+            stdp,
+            *quiet_step,
+            "single",
+            2500,
+            None,
+            30,
+        ),
+        (
+            "MSTDP-ET combined, 1/4 silent, after 35 windows",
+            linear,
+            combined,
+            *quiet_window,
+            "multi",
+            35,
+            reward,
+            5,
+        ),
     ]
 
 
@@ -156,9 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'case':<44} {'old':>10} {'new':>10} {'old/new':>8}  95% CI")
     for name, layer, make_rule, pres, posts, mode, warm, signal, repeats in _cases():
         contenders = {}
+        prime = "silent" in name  # (those runs start with every neuron firing once)
         for label, package in (("old", old), ("new", new)):
+            rule = make_rule(package)
             record, step = _driver(
-                package, copy.deepcopy(layer), make_rule(package), pres, posts, mode, warm, signal
+                package, copy.deepcopy(layer), rule, pres, posts, mode, warm, signal, prime
             )
             contenders[label] = (record, step)
         timings = interleaved(contenders, repeats=repeats, warmup=1, shuffle=True)
