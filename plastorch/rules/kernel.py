@@ -50,7 +50,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ..functional import compiled
+from ..functional import compiled, flush_subnormal_
 from ..functional.checks import check_positive, check_real
 from .base import (
     BatchReduction,
@@ -360,6 +360,10 @@ class KernelSTDP(_KernelRule):
         k_pre = _evaluate(
             self.kernel_pre, "kernel_pre", -post_before * self.dt, torch.isfinite(post_before)
         )
+        # a decaying kernel long after its spike is subnormal (exp(-95) in float32): the
+        # factors of two correlations, flushed (functional.numerics). The delay rules'
+        # per-event values are not GEMM factors, and are left as they are.
+        k_post, k_pre = flush_subnormal_(k_post), flush_subnormal_(k_pre)
         terms = _signed_terms(k_post, post, True) + _signed_terms(k_pre, pre, False)
         if isinstance(signal, Tensor):
             signal = split_signal(signal)

@@ -19,7 +19,8 @@ from torch import nn
 
 from plastorch import Learner
 from plastorch.bench.common import Replay
-from plastorch.rules import MSTDPET, STDP
+from plastorch.rules import MSTDPET, STDP, Kernel, KernelSTDP
+from plastorch.rules.kernel import exponential_window
 
 TAU = -1.0 / math.log(0.75)
 STEPS = 450
@@ -110,3 +111,21 @@ def test_silent_neurons_state_reaches_zero_and_updates_match_float64(name, step_
     # float64 still holds the decayed values (0.75^445 ~ 1e-56): normal there
     assert bool(state64["trace_pre"][..., :SILENT_IN].gt(0).all())
     torch.testing.assert_close(total32, total64, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_kernel_long_after_its_spike_is_flushed_not_subnormal(dtype):
+    # exp(-95) = 5.6e-42 is subnormal in float32 (normal in float64): a pre spike 95
+    # steps before a post spike pairs with nothing in float32
+    window = Kernel(exponential_window, lr_causal=1.0, lr_acausal=-1.0, tau_causal=1.0,
+                    tau_acausal=1.0)  # fmt: skip
+    rule = KernelSTDP(window)
+    layer = nn.Linear(1, 1, bias=False).to(dtype)
+    pre, post = torch.zeros(1, 1, 1, dtype=dtype), torch.ones(1, 1, 1, dtype=dtype)
+    state = rule.initial_state(layer, pre[0], post[0])
+    state["steps_since_pre"].fill_(94.0)  # the pre spike was 95 steps before this one
+    update, _ = rule(layer, pre, post, state)
+    delta = update.delta()
+    value = 0.0 if delta is None else delta.item()  # (None: no term left to correlate)
+    expected = 0.0 if dtype == torch.float32 else math.exp(-95.0)
+    assert value == pytest.approx(expected, rel=1e-12, abs=0.0)
