@@ -13,6 +13,7 @@ from torch import Tensor
 from plastorch.functional.checks import check_nonnegative as _check_nonnegative
 from plastorch.functional.checks import check_positive as _check_positive
 from plastorch.functional.checks import check_real as _as_float
+from plastorch.functional.numerics import flush_subnormal_, flushes, largest_subnormal
 from plastorch.neurons.base import SpikingNeuron
 
 __all__ = ["LIF", "AdaptiveLIF"]
@@ -50,6 +51,7 @@ def _lif_block(
     inhibition: float,
     self_inhibition: bool,
     exclusive: bool,
+    floor: float,
 ) -> None:
     """Steps ``start .. start + len(growth) - 1`` of a LIF window, in place (see LIF._window).
 
@@ -67,6 +69,10 @@ def _lif_block(
     Operations that would change nothing are skipped: the inhibition after a step without
     spikes, the refractory mask when no neuron is refractory, the resets and threshold
     increments after a step without spikes.
+
+    ``floor > 0``: the decayed potential is flushed to 0 where its magnitude is at most
+    ``floor`` (the dtype's largest subnormal, for ``v_rest = 0``:
+    :mod:`plastorch.functional.numerics`).
     """
     adaptive = len(scale) > 0
     steps = len(scale) if adaptive else drive.shape[0] - start
@@ -78,6 +84,8 @@ def _lif_block(
     for k in range(steps):
         t = start + k
         torch.add(drive[t], v, alpha=decay, out=v)  # v_rest + (v - v_rest) decay + input
+        if floor > 0.0:
+            torch.hardshrink(v, floor, out=v)
         if inhibition != 0.0 and fired_before:
             last = spikes[t - 1] if t > 0 else previous
             total = last.sum(1, keepdim=True)
@@ -212,6 +220,11 @@ class LIF(SpikingNeuron):
         self.v = torch.full_like(like, self.v_rest)
         self.refractory_remaining = torch.zeros_like(like)
 
+    def _flush_floor(self, v: Tensor) -> float:
+        """What the window kernel flushes the decayed potential below: the largest
+        subnormal where it decays towards 0 (``v_rest = 0``) on CPU, else 0 (nothing)."""
+        return largest_subnormal(v.dtype) if self.v_rest == 0.0 and flushes(v) else 0.0
+
     def _integrate(self, step_input: Tensor, threshold: float | Tensor) -> Tensor:
         """One LIF step against ``threshold`` (a float or a tensor broadcastable to v)."""
         refractory = self.refractory_remaining > _REFRACTORY_TOLERANCE * self.dt
@@ -220,6 +233,8 @@ class LIF(SpikingNeuron):
             drive = step_input + self.v_rest * (1.0 - self.decay_mem)
         # v_rest + (v - v_rest) decay + I, rounded as the window kernel rounds it
         v = torch.add(drive, self.v, alpha=self.decay_mem)
+        if self.v_rest == 0.0:  # a silent neuron's potential decays towards 0
+            flush_subnormal_(v)
         v.masked_fill_(refractory, self.v_reset)
         spikes = (v >= threshold).logical_and_(refractory.logical_not())
         self.v = v.masked_fill_(spikes, self.v_reset)
@@ -303,6 +318,7 @@ class LIF(SpikingNeuron):
             drive, v, last_spike, spikes, spikes.view(torch.bool), previous, threshold,
             threshold[0], [], [], 0, self.decay_mem, self.v_reset,
             _refractory_steps(self.refractory, self.dt), inhibition, self_inhibition, True,
+            self._flush_floor(v),
         )  # fmt: skip
 
     def _step(self, step_input: Tensor) -> Tensor:
@@ -453,7 +469,7 @@ class AdaptiveLIF(LIF):
             threshold = (self.v_threshold + theta.to(drive.dtype)).expand(steps, neurons)
             exclusive = bool(threshold[0].min() > self.v_reset)
             kernel(drive, v, last_spike, spikes, flags, previous, threshold, threshold[0],
-                   [], [], 0, *common, exclusive)  # fmt: skip
+                   [], [], 0, *common, exclusive, self._flush_floor(v))  # fmt: skip
             return
         decay, rate = self.decay_theta, self.dt / self.tau_theta
         block = steps if rate * steps <= _MAX_LOG_GROWTH else max(int(_MAX_LOG_GROWTH / rate), 1)
@@ -472,7 +488,7 @@ class AdaptiveLIF(LIF):
             # theta_plus >= 0: the threshold only grows within the block
             exclusive = bool(threshold[start : start + length].min() > self.v_reset)
             kernel(drive, v, last_spike, spikes, flags, previous, threshold, increments,
-                   growth, scale, start, *common, exclusive)  # fmt: skip
+                   growth, scale, start, *common, exclusive, self._flush_floor(v))  # fmt: skip
             counts = spikes[start : start + length].sum(1, dtype=torch.float64)  # n(u), [L, N]
             theta = powers[-1] * theta + self.theta_plus * (powers[:-1].flip(0) @ counts)
         self.theta.copy_(theta.reshape(self.theta.shape))

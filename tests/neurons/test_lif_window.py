@@ -1,5 +1,7 @@
 """The compiled window loop of LIF / AdaptiveLIF (``_window``) against the step-by-step path."""
 
+import math
+
 import pytest
 import torch
 
@@ -132,3 +134,27 @@ def test_an_empty_batch_only_decays_theta():
     assert alif.theta.tolist() == pytest.approx([0.6065306597126334] * 2, rel=1e-15)
     population = InhibitedPopulation(AdaptiveLIF(2), LateralInhibition(1.0))
     assert population(torch.zeros(5, 0, 2)).shape == (5, 0, 2)
+
+
+@pytest.mark.parametrize("cls", [LIF, AdaptiveLIF])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_silent_potential_resting_at_zero_reaches_zero_in_both_paths(cls, dtype):
+    """v_rest = 0, no input: v decays by 1/2 per step (tau = 1/ln 2 ms) from 1/2 and is
+    2^-(k+1) after k more steps while normal, then 0 (flushed, never a subnormal)."""
+    params = dict(tau_mem=1.0 / math.log(2.0), v_rest=0.0, v_reset=-1.0, v_threshold=1.0,
+                  refractory=0.0)  # fmt: skip
+    last = 126 if dtype == torch.float32 else 1022  # exponent of the smallest normal
+    steps = last + 3
+    current = torch.zeros(steps, 2, 3, dtype=dtype)
+    current[0] = 0.5
+    windowed = cls(3, step_mode="multi", **params).to(dtype)
+    stepped = cls(3, **params).to(dtype)
+    spikes = windowed(current)
+    trace = []
+    for t in range(steps):
+        stepped(current[t])
+        trace.append(stepped.v[0, 0].item())
+    assert not bool(spikes.any())
+    expected = [2.0 ** -(t + 1) if t + 1 <= last else 0.0 for t in range(steps)]
+    assert trace == expected
+    assert torch.equal(windowed.v, stepped.v) and bool(windowed.v.eq(0).all())
