@@ -256,9 +256,8 @@ if numba is not None:
                     row[c] = (_flushed(beta * row[c], floor) + s * src[c]) + w0 * t0[c]
             else:
                 for c in range(width):
-                    row[c] = ((_flushed(beta * row[c], floor) + s * src[c]) + w0 * t0[c]) + w1 * t1[
-                        c
-                    ]
+                    decayed = _flushed(beta * row[c], floor)
+                    row[c] = ((decayed + s * src[c]) + w0 * t0[c]) + w1 * t1[c]
         elif mode == 1:
             if n == 0:
                 for c in range(width):

@@ -70,7 +70,8 @@ def _lif_block(
     spikes, the refractory mask when no neuron is refractory, the resets and threshold
     increments after a step without spikes.
 
-    ``floor > 0``: the decayed potential is flushed to 0 where its magnitude is at most
+    ``floor > 0``: the potential after the decay and the input is flushed to 0 where its
+    magnitude is at most
     ``floor`` (the dtype's largest subnormal, for ``v_rest = 0``:
     :mod:`plastorch.functional.numerics`).
     """
@@ -234,7 +235,7 @@ class LIF(SpikingNeuron):
         # v_rest + (v - v_rest) decay + I, rounded as the window kernel rounds it
         v = torch.add(drive, self.v, alpha=self.decay_mem)
         if self.v_rest == 0.0:  # a silent neuron's potential decays towards 0
-            flush_subnormal_(v)
+            v = flush_subnormal_(v)
         v.masked_fill_(refractory, self.v_reset)
         spikes = (v >= threshold).logical_and_(refractory.logical_not())
         self.v = v.masked_fill_(spikes, self.v_reset)
