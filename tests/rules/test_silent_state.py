@@ -26,30 +26,14 @@ TAU = -1.0 / math.log(0.75)
 STEPS = 450
 SILENT_IN, SILENT_OUT = 3, 2
 
+PAIR = dict(lr_post=1.0, lr_pre=-0.5, tau_post=TAU, tau_pre=TAU)
 RULES = {
-    "stdp": lambda: STDP(lr_post=1.0, lr_pre=-0.5, tau_post=TAU, tau_pre=TAU),
-    "stdp nearest": lambda: STDP(
-        lr_post=1.0, lr_pre=-0.5, tau_post=TAU, tau_pre=TAU, trace_mode="nearest"
-    ),
-    "mstdpet": lambda: MSTDPET(
-        lr_post=1.0, lr_pre=-0.5, tau_post=TAU, tau_pre=TAU, tau_eligibility=TAU
-    ),
-    "mstdpet per-sample": lambda: MSTDPET(
-        lr_post=1.0,
-        lr_pre=-0.5,
-        tau_post=TAU,
-        tau_pre=TAU,
-        tau_eligibility=TAU,
-        per_sample_signal=True,
-    ),
+    "stdp": lambda: STDP(**PAIR),
+    "stdp nearest": lambda: STDP(**PAIR, trace_mode="nearest"),
+    "mstdpet": lambda: MSTDPET(**PAIR, tau_eligibility=TAU),
+    "mstdpet per-sample": lambda: MSTDPET(**PAIR, tau_eligibility=TAU, per_sample_signal=True),
     "mstdpet per-sample combined": lambda: MSTDPET(
-        lr_post=1.0,
-        lr_pre=-0.5,
-        tau_post=TAU,
-        tau_pre=TAU,
-        tau_eligibility=TAU,
-        per_sample_signal=True,
-        eligibility="combined",
+        **PAIR, tau_eligibility=TAU, per_sample_signal=True, eligibility="combined"
     ),
 }
 
