@@ -170,13 +170,22 @@ if numba is not None:
                 cursor[t] = at + 1
         return ends[1:], source, target
 
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _flushed(value, floor):  # pragma: no cover - compiled
+        # 0 where |value| <= floor (the dtype's largest subnormal), else value (NaN kept)
+        if abs(value) <= floor:
+            return floor - floor
+        return value
+
     @numba.njit(parallel=True, cache=True, nogil=True)
-    def _scan(out, values, start, decay, amplitude, reverse, floor):  # pragma: no cover
+    def _scan(out, values, start, decay, amplitude, reverse, floor, nearest):
+        # pragma: no cover - compiled
         # out[t] = out[t -+ 1] * decay + amplitude * values[t] over [T, N], from ``start``
         # (out[-1] or out[T]; none if it has no entries: the first step is its value),
         # the roundings of torch's mul then add (no fused multiply-add), the product
         # set to 0 where its magnitude is at most ``floor`` (the largest subnormal: see
-        # plastorch.functional.numerics). By blocks of columns, each carried in a small
+        # plastorch.functional.numerics); ``nearest``: amplitude where values[t] != 0,
+        # the flushed product elsewhere. By blocks of columns, each carried in a small
         # array through the steps.
         steps, width = values.shape
         block = 2048
@@ -191,11 +200,13 @@ if numba is not None:
             for k in range(steps):
                 t = steps - 1 - k if reverse else k
                 row = values[t, lo:hi]
-                for n in range(hi - lo):
-                    decayed = carry[n] * factor
-                    if abs(decayed) <= floor:
-                        decayed = floor - floor  # zero, of the dtype
-                    carry[n] = decayed + amplitude * row[n]
+                if nearest:
+                    for n in range(hi - lo):
+                        decayed = _flushed(carry[n] * factor, floor)
+                        carry[n] = amplitude if row[n] != 0 else decayed
+                else:
+                    for n in range(hi - lo):
+                        carry[n] = _flushed(carry[n] * factor, floor) + amplitude * row[n]
                 out[t, lo:hi] = carry
                 factor = decay
 
@@ -211,13 +222,6 @@ if numba is not None:
             if flat[k] != 0:
                 count += 1
         return count
-
-    @numba.njit(cache=True, nogil=True, inline="always")
-    def _flushed(value, floor):  # pragma: no cover - compiled
-        # 0 where |value| <= floor (the dtype's largest subnormal), else value (NaN kept)
-        if abs(value) <= floor:
-            return floor - floor
-        return value
 
     @numba.njit(cache=True, nogil=True)
     def _decay_row(row, beta, floor):  # pragma: no cover - compiled
@@ -1001,10 +1005,14 @@ def scan_(
     start: Tensor | None = None,
     amplitude: float = 1.0,
     reverse: bool = False,
+    nearest: bool = False,
 ) -> Tensor:
     r"""A discounted scan over the leading (time) dimension, in one parallel pass.
 
     .. math:: \text{out}(t) = d\,\text{out}(t \mp 1) + a\,v(t)
+
+    or, with ``nearest``, :math:`a` where :math:`v(t) \ne 0` and
+    :math:`d\,\text{out}(t \mp 1)` elsewhere (a nearest-spike trace).
 
     forward from ``out(-1) = start`` (a cumulative trace over a window) or, with
     ``reverse``, backward from ``out(T) = start`` (a reverse discounted sum); without
@@ -1031,12 +1039,14 @@ def scan_(
     _check_floats("scan_", "out", out.dtype, named)
     if values.dim() == 0 or values.shape[0] == 0:
         return out
-    if not _scan_unchecked(out, values, decay, start, amplitude, reverse):
+    if not _scan_unchecked(out, values, decay, start, amplitude, reverse, nearest):
         raise RuntimeError("scan_: the numba kernel did not compile")
     return out
 
 
-def _scan_unchecked(out, values, decay, start=None, amplitude=1.0, reverse=False) -> bool:
+def _scan_unchecked(
+    out, values, decay, start=None, amplitude=1.0, reverse=False, nearest=False
+) -> bool:
     """:func:`scan_` for callers that guarantee its preconditions (``T >= 1``).
 
     ``False`` (with a warning, and the kernels switched off) if the kernel fails to
@@ -1051,7 +1061,8 @@ def _scan_unchecked(out, values, decay, start=None, amplitude=1.0, reverse=False
     try:
         with _LAUNCH:
             floor = scalar(largest_subnormal(out.dtype))
-            _scan(flat, source, first, scalar(decay), scalar(amplitude), bool(reverse), floor)
+            factors = (scalar(decay), scalar(amplitude), bool(reverse), floor, bool(nearest))
+            _scan(flat, source, first, *factors)
     except Exception as error:
         _did_not_compile(_scan, error)
         return False

@@ -271,11 +271,12 @@ def _trace_scan(
     :func:`trace_cumulative` (``x * decay``, then ``+ a s``) or :func:`trace_nearest`
     (``x * decay``, then the amplitude where a spike is), the decayed trace flushed
     where subnormal: three or four kernels and no temporaries per step (amplitude 1 for
-    cumulative traces); with the compiled kernels, a cumulative scan is one pass of the
-    same roundings
-    (:func:`~plastorch.functional.compiled.scan_`)."""
-    compiled_scan = mode == "cumulative" and _compiled_scan(out, spikes, x)
-    if compiled_scan and compiled._scan_unchecked(out, spikes, decay, x, amplitude):
+    cumulative traces); with the compiled kernels, a scan of either mode is one pass of
+    the same roundings (:func:`~plastorch.functional.compiled.scan_`)."""
+    nearest = mode == "nearest"
+    if _compiled_scan(out, spikes, x) and compiled._scan_unchecked(
+        out, spikes, decay, x, amplitude, nearest=nearest
+    ):
         return out
     previous = x
     factor = _scalar(decay, out)

@@ -97,11 +97,20 @@ def test_bad_dt_and_mode():
         decay_factor(1.0, "10")
 
 
-@pytest.mark.parametrize("closed_form_max", [0, 1 << 20])  # scan loop / closed form
-def test_nearest_window_both_paths_equal_the_recursion_in_float64(monkeypatch, closed_form_max):
+@pytest.mark.parametrize("path", ["torch loop", "compiled scan", "closed form"])
+def test_nearest_window_every_path_equals_the_recursion_in_float64(monkeypatch, path):
     import plastorch.functional.traces as traces
+    from plastorch.functional import compiled
 
-    monkeypatch.setattr(traces, "_CLOSED_FORM_MAX_NUMEL", closed_form_max)
+    if path == "compiled scan" and not compiled.available():
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(traces, "_CLOSED_FORM_MAX_NUMEL", 1 << 20 if path == "closed form" else 0)
+    monkeypatch.setattr(compiled, "_ENABLED", path == "compiled scan")
+    calls = []
+    original = compiled._scan_unchecked
+    monkeypatch.setattr(
+        compiled, "_scan_unchecked", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
     generator = torch.Generator().manual_seed(5)
     spikes = (torch.rand(40, 2, 3, generator=generator) < 0.1).double()
     spikes[:, 0, 0] = 0.0  # one trace never spikes: x(-1) d^(t + 1) to the end
@@ -112,6 +121,24 @@ def test_nearest_window_both_paths_equal_the_recursion_in_float64(monkeypatch, c
         state = torch.where(spikes[t] != 0, 2.5, state * 0.9)
         expected.append(state)
     assert torch.equal(window, torch.stack(expected))
+    assert len(calls) == (path == "compiled scan")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nearest_window_compiled_scan_has_the_torch_loops_bits(monkeypatch, dtype):
+    import plastorch.functional.traces as traces
+    from plastorch.functional import compiled
+
+    if not compiled.available():
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(traces, "_CLOSED_FORM_MAX_NUMEL", 0)
+    generator = torch.Generator().manual_seed(6)
+    spikes = torch.rand(30, 4, 700, generator=generator, dtype=dtype)
+    spikes = torch.where(spikes < 0.1, spikes * 10, 0.0)  # graded: any non-zero resets
+    x = torch.rand(4, 700, dtype=dtype, generator=generator)
+    fast = trace_window(x, spikes, 0.93, 1.5, "nearest")
+    monkeypatch.setattr(compiled, "_ENABLED", False)
+    assert torch.equal(fast, trace_window(x, spikes, 0.93, 1.5, "nearest"))
 
 
 def test_nearest_window_closed_form_hand_values():
