@@ -138,9 +138,9 @@ def test_nearest_closed_form_flushes_as_the_recursion(monkeypatch):
     spikes = torch.zeros(steps, 3)
     spikes[0, 1] = spikes[2, 2] = 1.0
     start = torch.tensor([1.0, 1.0, 0.25])
+    monkeypatch.setattr(compiled, "_ENABLED", False)  # (else the compiled scan)
     closed = trace_window(start, spikes, 0.5, mode="nearest")
     monkeypatch.setattr(traces_module, "_CLOSED_FORM_MAX_NUMEL", 0)
-    monkeypatch.setattr(compiled, "_ENABLED", False)
     recursion = trace_window(start, spikes, 0.5, mode="nearest")
     assert torch.equal(closed, recursion)
     assert closed[125:, 0].tolist() == [2.0**-126, 0.0, 0.0, 0.0, 0.0]
