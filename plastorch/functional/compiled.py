@@ -210,6 +210,110 @@ if numba is not None:
                 out[t, lo:hi] = carry
                 factor = decay
 
+    from llvmlite import ir as _ir
+    from numba.core import cgutils
+    from numba.extending import intrinsic as _intrinsic
+
+    @_intrinsic
+    def _fma(typingctx, a, b, c):  # pragma: no cover - compiled
+        # a * b + c rounded once (llvm.fma), as torch's add with alpha computes it
+        def codegen(context, builder, signature, args):
+            kind = context.get_value_type(signature.return_type)
+            name = "llvm.fma.f32" if kind == _ir.FloatType() else "llvm.fma.f64"
+            function = cgutils.get_or_insert_function(
+                builder.module, _ir.FunctionType(kind, [kind, kind, kind]), name
+            )
+            return builder.call(function, args)
+
+        return c(c, c, c), codegen
+
+    @numba.njit(cache=True, nogil=True)
+    def _lif_block(
+        drive,
+        v,
+        last_spike,
+        spikes,
+        previous,
+        threshold,
+        increments,
+        growth,
+        scale,
+        start,
+        steps,
+        decay,
+        v_reset,
+        refractory_steps,
+        inhibition,
+        self_inhibition,
+        exclusive,
+        floor,
+    ):  # pragma: no cover - compiled
+        # plastorch.neurons.lif._lif_block as one loop (see there): drive [T, B, N], v
+        # [B, N], last_spike [B, N] int64, spikes [T, B, N] uint8, previous [B, N] uint8,
+        # threshold [T, N], increments [N] (an adaptive block when growth has entries);
+        # every addition with a coefficient is a fused multiply-add, as torch's add with
+        # alpha; the floats (decay, v_reset, inhibition, growth, scale) in v's dtype.
+        batch, neurons = v.shape
+        adaptive = growth.shape[0] > 0
+        zero = decay - decay
+        busy_until = last_spike.max() + refractory_steps
+        fired_before = False
+        for b in range(batch):
+            for n in range(neurons):
+                seen = previous[b, n] if start == 0 else spikes[start - 1, b, n]
+                if seen != 0:
+                    fired_before = True
+        blocked = np.zeros(neurons, np.bool_)
+        as_float = np.zeros(1, v.dtype)  # (an integer converted to v's dtype)
+        for k in range(steps):
+            t = start + k
+            inhibit = inhibition != 0 and fired_before
+            refractory = t <= busy_until
+            fired_before = False
+            for b in range(batch):
+                row = v[b]
+                for n in range(neurons):
+                    x = _fma(row[n], decay, drive[t, b, n])
+                    if floor > 0 and abs(x) <= floor:
+                        x = zero
+                    row[n] = x
+                if inhibit:
+                    total = 0
+                    for n in range(neurons):
+                        total += spikes[t - 1, b, n] if t > 0 else previous[b, n]
+                    for n in range(neurons):
+                        last = spikes[t - 1, b, n] if t > 0 else previous[b, n]
+                        as_float[0] = total if self_inhibition else total - last
+                        row[n] = _fma(as_float[0], -inhibition, row[n])
+                for n in range(neurons):
+                    blocked[n] = refractory and last_spike[b, n] > t - refractory_steps - 1
+                    if blocked[n]:
+                        row[n] = v_reset
+                    if adaptive:
+                        level = _fma(increments[n], scale[k], threshold[t, n])
+                    else:
+                        level = threshold[t, n]
+                    fired = row[n] >= level
+                    if refractory and not exclusive and blocked[n]:
+                        fired = False
+                    spikes[t, b, n] = 1 if fired else 0
+                    if fired:
+                        fired_before = True
+            if fired_before:
+                for b in range(batch):
+                    for n in range(neurons):
+                        if spikes[t, b, n] != 0:
+                            v[b, n] = v_reset
+                            last_spike[b, n] = t
+                busy_until = t + refractory_steps
+                if adaptive:
+                    for n in range(neurons):
+                        count = 0
+                        for b in range(batch):
+                            count += spikes[t, b, n]
+                        as_float[0] = count
+                        increments[n] = _fma(as_float[0], growth[k], increments[n])
+
     @numba.njit(cache=True, nogil=True)
     def _count(flat, stride):  # pragma: no cover - compiled
         count = 0
@@ -549,6 +653,43 @@ def count_nonzero(x: Tensor, stride: int = 1) -> int:
     _require()
     _check_float_input("count_nonzero", "x", x)
     return _count_unchecked(x, stride)
+
+
+def _lif_block_unchecked(
+    drive, v, last_spike, spikes, previous, threshold, increments, growth, scale, start,
+    decay, v_reset, refractory_steps, inhibition, self_inhibition, exclusive, floor,
+) -> bool:  # fmt: skip
+    """:func:`plastorch.neurons.lif._lif_block` compiled, for CPU tensors of one dtype in
+    :data:`DTYPES` (``v``, ``last_spike``, ``increments`` written in place as there);
+    ``False`` (with a warning, and the kernels switched off) if it fails to compile."""
+    scalar = _SCALAR[v.dtype]
+    steps = len(scale) if scale else drive.shape[0] - start
+    arrays = (
+        drive.numpy(),
+        v.numpy(),
+        last_spike.numpy(),
+        spikes.numpy(),
+        previous.numpy(),
+        threshold.numpy(),
+        increments.reshape(-1).numpy(),
+        np.asarray(growth, dtype=scalar),
+        np.asarray(scale, dtype=scalar),
+        int(start),
+        int(steps),
+        scalar(decay),
+        scalar(v_reset),
+        int(refractory_steps),
+        scalar(inhibition),
+        bool(self_inhibition),
+        bool(exclusive),
+        scalar(floor),
+    )
+    try:
+        _lif_block(*arrays)
+    except Exception as error:
+        _did_not_compile(_lif_block, error)
+        return False
+    return True
 
 
 def _count_unchecked(x: Tensor, stride: int = 1) -> int:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from plastorch.functional import compiled
 from plastorch.functional.checks import check_nonnegative as _check_nonnegative
 from plastorch.functional.checks import check_positive as _check_positive
 from plastorch.functional.checks import check_real as _as_float
@@ -114,6 +115,48 @@ def _lif_block(
 
 
 _BLOCK_KERNEL: Callable[..., None] | None = None
+
+
+def _run_block(
+    drive, v, last_spike, spikes, flags, previous, threshold, increments, growth, scale,
+    start, decay, v_reset, refractory_steps, inhibition, self_inhibition, exclusive, floor,
+) -> None:  # fmt: skip
+    """:func:`_lif_block` as one numba loop on CPU (the same values: its additions with a
+    coefficient are fused multiply-adds, as torch's), else :func:`_block_kernel`.
+
+    A Diehl & Cook sample (100 neurons, 250 steps, batch 1) spent 1.3 ms in the
+    TorchScript loop, about 5 us per step of dispatches."""
+    if (
+        compiled.available()
+        and v.device.type == "cpu"
+        and v.dtype in compiled.DTYPES
+        and drive.dtype == threshold.dtype == increments.dtype == v.dtype
+        and not (drive.requires_grad or v.requires_grad or threshold.requires_grad)
+        and compiled._lif_block_unchecked(
+            drive,
+            v,
+            last_spike,
+            spikes,
+            previous,
+            threshold,
+            increments,
+            growth,
+            scale,
+            start,
+            decay,
+            v_reset,
+            refractory_steps,
+            inhibition,
+            self_inhibition,
+            exclusive,
+            floor,
+        )  # fmt: skip
+    ):
+        return
+    _block_kernel()(
+        drive, v, last_spike, spikes, flags, previous, threshold, increments, growth, scale,
+        start, decay, v_reset, refractory_steps, inhibition, self_inhibition, exclusive, floor,
+    )  # fmt: skip
 
 
 def _block_kernel() -> Callable[..., None]:
@@ -315,7 +358,7 @@ class LIF(SpikingNeuron):
         """Run :func:`_lif_block` over the window with a fixed threshold ``v_threshold``."""
         threshold = torch.full((1, 1), self.v_threshold, dtype=drive.dtype, device=drive.device)
         threshold = threshold.expand(drive.shape[0], drive.shape[2])
-        _block_kernel()(
+        _run_block(
             drive, v, last_spike, spikes, spikes.view(torch.bool), previous, threshold,
             threshold[0], [], [], 0, self.decay_mem, self.v_reset,
             _refractory_steps(self.refractory, self.dt), inhibition, self_inhibition, True,
@@ -461,7 +504,7 @@ class AdaptiveLIF(LIF):
         for the default :math:`\tau_\theta = 10^7` ms).
         """
         steps, neurons = drive.shape[0], drive.shape[2]
-        kernel = _block_kernel()
+        kernel = _run_block
         refractory_steps = _refractory_steps(self.refractory, self.dt)
         common = (self.decay_mem, self.v_reset, refractory_steps, inhibition, self_inhibition)
         flags = spikes.view(torch.bool)

@@ -158,3 +158,59 @@ def test_a_silent_potential_resting_at_zero_reaches_zero_in_both_paths(cls, dtyp
     expected = [2.0 ** -(t + 1) if t + 1 <= last else 0.0 for t in range(steps)]
     assert trace == expected
     assert torch.equal(windowed.v, stepped.v) and bool(windowed.v.eq(0).all())
+
+
+def _window_run(make, current, compiled_on, monkeypatch):
+    from plastorch.functional import compiled
+
+    monkeypatch.setattr(compiled, "_ENABLED", compiled_on)
+    module = make()
+    spikes = torch.cat([module(current[:13]), module(current[13:])])  # two windows
+    neuron = getattr(module, "neuron", module)
+    theta = getattr(neuron, "theta", None)
+    return spikes, neuron.v.clone(), neuron.refractory_remaining.clone(), theta
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize(
+    "kind", ["lif", "adaptive", "adaptive short tau", "frozen", "inhibited", "self-inhibited"]
+)
+def test_compiled_window_loop_has_the_torchscript_loops_bits(monkeypatch, kind, batch, dtype):
+    from plastorch.functional import compiled
+
+    if not compiled.available():
+        pytest.skip("numba is not installed")
+    lif = dict(v_rest=-65.0, v_reset=-60.0, v_threshold=-52.0, refractory=2.5, tau_mem=10.0)
+    adaptive = dict(lif, theta_plus=0.5)
+
+    def make():
+        if kind == "lif":
+            return LIF(5, step_mode="multi", **lif).to(dtype)
+        if kind in ("adaptive", "adaptive short tau", "frozen"):
+            tau = 0.25 if kind == "adaptive short tau" else 1e7  # blocks of 5 steps / one
+            neuron = AdaptiveLIF(5, step_mode="multi", tau_theta=tau, **adaptive).to(dtype)
+            if kind == "frozen":
+                neuron.theta.fill_(1.5)
+                neuron.learning = False
+            return neuron
+        neuron = AdaptiveLIF(5, **adaptive).to(dtype)  # (the population loops over time)
+        return InhibitedPopulation(
+            neuron, LateralInhibition(3.0, self_inhibition=kind == "self-inhibited")
+        )
+
+    generator = torch.Generator().manual_seed(2)
+    current = (torch.rand(40, batch, 5, generator=generator) * 9.0).to(dtype)
+    calls = []
+    original = compiled._lif_block_unchecked
+    monkeypatch.setattr(
+        compiled, "_lif_block_unchecked", lambda *a: calls.append(1) or original(*a)
+    )
+    fast = _window_run(make, current, True, monkeypatch)
+    assert calls  # the compiled loop ran
+    calls.clear()
+    slow = _window_run(make, current, False, monkeypatch)
+    assert not calls
+    assert fast[0].sum() > 10  # not vacuous
+    for a, b in zip(fast, slow):
+        assert (a is None and b is None) or torch.equal(a, b)
