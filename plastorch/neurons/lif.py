@@ -117,11 +117,9 @@ def _lif_block(
 _BLOCK_KERNEL: Callable[..., None] | None = None
 
 
-def _run_block(
-    drive, v, last_spike, spikes, flags, previous, threshold, increments, growth, scale,
-    start, decay, v_reset, refractory_steps, inhibition, self_inhibition, exclusive, floor,
-) -> None:  # fmt: skip
-    """:func:`_lif_block` as one numba loop on CPU, else :func:`_block_kernel`.
+def _run_block(*args) -> None:
+    """:func:`_lif_block` (the same arguments) as one numba loop on CPU, else
+    :func:`_block_kernel`.
 
     The same values: its additions with a coefficient are fused multiply-adds, as those
     of torch's vectorised ``add(..., alpha=)`` on CPUs with FMA (AVX2 and later, what
@@ -129,37 +127,18 @@ def _run_block(
 
     A Diehl & Cook sample (100 neurons, 250 steps, batch 1) spent 1.3 ms in the
     TorchScript loop, about 5 us per step of dispatches."""
+    drive, v, last_spike, spikes, flags, previous, threshold, increments = args[:8]
+    tensors = (drive, v, last_spike, spikes, previous, threshold, increments)
     if (
         compiled.available()
         and v.device.type == "cpu"
         and v.dtype in compiled.DTYPES
         and drive.dtype == threshold.dtype == increments.dtype == v.dtype
         and not (drive.requires_grad or v.requires_grad or threshold.requires_grad)
-        and compiled._lif_block_unchecked(
-            drive,
-            v,
-            last_spike,
-            spikes,
-            previous,
-            threshold,
-            increments,
-            growth,
-            scale,
-            start,
-            decay,
-            v_reset,
-            refractory_steps,
-            inhibition,
-            self_inhibition,
-            exclusive,
-            floor,
-        )  # fmt: skip
+        and compiled._lif_block_unchecked(*tensors, *args[8:])  # (no bool view of spikes)
     ):
         return
-    _block_kernel()(
-        drive, v, last_spike, spikes, flags, previous, threshold, increments, growth, scale,
-        start, decay, v_reset, refractory_steps, inhibition, self_inhibition, exclusive, floor,
-    )  # fmt: skip
+    _block_kernel()(*args)
 
 
 def _block_kernel() -> Callable[..., None]:
