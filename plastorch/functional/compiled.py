@@ -272,11 +272,13 @@ if numba is not None:
             fired_before = False
             for b in range(batch):
                 row = v[b]
-                for n in range(neurons):
-                    x = _fma(row[n], decay, drive[t, b, n])
-                    if floor > 0 and abs(x) <= floor:
-                        x = zero
-                    row[n] = x
+                if floor > 0:  # a loop per case, so each vectorises
+                    for n in range(neurons):
+                        x = _fma(row[n], decay, drive[t, b, n])
+                        row[n] = zero if abs(x) <= floor else x
+                else:
+                    for n in range(neurons):
+                        row[n] = _fma(row[n], decay, drive[t, b, n])
                 if inhibit:
                     total = 0
                     for n in range(neurons):
@@ -313,6 +315,28 @@ if numba is not None:
                             count += spikes[t, b, n]
                         as_float[0] = count
                         increments[n] = _fma(as_float[0], growth[k], increments[n])
+
+    @numba.njit(cache=True, nogil=True)
+    def _izhikevich(current, v, u, spikes, constants):  # pragma: no cover - compiled
+        # plastorch.neurons.Izhikevich._step over the steps of current [T, N], v and u
+        # [N] in place, spikes [T, N] written 1/0; every operation of the torch step in
+        # its order and dtype (no fused multiply-add: torch has none there). constants:
+        # half_dt, 0.04, 5, 140, b, dt a, v_peak, c, d, in v's dtype.
+        half_dt, k2, k1, k0 = constants[0], constants[1], constants[2], constants[3]
+        b, dt_a, v_peak, c, d = constants[4], constants[5], constants[6], constants[7], constants[8]
+        one, zero = k1 / k1, k1 - k1
+        for t in range(current.shape[0]):
+            for n in range(v.shape[0]):
+                x, w, drive = v[n], u[n], current[t, n]
+                x = x + half_dt * ((((k2 * (x * x)) + k1 * x) + k0) - w + drive)
+                x = x + half_dt * ((((k2 * (x * x)) + k1 * x) + k0) - w + drive)
+                w = w + dt_a * (b * x - w)
+                if x >= v_peak:
+                    spikes[t, n] = one
+                    v[n], u[n] = c, w + d
+                else:
+                    spikes[t, n] = zero
+                    v[n], u[n] = x, w
 
     @numba.njit(cache=True, nogil=True)
     def _count(flat, stride):  # pragma: no cover - compiled
@@ -690,6 +714,20 @@ def _lif_block_unchecked(
         _did_not_compile(_lif_block, error)
         return False
     return True
+
+
+def _izhikevich_unchecked(current, v, u, constants) -> Tensor | None:
+    """Izhikevich steps over ``current [T, N]`` from ``v``, ``u`` ``[N]`` (CPU, one dtype
+    in :data:`DTYPES`; written in place): the spikes ``[T, N]``, or ``None`` (with a
+    warning, and the kernels switched off) if the kernel fails to compile."""
+    spikes = torch.empty_like(current)
+    values = np.asarray(constants, dtype=_SCALAR[v.dtype])
+    try:
+        _izhikevich(current.numpy(), v.numpy(), u.numpy(), spikes.numpy(), values)
+    except Exception as error:
+        _did_not_compile(_izhikevich, error)
+        return None
+    return spikes
 
 
 def _count_unchecked(x: Tensor, stride: int = 1) -> int:

@@ -137,3 +137,27 @@ def test_state_dict_round_trip():
 def test_unknown_preset():
     with pytest.raises(ValueError, match="'pyramidal'"):
         Izhikevich.from_preset("pyramidal", 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("preset", sorted(IZHIKEVICH_PRESETS))
+def test_compiled_window_has_the_bits_of_the_steps(monkeypatch, preset, dtype):
+    from plastorch.functional import compiled
+
+    if not compiled.available():
+        pytest.skip("numba is not installed")
+    calls = []
+    original = compiled._izhikevich_unchecked
+    monkeypatch.setattr(
+        compiled, "_izhikevich_unchecked", lambda *a: calls.append(1) or original(*a)
+    )
+    generator = torch.Generator().manual_seed(7)
+    inputs = (torch.rand(150, 3, 2, 2, generator=generator) * 25.0).to(dtype)
+    multi = Izhikevich.from_preset(preset, (2, 2), step_mode="multi").to(dtype)
+    single = Izhikevich.from_preset(preset, (2, 2)).to(dtype)
+    windows = torch.cat([multi(inputs[:70]), multi(inputs[70:])])  # state carried over
+    looped = torch.stack([single(x) for x in inputs])
+    assert len(calls) == 2
+    assert looped.sum() > 20
+    assert torch.equal(windows, looped)
+    assert torch.equal(multi.v, single.v) and torch.equal(multi.u, single.u)
