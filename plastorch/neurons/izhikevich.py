@@ -143,6 +143,9 @@ class Izhikevich(SpikingNeuron):
         self.u = torch.full_like(like, self.u_init)
 
     def _step(self, step_input: Tensor) -> Tensor:
+        spikes = self._compiled_steps(step_input.unsqueeze(0))
+        if spikes is not None:  # one call where the ~12 kernels below cost ~60 us
+            return spikes[0]
         half_dt = 0.5 * self.dt
         v, u = self.v, self.u
         # Same operation order as net.m (0.04*v.^2 + 5*v + 140 - u + I): with 1 ms steps the
@@ -157,28 +160,38 @@ class Izhikevich(SpikingNeuron):
 
     def _window(self, current: Tensor) -> Tensor:
         """A window ``[T, B, *shape]`` (validated by ``forward``): one compiled loop on CPU
-        with numba (the values of :meth:`_step`, operation by operation), else the steps.
+        with numba (:meth:`_compiled_steps`), else the steps.
 
-        One step of ~12 torch kernels costs ~40 us whatever the population; the loop
+        One step of ~12 torch kernels costs ~40-60 us whatever the population; the loop
         costs a few ns per neuron and step."""
         self._check_state(current[0])
-        steps, v, u = current.shape[0], self.v, self.u
-        if (
+        spikes = self._compiled_steps(current)
+        if spikes is not None:
+            return spikes
+        return torch.stack([self._step(step_input) for step_input in current])
+
+    def _compiled_steps(self, current: Tensor) -> Tensor | None:
+        """The steps of ``current [T, B, *shape]`` as one numba loop, with the values of
+        the torch step operation by operation; ``None`` where it does not run (no numba,
+        another device or dtype), and then nothing has changed."""
+        v, u = self.v, self.u
+        if not (
             compiled.available()
             and current.device.type == "cpu"
             and current.dtype in compiled.DTYPES
             and v.dtype == u.dtype == current.dtype
         ):
-            # the constants as the torch step rounds them: scalars in the tensors' dtype
-            constants = (0.5 * self.dt, 0.04, 5.0, 140.0, self.b, self.dt * self.a,
-                         self.v_peak, self.c, self.d)  # fmt: skip
-            v_new, u_new = v.reshape(-1).clone(), u.reshape(-1).clone()
-            flat = current.reshape(steps, -1).contiguous()
-            spikes = compiled._izhikevich_unchecked(flat, v_new, u_new, constants)
-            if spikes is not None:
-                self.v, self.u = v_new.reshape(v.shape), u_new.reshape(u.shape)
-                return spikes.reshape(current.shape)
-        return torch.stack([self._step(step_input) for step_input in current])
+            return None
+        # the constants as the torch step rounds them: scalars in the tensors' dtype
+        constants = (0.5 * self.dt, 0.04, 5.0, 140.0, self.b, self.dt * self.a,
+                     self.v_peak, self.c, self.d)  # fmt: skip
+        v_new, u_new = v.reshape(-1).clone(), u.reshape(-1).clone()
+        flat = current.reshape(current.shape[0], -1).contiguous()
+        spikes = compiled._izhikevich_unchecked(flat, v_new, u_new, constants)
+        if spikes is None:
+            return None
+        self.v, self.u = v_new.reshape(v.shape), u_new.reshape(u.shape)
+        return spikes.reshape(current.shape)
 
     def extra_repr(self) -> str:
         return (

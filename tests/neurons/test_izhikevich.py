@@ -141,7 +141,7 @@ def test_unknown_preset():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("preset", sorted(IZHIKEVICH_PRESETS))
-def test_compiled_window_has_the_bits_of_the_steps(monkeypatch, preset, dtype):
+def test_compiled_windows_and_steps_have_the_bits_of_the_torch_step(monkeypatch, preset, dtype):
     from plastorch.functional import compiled
 
     if not compiled.available():
@@ -154,10 +154,15 @@ def test_compiled_window_has_the_bits_of_the_steps(monkeypatch, preset, dtype):
     generator = torch.Generator().manual_seed(7)
     inputs = (torch.rand(150, 3, 2, 2, generator=generator) * 25.0).to(dtype)
     multi = Izhikevich.from_preset(preset, (2, 2), step_mode="multi").to(dtype)
-    single = Izhikevich.from_preset(preset, (2, 2)).to(dtype)
+    stepped = Izhikevich.from_preset(preset, (2, 2)).to(dtype)
     windows = torch.cat([multi(inputs[:70]), multi(inputs[70:])])  # state carried over
+    steps = torch.stack([stepped(x) for x in inputs])
+    assert len(calls) == 2 + len(inputs)
+    monkeypatch.setattr(compiled, "_ENABLED", False)  # the torch step, as reference
+    single = Izhikevich.from_preset(preset, (2, 2)).to(dtype)
     looped = torch.stack([single(x) for x in inputs])
-    assert len(calls) == 2
+    assert len(calls) == 2 + len(inputs)
     assert looped.sum() > 20
-    assert torch.equal(windows, looped)
-    assert torch.equal(multi.v, single.v) and torch.equal(multi.u, single.u)
+    assert torch.equal(windows, looped) and torch.equal(steps, looped)
+    for neuron in (multi, stepped):
+        assert torch.equal(neuron.v, single.v) and torch.equal(neuron.u, single.u)
