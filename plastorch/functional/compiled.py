@@ -257,12 +257,7 @@ if numba is not None:
         adaptive = growth.shape[0] > 0
         zero = decay - decay
         busy_until = last_spike.max() + refractory_steps
-        fired_before = False
-        for b in range(batch):
-            for n in range(neurons):
-                seen = previous[b, n] if start == 0 else spikes[start - 1, b, n]
-                if seen != 0:
-                    fired_before = True
+        fired_before = previous.any() if start == 0 else spikes[start - 1].any()
         blocked = np.zeros(neurons, np.bool_)
         as_float = np.zeros(1, v.dtype)  # (an integer converted to v's dtype)
         for k in range(steps):

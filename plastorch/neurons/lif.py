@@ -259,7 +259,7 @@ class LIF(SpikingNeuron):
             drive = step_input + self.v_rest * (1.0 - self.decay_mem)
         # v_rest + (v - v_rest) decay + I, rounded as the window kernel rounds it
         v = torch.add(drive, self.v, alpha=self.decay_mem)
-        if self.v_rest == 0.0:  # a silent neuron's potential decays towards 0
+        if self._flush_floor(v) > 0.0:  # a silent neuron's potential decays towards 0
             v = flush_subnormal_(v)
         v.masked_fill_(refractory, self.v_reset)
         spikes = (v >= threshold).logical_and_(refractory.logical_not())
