@@ -6,7 +6,7 @@ Export an older commit's package under another name and point ``--old`` at it::
     python -m plastorch.bench.before_after --old /tmp/old
 
 Both versions run ``Learner.step()`` on the same spikes (same cases as the suite:
-STDP Linear one step and T=100 window, the two Conv2d steps, MSTDP-ET window with
+STDP Linear one step at batch 64, 16 and 1 and a T=100 window, the two Conv2d steps, MSTDP-ET window with
 per-sample reward, split and combined eligibility; and two runs in which a quarter
 of the neurons never fire, long enough for their state to reach the subnormal
 range); the table gives medians, old/new and its 95 % bootstrap interval
@@ -78,6 +78,14 @@ def _cases():
             )
         )
     reward = torch.rand(64, generator=generator) * 2 - 1
+    # online learning: one sample (or a few) per step, where the fixed costs dominate
+    small = {
+        batch: (
+            spike_patterns(16, (batch, 784), 0.05, generator, device="cpu", dtype=torch.float32),
+            spike_patterns(16, (batch, 400), 0.02, generator, device="cpu", dtype=torch.float32),
+        )
+        for batch in (1, 16)
+    }
     # a quarter of the inputs and outputs never fire: after ~1750 steps (tau = 20 dt)
     # their traces and eligibilities would be subnormal, were they not flushed
     silent_in, silent_out = torch.ones(784), torch.ones(400)
@@ -100,6 +108,19 @@ def _cases():
             50,
             None,
             50,
+        ),
+        *(
+            (
+                f"STDP Linear 784->400 B={batch}, one step",
+                linear,
+                stdp,
+                *small[batch],
+                "single",
+                50,
+                None,
+                100,
+            )
+            for batch in small
         ),
         (
             "STDP Linear 784->400 B=64, T=100",
@@ -181,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m plastorch.bench.before_after")
     parser.add_argument("--old", required=True, help="directory holding the package plastorch_old")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--cases", default="", help="only the cases whose name contains this text (e.g. 'one step')"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     sys.path.insert(0, args.old)
@@ -188,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     new = importlib.import_module("plastorch")
     print(f"{'case':<44} {'old':>10} {'new':>10} {'old/new':>8}  95% CI")
     for name, layer, make_rule, pres, posts, mode, warm, signal, repeats in _cases():
+        if args.cases not in name:
+            continue
         contenders = {}
         prime = "silent" in name  # (those runs start with every neuron firing once)
         for label, package in (("old", old), ("new", new)):

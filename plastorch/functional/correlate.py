@@ -336,11 +336,15 @@ def _linear_sum(
 ) -> Tensor | None:
     """:func:`correlate_sum` of a Linear: the GEMMs accumulate into one output.
 
-    Sparse terms come first: the first result becomes the accumulator the GEMMs
-    add into (``addmm_``), so a sparse term costs no extra weight-sized addition.
-    Compiled terms (:func:`_runs_compiled`) add into the accumulator in place (the
-    first one writes it). They run before the GEMMs: measured 3 % faster than after
-    them (784->400, batch 64), though after a GEMM they need not zero the output.
+    The torch sparse path's terms come first: the first result becomes the
+    accumulator the GEMMs add into (``addmm_``), so such a term costs no extra
+    weight-sized addition. Compiled terms (:func:`_runs_compiled`) run last and add
+    into the accumulator in place, touching only the rows that have a non-zero (only
+    when no other term wrote the accumulator does the first one write it whole). A
+    GEMM followed by a compiled term applies its rate itself (``beta=0``, the rate as
+    ``alpha``), so the compiled term need not rescale the whole result. An STDP
+    step (784->400; LTD a GEMM, LTP compiled) took 0.87x the time it took with the
+    compiled term first at batch 16 and 0.93-0.97x at batch 64 (``bench.before_after``).
     """
     prepared = []
     for pre, post, rate in items:
@@ -348,19 +352,22 @@ def _linear_sum(
         kind = _DENSE if side is None else _COMPILED if _runs_compiled(post, pre, side) else _TORCH
         prepared.append((kind, pre, post, side, rate))
     prepared.sort(key=lambda item: item[0])  # stable
+    compiled_last = prepared[-1][0] == _COMPILED if prepared else False
     total: Tensor | None = None
     pending = 1.0  # rate still to apply to the accumulator ``total``
     for kind, pre, post, side, rate in prepared:
         if kind == _DENSE:
-            if total is None:
+            if total is None and compiled_last:
+                # beta=0: the fresh output is written, never read
+                total = _new_output(post, pre).addmm_(post.t(), pre, beta=0, alpha=rate)
+            elif total is None:  # (K = 1: 17 us against addmm_'s 21 us for 784->400)
                 total, pending = post.t() @ pre, rate
             else:
                 total.addmm_(post.t(), pre, beta=pending, alpha=rate)
                 pending = 1.0
         elif kind == _COMPILED:
             if total is None:
-                dtype = torch.promote_types(post.dtype, pre.dtype)
-                total, pending = post.new_empty((post.shape[1], pre.shape[1]), dtype=dtype), 0.0
+                total, pending = _new_output(post, pre), 0.0
             _compiled_rows(total, post, pre, rate, pending)
             pending = 1.0
         else:
@@ -377,7 +384,13 @@ def _linear_sum(
     return total
 
 
-_TORCH, _COMPILED, _DENSE = 0, 1, 2  # the order in which _linear_sum runs its terms
+_TORCH, _DENSE, _COMPILED = 0, 1, 2  # the order in which _linear_sum runs its terms
+
+
+def _new_output(post: Tensor, pre: Tensor) -> Tensor:
+    """An uninitialised ``[M, C]`` result of ``post^T pre`` (``[N, M]``, ``[N, C]``)."""
+    dtype = torch.promote_types(post.dtype, pre.dtype)
+    return post.new_empty((post.shape[1], pre.shape[1]), dtype=dtype)
 
 
 def uses_sparse_path(

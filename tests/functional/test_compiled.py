@@ -120,6 +120,36 @@ def test_one_step_stdp_runs_its_ltp_term_compiled_and_equals_the_gemms(kernel_ca
 
 
 @needs_numba
+def test_a_compiled_term_after_a_gemm_adds_into_its_rows_without_rescaling(monkeypatch):
+    # the GEMM writes the accumulator with its own rate (beta=0, alpha=rate), so the
+    # compiled term adds into it as it is (beta=1) instead of rescaling every row
+    g = torch.Generator().manual_seed(3)
+    fc = nn.Linear(300, 200, bias=False)
+    x_pre, pre = dyadic((16, 300), 1.0, g), spikes((16, 300), 0.05, g)
+    x_post, post = dyadic((16, 200), 1.0, g), spikes((16, 200), 0.02, g)
+    betas = []
+    original = compiled._sparse_rows_unchecked
+
+    def recording(out, a, b, alpha, beta):
+        betas.append((alpha, beta))
+        return original(out, a, b, alpha, beta)
+
+    monkeypatch.setattr(compiled, "_sparse_rows_unchecked", recording)
+    for items in (
+        [(x_pre, post, 0.5), (pre, x_post, -0.25)],
+        [(pre, x_post, -0.25), (x_pre, post, 0.5)],
+    ):
+        betas.clear()
+        total = correlate_sum(fc, items)
+        assert betas == [(0.5, 1.0)]
+        assert torch.equal(total, 0.5 * post.t() @ x_pre - 0.25 * x_post.t() @ pre)
+    # alone, the compiled term writes the whole result (beta=0)
+    betas.clear()
+    assert torch.equal(correlate_sum(fc, [(x_pre, post, 0.5)]), 0.5 * post.t() @ x_pre)
+    assert betas == [(0.5, 0.0)]
+
+
+@needs_numba
 def test_the_compiled_path_is_skipped_where_it_does_not_apply(kernel_calls, monkeypatch):
     g = torch.Generator().manual_seed(2)
     fc = nn.Linear(30, 20, bias=False)
