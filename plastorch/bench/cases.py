@@ -277,11 +277,13 @@ def _step_floor_check(make_layer, pres, posts, dtype) -> Callable[[], list[Check
     return checks
 
 
-def _linear_setup(config: Config, *, steps: int | None, dtype: torch.dtype, patterns: int):
+def _linear_setup(
+    config: Config, *, steps: int | None, dtype: torch.dtype, patterns: int, batch: int = 64
+):
     quick = config.quick
-    batch, n_in, n_out = 64, 784, 400
+    n_in, n_out = 784, 400
     if quick:
-        batch, n_in, n_out = 16, 196, 100
+        batch, n_in, n_out = min(batch, 16), 196, 100
         steps = None if steps is None else 10
     generator = config.generator()
     lead = (batch,) if steps is None else (steps, batch)
@@ -312,9 +314,9 @@ def _linear_limit(pres, posts, generator, config, dtype) -> Contender:
     return Contender(label, "limit", limit)
 
 
-def dense_step(config: Config, dtype: torch.dtype = torch.float32) -> CaseSetup:
+def dense_step(config: Config, dtype: torch.dtype = torch.float32, batch: int = 64) -> CaseSetup:
     batch, n_in, n_out, _, generator, pres, posts, make_layer = _linear_setup(
-        config, steps=None, dtype=dtype, patterns=16
+        config, steps=None, dtype=dtype, patterns=16, batch=batch
     )
     rows = [_linear_limit(pres, posts, generator, config, dtype)]
     rows += _plastorch_rows(
@@ -595,6 +597,12 @@ def conv2d_grouped(config: Config) -> CaseSetup:
         bindsnet_kind="unsupported: no grouped connection",
         repeats=20,
     )
+
+
+def dense_step_batch1(config: Config) -> CaseSetup:
+    """``dense_step`` at batch 1, an online network's step: the fixed per-step work
+    (Python, weight-sized passes) that batch 64 hides is most of the time here."""
+    return dense_step(config, batch=1)
 
 
 # -- dtypes ----------------------------------------------------------------------------------
@@ -1095,6 +1103,11 @@ CASES: tuple[Case, ...] = (
         "mstdpet_window",
         "MSTDP-ET Linear 784->400, T=100, batch 64, per-sample reward",
         mstdpet_window,
+    ),
+    Case(
+        "dense_step_batch1",
+        "STDP Linear 784->400, batch 1, one step (LTP+LTD)",
+        dense_step_batch1,
     ),
     Case(
         "dense_step_float64",
