@@ -5,7 +5,7 @@ Export an older commit's package under another name and point ``--old`` at it::
     git archive <commit> plastorch | tar -x -C /tmp/old && mv /tmp/old/plastorch /tmp/old/plastorch_old
     python -m plastorch.bench.before_after --old /tmp/old
 
-Both versions run ``Learner.step()`` on the same spikes: the suite's cases (STDP
+Both versions run ``Learner.step()`` on the same spikes: cases like the suite's (STDP
 Linear one step at batch 64, 16 and 1, and a T=100 window; the two Conv2d steps;
 the MSTDP-ET window with per-sample reward, split and combined eligibility) and two
 runs in which a quarter of the neurons never fire, long enough for their state to
