@@ -28,6 +28,7 @@ import math
 import torch
 from torch import Tensor
 
+from .functional import compiled
 from .functional.checks import check_nonnegative, check_positive, check_real
 from .functional.update import Update
 
@@ -73,20 +74,39 @@ class Bound:
         tensor([0.8000, 0.1000])
         """
         weight = weight.detach()
+        factors = None
         if not self.reads_halves:
             # no weight dependence: the net change is all that is needed, which a
             # deferred update computes without forming its halves
             delta = update.delta_like(weight)
+            if not self.clip:
+                return delta
+            halves, kind = (delta, None), compiled.HARD
         else:
-            up, down = self.dependence(weight)
-            delta = torch.zeros_like(weight)
-            if update.potentiation is not None:
-                delta = delta + up * update.potentiation
-            if update.depression is not None:
-                delta = delta - down * update.depression
+            halves = (update.potentiation, update.depression)
+            kind = _INLINE.get(type(self).dependence, compiled.FACTORS)
+            if kind == compiled.FACTORS:
+                factors = self.dependence(weight)
+        if _compiles(weight, (*halves, *(factors or ()))):
+            # one pass instead of the dozen below
+            delta = compiled._weight_change_unchecked(
+                weight, *halves, self.wmin, self.wmax, kind, factors, self.clip
+            )
+            if delta is not None:
+                return delta
+        if self.reads_halves:
+            delta = self._combine(weight, *halves, factors)
         if self.clip:
             delta = _clip_delta(weight, delta, self.wmin, self.wmax)
         return delta
+
+    def _combine(self, weight: Tensor, potentiation, depression, factors=None) -> Tensor:
+        r""":math:`A_+(w)\,p - A_-(w)\,d` in torch (an absent half is zero)."""
+        up, down = self.dependence(weight) if factors is None else factors
+        if potentiation is None:
+            return torch.zeros_like(weight) if depression is None else -(down * depression)
+        delta = up * potentiation
+        return delta if depression is None else delta - down * depression
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in vars(self).items() if k not in ("wmin", "wmax"))
@@ -99,15 +119,36 @@ def _clip_delta(weight: Tensor, delta: Tensor, wmin: float, wmax: float) -> Tens
     ``clamp(w + d) - w`` alone can round so that adding it back lands one ulp
     outside the range; such entries are nudged toward the inside ulp by ulp.
     """
-    delta = (weight + delta).clamp(wmin, wmax) - weight
+    delta = (weight + delta).clamp_(wmin, wmax).sub_(weight)
     for _ in range(8):
         new = weight + delta
-        above, below = new > wmax, new < wmin
-        if not bool(above.any() or below.any()):
+        low, high = torch.aminmax(new)
+        if not (low < wmin or high > wmax):  # (NaN compares false: it stays)
             break
-        delta = torch.where(above, torch.nextafter(delta, torch.full_like(delta, -math.inf)), delta)
-        delta = torch.where(below, torch.nextafter(delta, torch.full_like(delta, math.inf)), delta)
+        delta = torch.where(new > wmax, torch.nextafter(delta, delta.new_tensor(-math.inf)), delta)
+        delta = torch.where(new < wmin, torch.nextafter(delta, delta.new_tensor(math.inf)), delta)
     return delta
+
+
+def _compiles(weight: Tensor, tensors) -> bool:
+    """Whether :func:`~plastorch.functional.compiled.weight_change` takes ``weight`` and
+    ``tensors`` (the update's halves, ``None`` where absent, and the dependence's factors)
+    as they are: contiguous CPU tensors of one shape and dtype."""
+    if not compiled.available() or weight.dtype not in compiled.DTYPES:
+        return False
+    if weight.device.type != "cpu" or not weight.is_contiguous():
+        return False
+    return all(
+        t is None
+        or (
+            isinstance(t, Tensor)
+            and t.dtype == weight.dtype
+            and t.shape == weight.shape
+            and t.device.type == "cpu"
+            and t.is_contiguous()
+        )
+        for t in tensors
+    )
 
 
 class Hard(Bound):
@@ -149,8 +190,8 @@ class PowerLaw(Bound):
 
     def dependence(self, weight):
         return (
-            (self.wmax - weight).clamp(min=0) ** self.mu,
-            (weight - self.wmin).clamp(min=0) ** self.mu,
+            (self.wmax - weight).clamp_(min=0).pow_(self.mu),
+            (weight - self.wmin).clamp_(min=0).pow_(self.mu),
         )
 
 
@@ -172,9 +213,13 @@ class Exponential(Bound):
 
     def dependence(self, weight):
         return (
-            torch.exp(-self.beta * (weight - self.wmin)),
-            torch.exp(-self.beta * (self.wmax - weight)),
+            torch.sub(weight, self.wmin).mul_(-self.beta).exp_(),
+            torch.rsub(weight, self.wmax).mul_(-self.beta).exp_(),
         )
+
+
+# the dependences the compiled kernel computes in its pass (it is given the others' factors)
+_INLINE = {Soft.dependence: compiled.SOFT}
 
 
 class Normalize:
