@@ -31,6 +31,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ..bounds import Soft
 from ..functional import sparse_mode
 from ..functional.checks import check_finite
 from ..functional.correlate import _AS_INT
@@ -605,6 +606,71 @@ def dense_step_batch1(config: Config) -> CaseSetup:
     return dense_step(config, batch=1)
 
 
+def dense_step_soft(config: Config) -> CaseSetup:
+    """``dense_step`` with soft bounds, ``Soft(0, 1)`` clipped: each half of the update
+    times its weight factor (``1 - w``, ``w``), as BindsNET's ``WeightDependentPostPre``.
+    The limit stays the two GEMMs: the factors are weight-sized work on top."""
+    batch, n_in, n_out, _, generator, pres, posts, make_layer = _linear_setup(
+        config, steps=None, dtype=torch.float32, patterns=16
+    )
+    warm = 100 if not config.quick else 5
+    driver = LearnerDriver(make_layer(), _rule(), pres, posts, warm=warm, bound=Soft(0.0, 1.0))
+    rows = [
+        _linear_limit(pres, posts, generator, config, torch.float32),
+        Contender("plastorch", "plastorch", driver.step, driver.record),
+    ]
+    unbounded = LearnerDriver(make_layer(), _rule(), pres, posts, warm=warm)
+    rows.append(Contender("plastorch, no bound", "plastorch", unbounded.step, unbounded.record))
+    traces_pre = [_dense_traces(p.shape, generator, config.device, torch.float32) for p in pres]
+    traces_post = [_dense_traces(p.shape, generator, config.device, torch.float32) for p in posts]
+    rows += peer_rows(
+        config,
+        {
+            "bindsnet": lambda: bindsnet_stdp(
+                config, "dense", pres, posts, traces_pre, traces_post, weight_dependent=True
+            )
+        },
+    )
+
+    def checks() -> list[Check]:
+        # the next step against the soft-bound formula on the reference halves (float64)
+        check = LearnerDriver(make_layer(), _rule(), pres, posts, warm=3, bound=Soft(0.0, 1.0))
+        learner = check.learner
+        x_pre, x_post = learner.trace_pre.double(), learner.trace_post.double()
+        i = check.index % len(pres)
+        check.record()
+        delta = check.step()
+        pre, post = pres[i][None].double(), posts[i][None].double()
+        halves = [
+            stdp_reference(
+                _linear_grad,
+                pre,
+                post,
+                x_pre,
+                x_post,
+                decay_pre=DECAY,
+                decay_post=DECAY,
+                lr_post=lr_post,
+                lr_pre=lr_pre,
+            )
+            for lr_post, lr_pre in ((LR, 0.0), (0.0, LR))
+        ]
+        w = check.layer.weight.detach().double()
+        expected = ((1 - w) * halves[0] - w * halves[1]).add(w).clamp(0.0, 1.0).sub(w)
+        scale = max(float(expected.abs().max()), 1e-30)
+        return [
+            Check(
+                "Learner.step() with Soft(0, 1) == soft-bound STDP",
+                delta,
+                expected,
+                1e-4,
+                1e-4 * scale,
+            )
+        ]
+
+    return CaseSetup(rows, checks, repeats=100 if not config.quick else 3)
+
+
 # -- dtypes ----------------------------------------------------------------------------------
 
 
@@ -1108,6 +1174,11 @@ CASES: tuple[Case, ...] = (
         "dense_step_batch1",
         "STDP Linear 784->400, batch 1, one step (LTP+LTD)",
         dense_step_batch1,
+    ),
+    Case(
+        "dense_step_soft",
+        "STDP Linear 784->400, batch 64, one step, soft bounds (weight-dependent)",
+        dense_step_soft,
     ),
     Case(
         "dense_step_float64",

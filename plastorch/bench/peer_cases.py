@@ -116,9 +116,14 @@ def bindsnet_stdp(
     traces_post: list[Tensor],
     *,
     window: bool = False,
+    weight_dependent: bool = False,
     **conv,
 ) -> Contender:
     """BindsNET ``PostPre`` on a ``Connection`` / ``Conv2dConnection`` / ``Conv3dConnection``.
+
+    With ``weight_dependent``, ``WeightDependentPostPre`` on a dense ``Connection`` with
+    weights in ``[0, 1]`` (soft bounds: LTP times ``wmax - w``, LTD times ``w - wmin``,
+    then the clamp to the range).
 
     ``pres``/``posts`` are ``[B, ...]`` steps (or ``[T, B, ...]`` windows when
     ``window``), ``traces_*`` the matching traces BindsNET's nodes would hold.
@@ -130,7 +135,7 @@ def bindsnet_stdp(
         return missing
     if pres[0].dtype != torch.float32:
         return Contender(peer.label, "peer", None, status="not compared (float32 only here)")
-    from bindsnet.learning import PostPre
+    from bindsnet.learning import PostPre, WeightDependentPostPre
     from bindsnet.network.nodes import Input, LIFNodes
     from bindsnet.network.topology import Connection, Conv2dConnection, Conv3dConnection
 
@@ -145,6 +150,10 @@ def bindsnet_stdp(
     source.to(device)
     target.to(device)
     common = dict(update_rule=PostPre, nu=(LR, LR), reduction=torch.sum)
+    if weight_dependent:
+        if kind != "dense":
+            raise ValueError(f"weight_dependent is for kind='dense', got {kind!r}")
+        common.update(update_rule=WeightDependentPostPre, wmin=0.0, wmax=1.0)
     if kind == "dense":
         connection = Connection(source, target, **common)
     elif kind == "conv2d":
