@@ -120,7 +120,7 @@ def _clip_delta(weight: Tensor, delta: Tensor, wmin: float, wmax: float) -> Tens
     outside the range; such entries are nudged toward the inside ulp by ulp.
     """
     delta = (weight + delta).clamp_(wmin, wmax).sub_(weight)
-    for _ in range(8):
+    for _ in range(8 if delta.numel() else 0):
         new = weight + delta
         low, high = torch.aminmax(new)
         if not (low < wmin or high > wmax):  # (NaN compares false: it stays)

@@ -185,6 +185,13 @@ def test_clipping_is_exact_on_both_paths(path, dtype):
                 assert new.max() <= top and new.min() >= bottom, (bound, scale)
 
 
+def test_an_empty_weight_gets_an_empty_change(path):
+    weight = torch.rand(0, 3)
+    for bound in _all_bounds():
+        delta = bound(weight, Update(torch.rand(0, 3), torch.rand(0, 3)))
+        assert delta.shape == (0, 3)
+
+
 def test_bound_falls_back_to_torch_for_other_layouts_and_dtypes(monkeypatch):
     calls = []
     monkeypatch.setattr(
