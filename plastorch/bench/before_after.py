@@ -6,7 +6,8 @@ Export an older commit's package under another name and point ``--old`` at it::
     python -m plastorch.bench.before_after --old /tmp/old
 
 Both versions run ``Learner.step()`` on the same spikes: cases like the suite's (STDP
-Linear one step at batch 64, 16 and 1, and a T=100 window; the two Conv2d steps;
+Linear one step at batch 64, 16 and 1, and a T=100 window; the one step with Hard,
+Soft and Exponential bounds; the two Conv2d steps;
 the MSTDP-ET window with per-sample reward, split and combined eligibility) and two
 runs in which a quarter of the neurons never fire, long enough for their state to
 reach the subnormal range. ``--cases TEXT`` runs only the cases whose name contains
@@ -30,9 +31,11 @@ from .timing import interleaved, ratio_interval
 __all__ = ["main"]
 
 
-def _driver(package, layer, rule, pres, posts, step_mode, warm, signal=None, prime=False):
+def _driver(
+    package, layer, rule, pres, posts, step_mode, warm, signal=None, prime=False, bound=None
+):
     source = Replay()
-    learner = package.Learner(layer, source, rule, step_mode=step_mode)
+    learner = package.Learner(layer, source, rule, step_mode=step_mode, bound=bound)
     index = [0]
     if prime:  # every neuron fires once: the silent ones then decay from 1
         with torch.no_grad():
@@ -98,6 +101,12 @@ def _cases():
     combined = lambda p: p.rules.MSTDPET(  # noqa: E731
         1e-3, -1e-3, per_sample_signal=True, eligibility="combined"
     )
+    # weight dependence and clipping (the weights start well inside the range)
+    bounded = {
+        "Hard": lambda p: p.bounds.Hard(-1.0, 1.0),
+        "Soft": lambda p: p.bounds.Soft(-1.0, 1.0),
+        "Exponential": lambda p: p.bounds.Exponential(-1.0, 1.0, beta=3.0),
+    }
     return [
         (
             "STDP Linear 784->400 B=64, one step",
@@ -109,6 +118,32 @@ def _cases():
             50,
             None,
             50,
+        ),
+        *(
+            (
+                f"STDP one step B=64, {name}(-1, 1)",
+                linear,
+                stdp,
+                step_pres,
+                step_posts,
+                "single",
+                50,
+                None,
+                50,
+                make_bound,
+            )
+            for name, make_bound in bounded.items()
+        ),
+        (
+            "STDP one step B=1, Soft(-1, 1)",
+            linear,
+            stdp,
+            *small[1],
+            "single",
+            50,
+            None,
+            100,
+            bounded["Soft"],
         ),
         *(
             (
@@ -212,15 +247,25 @@ def main(argv: list[str] | None = None) -> int:
     old = importlib.import_module("plastorch_old")
     new = importlib.import_module("plastorch")
     print(f"{'case':<44} {'old':>10} {'new':>10} {'old/new':>8}  95% CI")
-    for name, layer, make_rule, pres, posts, mode, warm, signal, repeats in _cases():
+    for name, layer, make_rule, pres, posts, mode, warm, signal, repeats, *bound in _cases():
         if args.cases not in name:
             continue
         contenders = {}
         prime = "silent" in name  # (those runs start with every neuron firing once)
         for label, package in (("old", old), ("new", new)):
             rule = make_rule(package)
+            make_bound = bound[0] if bound else None
             record, step = _driver(
-                package, copy.deepcopy(layer), rule, pres, posts, mode, warm, signal, prime
+                package,
+                copy.deepcopy(layer),
+                rule,
+                pres,
+                posts,
+                mode,
+                warm,
+                signal,
+                prime,
+                None if make_bound is None else make_bound(package),
             )
             contenders[label] = (record, step)
         timings = interleaved(contenders, repeats=repeats, warmup=1, shuffle=True)
