@@ -100,6 +100,27 @@ class Bound:
             delta = _clip_delta(weight, delta, self.wmin, self.wmax)
         return delta
 
+    def clip_change(self, weight: Tensor, delta: Tensor) -> Tensor:
+        """``delta`` clipped so that ``weight + delta``, as floating point adds it, lies
+        in ``[wmin, wmax]`` (a new tensor; for subclasses that form their own change).
+
+        Examples
+        --------
+        >>> Hard(0.0, 1.0).clip_change(torch.tensor([0.5, 0.5]), torch.tensor([0.25, 2.0]))
+        tensor([0.2500, 0.5000])
+        """
+        weight = weight.detach()
+        delta = delta.detach()
+        if delta.dtype != weight.dtype:
+            delta = delta.to(weight.dtype)
+        if _compiles(weight, (delta,)):
+            clipped = compiled._weight_change_unchecked(
+                weight, delta, None, self.wmin, self.wmax, compiled.HARD, None, True
+            )
+            if clipped is not None:
+                return clipped
+        return _clip_delta(weight, delta, self.wmin, self.wmax)
+
     def _combine(self, weight: Tensor, potentiation, depression, factors=None) -> Tensor:
         r""":math:`A_+(w)\,p - A_-(w)\,d` in torch (an absent half is zero)."""
         up, down = self.dependence(weight) if factors is None else factors

@@ -229,4 +229,5 @@ class ExpSTDPBound(Bound):
         if self.norm is not None:
             length = torch.linalg.vector_norm(new, dim=self.norm_dim, keepdim=True)
             new = new * (self.norm / (length + self.eps))
-        return new.clamp(self.wmin, self.wmax) - weight
+        # clamp(w') - w can round an ulp past the range when added back to w
+        return self.clip_change(weight, new.clamp(self.wmin, self.wmax) - weight)

@@ -112,3 +112,19 @@ def test_bad_arguments():
         ExpSTDPBound(norm=0.0)
     with pytest.raises(ValueError, match="wmin"):
         ExpSTDPBound(w_bound=0.01, w_min=0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("norm", [None, 2.0])
+def test_bound_clips_exactly_in_floating_point(dtype, norm):
+    # clamp(w') - w, added back to w, can round an ulp past a bound (as for
+    # plastorch.bounds); weights from outside the range as well as inside
+    lo, hi = 0.01, 1.4422002466612418
+    weight = torch.linspace(-3.557799753338758, hi, 5000, dtype=dtype).reshape(50, 100)
+    bound = ExpSTDPBound(w_bound=hi, w_min=lo, norm=norm)
+    top, bottom = torch.tensor(hi, dtype=dtype), torch.tensor(lo, dtype=dtype)
+    for scale in (1e-3, 1e3, 1e6, 1e9):
+        big = torch.full_like(weight, scale)
+        for update in (Update(big, None), Update(None, big)):
+            new = weight + bound(weight, update)
+            assert new.max() <= top and new.min() >= bottom, scale
