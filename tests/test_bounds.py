@@ -244,3 +244,22 @@ def test_weight_change_names_bad_arguments():
             dependence=compiled.FACTORS,
             factors=(weight, weight[:2]),
         )
+
+
+@pytest.mark.skipif(not compiled.available(), reason="numba is not installed")
+def test_a_bound_kernel_that_does_not_compile_falls_back_to_torch(monkeypatch):
+    class NeverCompiled:  # a numba dispatcher whose compilation fails
+        signatures = []
+
+        def __call__(self, *args):
+            raise RuntimeError("LLVM is unhappy")
+
+    monkeypatch.setattr(compiled, "_weight_change", NeverCompiled())
+    monkeypatch.setattr(compiled, "_ENABLED", True)
+    weight = torch.tensor([0.25, 0.75, 0.5])
+    update = Update(torch.tensor([1.0, 1.0, 0.0]), torch.tensor([0.0, 0.5, 2.0]))
+    with pytest.warns(UserWarning, match="did not compile"):
+        delta = Soft(0.0, 1.0)(weight, update)
+    # 0.75 (LTP), 0.25 - 0.375, and the clip of 0.5 - 1.0 to -0.5
+    torch.testing.assert_close(delta, torch.tensor([0.75, -0.125, -0.5]))
+    assert not compiled.available()  # switched off for the rest of the process
