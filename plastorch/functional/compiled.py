@@ -7,11 +7,12 @@ those small kernels cost about what the GEMM does); a window's spikes are found
 (:func:`flat_nonzero`) and ordered by one counting sort (:func:`entries_by_owner`); window traces are one scan each
 (:func:`scan_`), and so are MSTDP-ET's weighted acausal factors; a per-sample eligibility is read
 out, decayed and given its new pairs in one pass (:func:`advance_`); delay-adjusted
-rules bucket their arrivals by step (:func:`expand_by_step`). Without numba, with the
+rules bucket their arrivals by step (:func:`expand_by_step`); a bound's weight dependence
+and exact clip are one pass (:func:`weight_change`). Without numba, with the
 environment variable ``PLASTORCH_NUMBA=0``, or if numba fails to load or to compile
 (a warning says so), nothing here is used and every result is the same up to the
 order of the additions (and, for graded factors of the acausal scan, the rounding of
-torch's fused multiply-add).
+torch's fused multiply-add; for a bound's change, of the kernel's).
 
 Loops over a row are njit functions of their own, called from the ``prange`` bodies:
 written inline there, numba's parallel lowering leaves them unvectorised.
@@ -31,13 +32,13 @@ from .numerics import largest_subnormal
 __all__ = [
     "advance_",
     "available",
-    "weight_change",
     "count_nonzero",
     "entries_by_owner",
     "expand_by_step",
     "flat_nonzero",
     "scan_",
     "sparse_rows_",
+    "weight_change",
 ]
 
 #: dtypes the kernels take (numba has no half precision)
