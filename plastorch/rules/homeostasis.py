@@ -43,8 +43,9 @@ from torch import Tensor, nn
 from ..functional import correlate, correlate_per_sample
 from ..functional.checks import check_choice, check_finite, check_positive, check_real
 from ..functional.traces import decay_factor
+from ..functional.update import Update
 from ..monitors import firing_rate_window
-from .base import BatchReduction, Halves, Rule, check_batch_reduction
+from .base import BatchReduction, Halves, Rule, check_batch_reduction, current_state_use
 
 __all__ = ["LinearHomeostasis"]
 
@@ -166,6 +167,8 @@ class LinearHomeostasis(Rule):
                     f"layer.{self.target} has shape {tuple(tensor.shape)}, not the weight's "
                     f"{tuple(layer.weight.shape)}; LinearHomeostasis maps it like the weight"
                 )
+            if _one_output_per_weight(layer, pre, change):
+                return _row_update(change, pre.shape[-1], self.batch_reduction), new_state
             parts = _weight_parts(layer, pre, change, halves.per_sample)
         for value, potentiative in zip(parts, (True, False)):
             if value is not None and bool(value.ne(0).any()):
@@ -203,6 +206,45 @@ def _bias_parts(change: Tensor, bias: Tensor | None, per_sample: bool):
     if not per_sample:
         positive, negative = positive.sum(0), negative.sum(0)
     return positive, negative
+
+
+def _one_output_per_weight(layer: nn.Module, pre: Tensor, change: Tensor) -> bool:
+    """Whether weight ``[o, i]`` reaches output ``o`` alone, once per sample: an
+    ``nn.Linear`` (or :class:`~plastorch.layers.DelayedLinear`) on ``[T, B, in]``."""
+    return isinstance(layer, nn.Linear) and pre.dim() == 3 and change.dim() == 3
+
+
+def _row_update(change: Tensor, n_in: int, reduction: BatchReduction) -> Update:
+    r"""The update of such a layer: :math:`C(\mathbf 1, e)_{oi} = \sum e_o` for every input
+    ``i``, a broadcast of each output's sum, not a GEMM.
+
+    The split sums over the steps (and the batch, divided by it for ``"mean"``) are
+    formed on ``[out]`` (``[B, out]`` per sample) and broadcast once each; a caller that
+    reads only the delta gets their difference broadcast alone (one weight-sized
+    tensor, against the halves' two and their difference).
+    """
+    steps, batch = change.shape[:2]
+    per_sample = callable(reduction)
+    sums = [
+        part.sum(0) if per_sample else part.sum((0, 1))
+        for part in (change.clamp(min=0), (-change).clamp(min=0))
+    ]
+    if reduction == "mean":
+        sums = [total / batch for total in sums]
+    halves = Halves(reduction if per_sample else "sum", batch)
+
+    def broadcast(rows: Tensor) -> Tensor:
+        return rows.unsqueeze(-1).expand(*rows.shape, n_in).contiguous()
+
+    if current_state_use().delta_only and not per_sample:
+        net = sums[0] - sums[1]
+        if bool(net.ne(0).any()):
+            halves.add_net(broadcast(net))
+        return halves.result()
+    for rows, potentiative in zip(sums, (True, False)):
+        if bool(rows.ne(0).any()):
+            halves.add(broadcast(rows), potentiative)
+    return halves.result()
 
 
 def _weight_parts(layer: nn.Module, pre: Tensor, change: Tensor, per_sample: bool):

@@ -193,3 +193,38 @@ def test_bad_arguments_and_shapes():
         run_rule(LinearHomeostasis(0.1, 10.0, "bias"), fc, PRE, POST)
     with pytest.raises(TypeError, match="signal"):
         run_rule(LinearHomeostasis(0.1, 10.0), fc, PRE, POST, signal=5.0)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", torch.amax])
+def test_linear_rows_equal_the_receptive_means_of_an_equivalent_conv(reduction):
+    # a Linear's update is a broadcast of each output's sums (no correlation); a Conv1d
+    # of kernel 1 on one position has the same receptive outputs and takes the
+    # correlations' route
+    torch.manual_seed(4)
+    pre = (torch.rand(4, 3, 5) < 0.5).double()
+    post = (torch.rand(4, 3, 2) < 0.4).double()
+    fc = nn.Linear(5, 2, bias=False).double()
+    conv = nn.Conv1d(5, 2, 1, bias=False).double()
+    homeostasis = LinearHomeostasis(0.05, 150.0, tau_rate=5.0, batch_reduction=reduction)
+    rows, _ = run_rule(homeostasis, fc, pre, post)
+    means, _ = run_rule(homeostasis, conv, pre[..., None], post[..., None])
+    for half in ("potentiation", "depression"):
+        expected = getattr(means, half)[..., 0]
+        assert getattr(rows, half).shape == fc.weight.shape
+        torch.testing.assert_close(getattr(rows, half), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_a_learner_without_bound_gets_the_rows_net_change():
+    # a caller that reads only the delta gets the broadcast difference of the sums
+    torch.manual_seed(5)
+    pre = (torch.rand(6, 4, 5) < 0.5).double()
+    post = (torch.rand(6, 4, 3) < 0.4).double()
+    homeostasis = LinearHomeostasis(0.05, 150.0, tau_rate=5.0)
+    halves, _ = run_rule(copy.deepcopy(homeostasis), nn.Linear(5, 3).double(), pre, post)
+    fc, source = nn.Linear(5, 3, bias=False).double(), nn.Identity()
+    learner = Learner(fc, source, homeostasis, step_mode="multi")
+    fc(pre)  # one window, settled by the step: nothing accumulated, only Δw read
+    source(post)
+    delta = learner.step()
+    torch.testing.assert_close(delta, halves.potentiation - halves.depression)
+    assert (delta == delta[:, :1]).all()  # one value per output row
