@@ -33,7 +33,13 @@ import torch
 from torch import Tensor, nn
 
 from ..bounds import Bound
-from ..functional import correlate, correlate_per_sample, fold_steps, stdp_factors
+from ..functional import (
+    correlate,
+    correlate_per_sample,
+    correlate_sum,
+    fold_steps,
+    stdp_factors,
+)
 from ..functional.checks import check_choice, check_nonnegative, check_positive
 from ..functional.traces import TRACE_MODES, decay_factor
 from ..functional.update import Update
@@ -156,17 +162,50 @@ class ExpSTDP(Rule):
             return correlate(layer, fold_steps(layer, a), fold_steps(layer, b))
 
         weight = layer.weight.detach()
-        facilitation = torch.exp(-self.beta * weight)  # e^{-beta w}
-        if self.lr * self.a_plus != 0.0:
-            rate = self.lr * self.a_plus
-            halves.add(rate * facilitation * corr(factors.trace_pre, post), True)
-            if self.x_target != 0.0:
+        facilitation = torch.mul(weight, -self.beta).exp_()  # e^{-beta w}
+        rate, ltd_rate = self.lr * self.a_plus, self.lr * self.a_minus
+        weakening = None
+        if rate != 0.0 and self.x_target != 0.0:
+            weakening = torch.rsub(weight, self.w_bound).mul_(-self.beta).exp_()
+            if isinstance(layer, nn.Linear) and not halves.per_sample:
+                # C(x_tar 1, post) of a Linear: x_tar times each output's spike count,
+                # the same for every input (a row scale, not a GEMM)
+                rows = post.reshape(-1, post.shape[-1]).sum(0).mul_(rate * self.x_target)
+                weakening.mul_(rows.unsqueeze(-1))
+            else:
                 target = torch.full_like(pre, self.x_target)
-                weakening = torch.exp(-self.beta * (self.w_bound - weight))
-                halves.add(rate * weakening * corr(target, post), False)
-        if self.lr * self.a_minus != 0.0:
-            ltd = corr(pre, factors.trace_post_before)
-            halves.add(self.lr * self.a_minus * facilitation * ltd, False)
+                weakening = corr(target, post * rate).mul_(weakening)
+        if current_state_use().delta_only and not halves.per_sample:
+            # only the net change is read: both pair terms share the factor e^{-beta w},
+            # so they are one fused correlation, scaled once
+            terms = [
+                (fold_steps(layer, a), fold_steps(layer, b), c)
+                for a, b, c in (
+                    (factors.trace_pre, post, rate),
+                    (pre, factors.trace_post_before, -ltd_rate),
+                )
+                if c != 0.0
+            ]
+            net = correlate_sum(layer, terms)
+            if net is not None:
+                net.mul_(facilitation)
+            if weakening is not None:
+                net = weakening.neg_() if net is None else net.sub_(weakening)
+            if net is not None:
+                halves.add_net(net)
+            return halves.result(), new_state
+        # each half formed in place on its fresh correlation, the rate folded into the
+        # smaller post-side factor
+        potentiation, depression = None, weakening
+        if rate != 0.0:
+            potentiation = corr(factors.trace_pre, post * rate).mul_(facilitation)
+        if ltd_rate != 0.0:
+            ltd = corr(pre, factors.trace_post_before * ltd_rate).mul_(facilitation)
+            depression = ltd if depression is None else depression.add_(ltd)
+        if potentiation is not None:
+            halves.add(potentiation, True)
+        if depression is not None:
+            halves.add(depression, False)
         return halves.result(), new_state
 
 

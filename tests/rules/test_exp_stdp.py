@@ -10,6 +10,7 @@ from torch import nn
 from plastorch import Learner
 from plastorch.functional import Update
 from plastorch.rules import ExpSTDP, ExpSTDPBound
+from plastorch.rules.base import state_use
 
 from .helpers import TAU_HALF, run_rule
 
@@ -128,3 +129,32 @@ def test_bound_clips_exactly_in_floating_point(dtype, norm):
         for update in (Update(big, None), Update(None, big)):
             new = weight + bound(weight, update)
             assert new.max() <= top and new.min() >= bottom, scale
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize(
+    "make_layer, shape_pre, shape_post",
+    [
+        (lambda: nn.Linear(4, 3, bias=False), (4,), (3,)),
+        (lambda: nn.Conv1d(2, 3, 3, padding=1, bias=False), (2, 5), (3, 5)),
+    ],
+)
+@pytest.mark.parametrize("a_minus, x_target", [(0.5, 0.3), (0.0, 0.3), (0.5, 0.0)])
+def test_the_delta_alone_equals_the_halves_difference(
+    reduction, make_layer, shape_pre, shape_post, a_minus, x_target
+):
+    # a caller reading only Δw gets one fused correlation scaled by e^{-beta w} and the
+    # target term as a row scale (Linear) or a correlation (others)
+    torch.manual_seed(7)
+    layer = make_layer().double()
+    with torch.no_grad():
+        layer.weight.uniform_(0.05, 0.95)
+    pre = (torch.rand(5, 2, *shape_pre) < 0.4).double()
+    post = (torch.rand(5, 2, *shape_post) < 0.4).double()
+    rule = ExpSTDP(0.2, beta=1.5, a_minus=a_minus, x_target=x_target, batch_reduction=reduction)
+    halves, state = run_rule(rule, layer, pre, post)
+    with state_use(delta_only=True):
+        net, net_state = run_rule(rule, layer, pre, post)
+    expected = halves.potentiation - halves.depression
+    torch.testing.assert_close(net.delta(), expected, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(net_state["trace_pre"], state["trace_pre"])
