@@ -7,7 +7,8 @@ Export an older commit's package under another name and point ``--old`` at it::
 
 Both versions run ``Learner.step()`` on the same spikes: cases like the suite's (STDP
 Linear one step at batch 64, 16 and 1, and a T=100 window; the one step with Hard,
-Soft and Exponential bounds; LinearHomeostasis of the weights, one step and a window;
+Soft and Exponential bounds; ExpSTDP and LinearHomeostasis of the weights, one step
+and a window each;
 the two Conv2d steps;
 the MSTDP-ET window with per-sample reward, split and combined eligibility) and two
 runs in which a quarter of the neurons never fire, long enough for their state to
@@ -100,6 +101,7 @@ def _cases():
     stdp = lambda p: p.rules.STDP(1e-3, -1e-3)  # noqa: E731
     mstdpet = lambda p: p.rules.MSTDPET(1e-3, -1e-3, per_sample_signal=True)  # noqa: E731
     homeostasis = lambda p: p.rules.LinearHomeostasis(1e-3, 20.0)  # noqa: E731
+    exp_stdp = lambda p: p.rules.ExpSTDP(1e-3, a_minus=0.5)  # noqa: E731
     combined = lambda p: p.rules.MSTDPET(  # noqa: E731
         1e-3, -1e-3, per_sample_signal=True, eligibility="combined"
     )
@@ -164,6 +166,28 @@ def _cases():
             "STDP Linear 784->400 B=64, T=100",
             linear,
             stdp,
+            win_pres,
+            win_posts,
+            "multi",
+            1,
+            None,
+            8,
+        ),
+        (
+            "ExpSTDP 784->400 B=64, one step",
+            linear,
+            exp_stdp,
+            step_pres,
+            step_posts,
+            "single",
+            50,
+            None,
+            50,
+        ),
+        (
+            "ExpSTDP 784->400 B=64, T=100",
+            linear,
+            exp_stdp,
             win_pres,
             win_posts,
             "multi",
