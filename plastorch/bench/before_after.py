@@ -111,173 +111,48 @@ def _cases():
         "Soft": lambda p: p.bounds.Soft(-1.0, 1.0),
         "Exponential": lambda p: p.bounds.Exponential(-1.0, 1.0, beta=3.0),
     }
+
+    def step(name, rule, spikes=(step_pres, step_posts), warm=50, repeats=50, **options):
+        """A one-step case: ``(name, layer, rule, pres, posts, mode, warm, signal,
+        repeats, bound)``; ``options`` may name ``layer``, ``signal`` and ``bound``."""
+        layer, signal = options.get("layer", linear), options.get("signal")
+        return (name, layer, rule, *spikes, "single", warm, signal, repeats, options.get("bound"))
+
+    def window(name, rule, spikes=(win_pres, win_posts), warm=1, repeats=8, signal=None):
+        return (name, linear, rule, *spikes, "multi", warm, signal, repeats, None)
+
     return [
-        (
-            "STDP Linear 784->400 B=64, one step",
-            linear,
-            stdp,
-            step_pres,
-            step_posts,
-            "single",
-            50,
-            None,
-            50,
-        ),
+        step("STDP Linear 784->400 B=64, one step", stdp),
         *(
-            (
-                f"STDP one step B=64, {name}(-1, 1)",
-                linear,
-                stdp,
-                step_pres,
-                step_posts,
-                "single",
-                50,
-                None,
-                50,
-                make_bound,
-            )
+            step(f"STDP one step B=64, {name}(-1, 1)", stdp, bound=make_bound)
             for name, make_bound in bounded.items()
         ),
-        (
-            "STDP one step B=1, Soft(-1, 1)",
-            linear,
-            stdp,
-            *small[1],
-            "single",
-            50,
-            None,
-            100,
-            bounded["Soft"],
-        ),
+        step("STDP one step B=1, Soft(-1, 1)", stdp, small[1], repeats=100, bound=bounded["Soft"]),
         *(
-            (
-                f"STDP Linear 784->400 B={batch}, one step",
-                linear,
-                stdp,
-                *small[batch],
-                "single",
-                50,
-                None,
-                100,
-            )
+            step(f"STDP Linear 784->400 B={batch}, one step", stdp, small[batch], repeats=100)
             for batch in small
         ),
-        (
-            "STDP Linear 784->400 B=64, T=100",
-            linear,
-            stdp,
-            win_pres,
-            win_posts,
-            "multi",
-            1,
-            None,
-            8,
+        window("STDP Linear 784->400 B=64, T=100", stdp),
+        step("ExpSTDP 784->400 B=64, one step", exp_stdp),
+        window("ExpSTDP 784->400 B=64, T=100", exp_stdp),
+        step("LinearHomeostasis 784->400 B=64, one step", homeostasis),
+        window("LinearHomeostasis 784->400 B=64, T=100", homeostasis),
+        *(
+            step(name, stdp, conv[1:], warm=30, repeats=30, layer=conv[0])
+            for name, conv in zip(
+                ("STDP Conv2d 2->32 k5, one step", "STDP Conv2d 32->64 k3, one step"), conv_cases
+            )
         ),
-        (
-            "ExpSTDP 784->400 B=64, one step",
-            linear,
-            exp_stdp,
-            step_pres,
-            step_posts,
-            "single",
-            50,
-            None,
-            50,
-        ),
-        (
-            "ExpSTDP 784->400 B=64, T=100",
-            linear,
-            exp_stdp,
-            win_pres,
-            win_posts,
-            "multi",
-            1,
-            None,
-            8,
-        ),
-        (
-            "LinearHomeostasis 784->400 B=64, one step",
-            linear,
-            homeostasis,
-            step_pres,
-            step_posts,
-            "single",
-            50,
-            None,
-            50,
-        ),
-        (
-            "LinearHomeostasis 784->400 B=64, T=100",
-            linear,
-            homeostasis,
-            win_pres,
-            win_posts,
-            "multi",
-            1,
-            None,
-            8,
-        ),
-        (
-            "STDP Conv2d 2->32 k5, one step",
-            conv_cases[0][0],
-            stdp,
-            *conv_cases[0][1:],
-            "single",
-            30,
-            None,
-            30,
-        ),
-        (
-            "STDP Conv2d 32->64 k3, one step",
-            conv_cases[1][0],
-            stdp,
-            *conv_cases[1][1:],
-            "single",
-            30,
-            None,
-            30,
-        ),
-        (
-            "MSTDP-ET 784->400 B=64, T=100, [B] reward",
-            linear,
-            mstdpet,
-            win_pres,
-            win_posts,
-            "multi",
-            1,
-            reward,
-            5,
-        ),
-        (
-            "MSTDP-ET as above, combined eligibility",
-            linear,
-            combined,
-            win_pres,
-            win_posts,
-            "multi",
-            1,
-            reward,
-            5,
-        ),
-        (
-            "STDP one step, 1/4 silent, after 2500 steps",
-            linear,
-            stdp,
-            *quiet_step,
-            "single",
-            2500,
-            None,
-            30,
-        ),
-        (
+        window("MSTDP-ET 784->400 B=64, T=100, [B] reward", mstdpet, repeats=5, signal=reward),
+        window("MSTDP-ET as above, combined eligibility", combined, repeats=5, signal=reward),
+        step("STDP one step, 1/4 silent, after 2500 steps", stdp, quiet_step, 2500, 30),
+        window(
             "MSTDP-ET combined, 1/4 silent, after 35 windows",
-            linear,
             combined,
-            *quiet_window,
-            "multi",
-            35,
-            reward,
-            5,
+            quiet_window,
+            warm=35,
+            repeats=5,
+            signal=reward,
         ),
     ]
 
@@ -295,14 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     old = importlib.import_module("plastorch_old")
     new = importlib.import_module("plastorch")
     print(f"{'case':<44} {'old':>10} {'new':>10} {'old/new':>8}  95% CI")
-    for name, layer, make_rule, pres, posts, mode, warm, signal, repeats, *bound in _cases():
+    for name, layer, make_rule, pres, posts, mode, warm, signal, repeats, make_bound in _cases():
         if args.cases not in name:
             continue
         contenders = {}
         prime = "silent" in name  # (those runs start with every neuron firing once)
         for label, package in (("old", old), ("new", new)):
             rule = make_rule(package)
-            make_bound = bound[0] if bound else None
             record, step = _driver(
                 package,
                 copy.deepcopy(layer),
