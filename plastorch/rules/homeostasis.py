@@ -223,7 +223,7 @@ def _row_update(change: Tensor, n_in: int, reduction: BatchReduction) -> Update:
     reads only the delta gets their difference broadcast alone (one weight-sized
     tensor, against the halves' two and their difference).
     """
-    steps, batch = change.shape[:2]
+    batch = change.shape[1]
     per_sample = callable(reduction)
     sums = [
         part.sum(0) if per_sample else part.sum((0, 1))
