@@ -278,6 +278,7 @@ def correlate_sum(
     items: Sequence[tuple[Tensor, Tensor, float]],
     *,
     sparse: bool | None = None,
+    out: Tensor | None = None,
 ) -> Tensor | None:
     r""":math:`\sum_k c_k\, C(\text{pre}_k, \text{post}_k)`, fused as far as the layer allows.
 
@@ -289,17 +290,26 @@ def correlate_sum(
     per term as in :func:`correlate`), and the terms of other layers, are
     correlated one by one and added in place. ``None`` when ``items`` is empty.
 
+    With ``out`` (a contiguous tensor of the weight's shape and the result's dtype) the
+    sum is added into it in place and ``out`` is returned: a carried state (an
+    eligibility trace) takes a window's correlations without a weight-sized result of
+    its own.
+
     Examples
     --------
     >>> fc = nn.Linear(2, 1, bias=False)
     >>> a, b = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0]])
     >>> correlate_sum(fc, [(a, b, 0.5), (a, b, -2.0)])  # (0.5 - 2) * [[3, 6]]
     tensor([[-4.5000, -9.0000]])
+    >>> correlate_sum(fc, [(a, b, 1.0)], out=torch.ones(1, 2))
+    tensor([[4., 7.]])
     """
     weight = _weight_of(layer)
+    if out is not None:
+        _check_out(out, weight, items)
     if isinstance(layer, nn.Linear):
-        return _linear_sum(layer, items, sparse)
-    total: Tensor | None = None
+        return _linear_sum(layer, items, sparse, out)
+    total: Tensor | None = out
     for pre, post, rate in items:
         pre, post, rate = fold_rate(pre, post, rate, weight.numel())
         value = correlate(layer, pre, post, sparse=sparse)
@@ -308,6 +318,25 @@ def correlate_sum(
         else:
             total.add_(value, alpha=rate)
     return total
+
+
+def _check_out(out: Tensor, weight: Tensor, items) -> None:
+    """Raise a ValueError naming ``out`` unless it is a contiguous tensor shaped like
+    ``weight`` in the dtype (and on the device) of the correlations of ``items``."""
+    dtype = weight.dtype
+    for pre, post, _ in items:
+        dtype = torch.promote_types(dtype, torch.promote_types(pre.dtype, post.dtype))
+    if (
+        out.shape != weight.shape
+        or out.dtype != dtype
+        or out.device != weight.device
+        or not out.is_contiguous()
+    ):
+        raise ValueError(
+            f"out must be a contiguous {dtype} tensor of the weight's shape "
+            f"{list(weight.shape)} on {weight.device}, got {out.dtype} {list(out.shape)} "
+            f"on {out.device}{'' if out.is_contiguous() else ' (not contiguous)'}"
+        )
 
 
 def fold_rate(
@@ -332,7 +361,10 @@ def fold_rate(
 
 
 def _linear_sum(
-    layer: nn.Linear, items: Sequence[tuple[Tensor, Tensor, float]], sparse: bool | None
+    layer: nn.Linear,
+    items: Sequence[tuple[Tensor, Tensor, float]],
+    sparse: bool | None,
+    out: Tensor | None = None,
 ) -> Tensor | None:
     """:func:`correlate_sum` of a Linear: the GEMMs accumulate into one output.
 
@@ -353,7 +385,7 @@ def _linear_sum(
         prepared.append((kind, pre, post, side, rate))
     prepared.sort(key=lambda item: item[0])  # stable
     compiled_last = prepared[-1][0] == _COMPILED if prepared else False
-    total: Tensor | None = None
+    total: Tensor | None = out  # (given: every term adds into it)
     pending = 1.0  # rate still to apply to the accumulator ``total``
     for kind, pre, post, side, rate in prepared:
         if kind == _DENSE:

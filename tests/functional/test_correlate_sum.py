@@ -97,3 +97,34 @@ def test_generic_modules_never_take_the_sparse_path():
     layer.weight = nn.Parameter(torch.ones(3))
     with sparse_mode("sparse"):
         assert not uses_sparse_path(layer, torch.zeros(1, 3), torch.zeros(1, 3))
+
+
+@pytest.mark.parametrize("make, pre_shape, post_shape", LAYERS)
+@pytest.mark.parametrize("mode", ["dense", "sparse", "auto"])
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_out_takes_the_sum_in_place(make, pre_shape, post_shape, mode, count):
+    # out <- out + sum_k c_k C(pre_k, post_k), the same bits as adding the reference
+    generator = torch.Generator().manual_seed(10 + count)
+    layer = make().double()
+    items = [
+        (dyadic(pre_shape, 0.3, generator), dyadic(post_shape, 0.2 + 0.4 * k, generator), RATES[k])
+        for k in range(count)
+    ]
+    start = dyadic(layer.weight.shape, 1.0, generator)
+    out = start.clone()
+    with sparse_mode(mode):
+        result = correlate_sum(layer, items, out=out)
+    assert result is out
+    expected = start if count == 0 else start + reference(layer, items)
+    assert torch.equal(out, expected)
+
+
+def test_out_must_be_shaped_like_the_weight():
+    fc = nn.Linear(3, 2, bias=False)
+    items = [(torch.ones(1, 3), torch.ones(1, 2), 1.0)]
+    with pytest.raises(ValueError, match="out"):
+        correlate_sum(fc, items, out=torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="out"):
+        correlate_sum(fc, items, out=torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="out"):
+        correlate_sum(fc, items, out=torch.zeros(3, 2).t())
