@@ -210,6 +210,8 @@ class Halves:
         self.factor = 1.0
         #: signed part for a caller that reads only the delta (:meth:`add_net`)
         self.net: Tensor | None = None
+        #: whether ``net`` is a tensor nothing else holds (the delta may be summed into it)
+        self.net_owned = False
         #: whether a signed correlation is pending (:meth:`add_net_term`)
         self.net_terms = False
         #: lent by the caller of the rule (``state_use``) for the fused delta's temporaries
@@ -222,7 +224,7 @@ class Halves:
         else:
             self.depression = _add(self.depression, value)
 
-    def add_net(self, value: Tensor) -> None:
+    def add_net(self, value: Tensor, *, owned: bool = False) -> None:
         """Add a signed change (``[*W]``, or ``[B, *W]`` when per-sample and ``signed``).
 
         For rules called with ``state_use(delta_only=True)``: parts of opposite
@@ -230,10 +232,19 @@ class Halves:
         two (MSTDP-ET's carried eligibility read by both signs of a per-sample
         signal). The halves of an update holding such a part cannot be read, unless
         the halves are ``signed`` (the parts of the net change).
+
+        ``owned``: ``value`` is a fresh tensor that nothing else holds (a product the
+        rule just formed). Later parts, and the pending terms of :meth:`delta`, are
+        then added into it in place instead of into a new weight-sized result.
         """
         if self.per_sample and not self.signed:
             raise RuntimeError("add_net needs summed halves (batch_reduction 'sum' or 'mean')")
-        self.net = _add(self.net, value)
+        if self.net is None:
+            self.net, self.net_owned = value, bool(owned)
+        elif self.net_owned:
+            self.net.add_(value)
+        else:  # the sum is a new tensor: owned from here on
+            self.net, self.net_owned = self.net + value, True
 
     def add_net_term(self, layer: nn.Module, term: Term) -> None:
         """Add the signed ``term.rate * C(term)`` to the net change, deferred.
@@ -360,6 +371,18 @@ class Halves:
             if _per_step(weights, term.pre):
                 shared.setdefault(key, entry)
             entries.append(entry)
+        if (
+            self.net is not None
+            and self.net_owned
+            and scale == 1.0
+            and self.potentiation is None
+            and self.depression is None
+        ):
+            # the terms go into the rule's own signed part, and are then part of it
+            # (a second call returns it as it is)
+            correlate_terms([tuple(entry[:4]) for entry in entries], out=self.net)
+            self.terms = []
+            return self.net
         delta = correlate_terms([tuple(entry[:4]) for entry in entries])
         parts = [
             (half, scale * sign)
@@ -382,6 +405,8 @@ class Halves:
         copy.factor = self.factor * factor
         copy.workspace = self.workspace
         copy.net = self.net
+        # the part is shared from here on: neither copy sums into it
+        self.net_owned = copy.net_owned = False
         copy.net_terms = self.net_terms
         return copy
 
@@ -511,14 +536,17 @@ def correlate_weighted(
     return value if scale == 1.0 else value.mul_(scale)
 
 
-def correlate_terms(terms: list[tuple[nn.Module, Term, Tensor | None, float]]) -> Tensor | None:
+def correlate_terms(
+    terms: list[tuple[nn.Module, Term, Tensor | None, float]], out: Tensor | None = None
+) -> Tensor | None:
     """:math:`\\sum_k c_k \\sum_{t,b} w_k(t,b) C(\\text{pre}_k, \\text{post}_k)` for signed ``c_k``.
 
     ``terms`` holds ``(layer, term, weights, c)``; consecutive terms of the same
     layer go to one :func:`~plastorch.functional.correlate_sum` (one GEMM
-    accumulator for ``nn.Linear``). ``None`` for no terms.
+    accumulator for ``nn.Linear``). ``None`` for no terms; with ``out``, the sum is
+    added into it (``out`` is returned).
     """
-    total: Tensor | None = None
+    total: Tensor | None = out
     start = 0
     while start < len(terms):
         layer = terms[start][0]
@@ -532,8 +560,12 @@ def correlate_terms(terms: list[tuple[nn.Module, Term, Tensor | None, float]]) -
                 pre, post, rate = _prepare(layer, term, weights, False, scale, fold_scale=False)
             items.append((fold_steps(layer, pre), fold_steps(layer, post), rate))
             stop += 1
-        value = correlate_sum(layer, items)
-        total = value if total is None else total.add_(value)
+        if total is None:
+            total = correlate_sum(layer, items)
+        elif out is not None and total is out:
+            correlate_sum(layer, items, out=out)
+        else:
+            total.add_(correlate_sum(layer, items))
         start = stop
     return total
 

@@ -324,3 +324,38 @@ def test_a_net_window_writes_its_pairs_into_one_factor_per_weighting(
             torch.testing.assert_close(
                 new_state[name], expected_state[name], rtol=1e-12, atol=1e-14
             )
+
+
+def test_an_owned_net_part_takes_the_pending_terms_in_place():
+    fc = nn.Linear(IN, OUT, bias=False).double()
+    pre, post = window(3)
+    pairs = -0.75 * torch.einsum("tbo,tbi->oi", post, pre)
+    carried = torch.rand(OUT, IN, dtype=torch.float64)
+    # owned: the pending terms are added into the given tensor, and only once
+    halves = Halves("sum", B)
+    part = carried.clone()
+    halves.add_net(part, owned=True)
+    halves.add_net(carried * 0.5, owned=True)  # added into the first in place
+    halves.add_net_term(fc, Term(pre, post, -0.75))
+    update = halves.result()
+    delta = update.delta()
+    assert delta.data_ptr() == part.data_ptr()
+    torch.testing.assert_close(delta, 1.5 * carried + pairs, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(update.delta(), 1.5 * carried + pairs, rtol=1e-12, atol=1e-14)
+    # not owned: the given tensor is left alone
+    halves = Halves("sum", B)
+    given = carried.clone()
+    halves.add_net(given)
+    halves.add_net_term(fc, Term(pre, post, -0.75))
+    torch.testing.assert_close(halves.delta(), carried + pairs, rtol=1e-12, atol=1e-14)
+    assert torch.equal(given, carried)
+    # a scaled copy shares the part: neither then writes into it, in either order
+    halves = Halves("sum", B)
+    halves.add_net(carried.clone(), owned=True)
+    halves.add_net_term(fc, Term(pre, post, -0.75))
+    copy = halves.scaled(2.0)
+    for first, second in ((halves, copy), (copy, halves)):
+        torch.testing.assert_close(first.delta(), (1 if first is halves else 2) * (carried + pairs))
+        torch.testing.assert_close(
+            second.delta(), (1 if second is halves else 2) * (carried + pairs)
+        )
