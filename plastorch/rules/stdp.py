@@ -465,11 +465,13 @@ class MSTDPET(_PairRule):
                     f"signal of shape {list(signal.shape)} varies over the batch; construct "
                     "MSTDPET(per_sample_signal=True) to carry per-sample eligibility"
                 )
+        use = current_state_use()
+        halves = Halves(self.batch_reduction, batch, signed=combined)
+        if steps == 1 and type(signal) is float and not self.per_sample_signal:
+            return self._one_step(layer, pre, post, state, signal, halves)
         if isinstance(signal, float):
             signal = torch.full((steps, 1), signal, dtype=dtype, device=device)
         decay, tau = self.decay_eligibility, self.tau_eligibility
-        use = current_state_use()
-        halves = Halves(self.batch_reduction, batch, signed=combined)
         # Where only the window's net change is read (combined: its halves are the parts
         # of it; or a caller that reads the delta alone) and the acausal pairs are
         # written over the post spikes, the window's pairs are one factor paired with
@@ -625,12 +627,68 @@ class MSTDPET(_PairRule):
                     halves.add_net(read)
                 new_state[name] = target
             else:
-                fresh = flush_subnormal_(z0 * decay**steps)
-                for part, _ in parts:
-                    fresh.add_(
-                        correlate(layer, fold_steps(layer, part.pre), fold_steps(layer, part.post))
+                # decayed in place when the caller lets the rule reuse its state (z_0
+                # has been read above), and the pairs added into it (no weight-sized
+                # result per part)
+                if self._advances_in_place(z0, dtype):
+                    fresh = flush_subnormal_(z0.mul_(decay**steps))
+                else:
+                    fresh = flush_subnormal_(z0 * decay**steps)
+                terms = [
+                    (fold_steps(layer, part.pre), fold_steps(layer, part.post), 1.0)
+                    for part, _ in parts
+                ]
+                new_state[name] = correlate_sum(layer, terms, out=fresh)
+        return halves.result(), new_state
+
+    def _one_step(self, layer, pre, post, state, signal: float, halves: Halves):
+        r"""One step with one signal :math:`M` for every sample, summed eligibility: the
+        window's algebra at :math:`T = 1` without its scans. Each eligibility is decayed
+        and takes this step's pairs in place when the caller lets the rule reuse its
+        state, :math:`z \leftarrow d z + \xi / \tau_z`, and the change is
+        :math:`M \sum \eta z`: one new weight-sized tensor (SpikingJelly's single-step
+        setting, where the window's bookkeeping was most of the step)."""
+        dtype = state["trace_pre"].dtype
+        names = self._eligibility_names()
+        if any(name not in state for name in names):
+            raise ValueError(
+                f"MSTDPET(eligibility={self.eligibility!r}) carries {list(names)}, but the "
+                f"state holds {sorted(state)}: a state (or checkpoint) of the other layout"
+            )
+        terms, new_state = self._terms(pre, post, state)
+        decay, tau = self.decay_eligibility, self.tau_eligibility
+        # combined: eta_post z_post + eta_pre z_pre, one trace with the rates in its pairs
+        groups = (
+            [(names[0], [(t, t.rate / tau) for t in terms], 1.0)]
+            if self.eligibility == "combined"
+            else [(name, [(t, 1.0 / tau)], t.rate) for name, t in zip(names, terms)]
+        )
+        carried = []
+        for name, pairs, rate in groups:
+            z0 = state[name]
+            z = z0.mul_(decay) if self._advances_in_place(z0, dtype) else z0 * decay
+            items = [
+                (fold_steps(layer, t.pre), fold_steps(layer, t.post), c)
+                for t, c in pairs
+                if c != 0.0
+            ]
+            new_state[name] = correlate_sum(layer, items, out=flush_subnormal_(z))
+            carried.append((new_state[name], signal * rate))
+        if signal == 0.0:
+            return halves.result(), new_state
+        if self.eligibility == "combined" or current_state_use().delta_only:
+            net = None
+            for z, coefficient in carried:
+                if coefficient != 0.0:
+                    net = (
+                        torch.mul(z, coefficient) if net is None else net.add_(z, alpha=coefficient)
                     )
-                new_state[name] = fresh
+            if net is not None:
+                halves.add_net(net, owned=True)
+        else:  # each eligibility is one-signed: all of it goes to the half its gain selects
+            for z, coefficient in carried:
+                if coefficient != 0.0:
+                    halves.add(z * abs(coefficient), coefficient > 0)
         return halves.result(), new_state
 
     def _weighted_terms(self, pre, post, state, weights, rates=None):
@@ -704,15 +762,16 @@ class MSTDPET(_PairRule):
             for rate, z0 in zip(rates, carried):
                 if rate == 0.0:
                     continue
+                # (each product is fresh: the window's pairs are then added into it)
                 if halves.per_sample:  # [B, *W]: the parts are split per sample
                     shape = (batch, *([1] * (z0.dim() - 1)))
-                    halves.add_net(z0 * (net_gain.expand(batch) * rate).reshape(shape))
+                    halves.add_net(z0 * (net_gain.expand(batch) * rate).reshape(shape), owned=True)
                 elif self.per_sample_signal:
                     flat = z0.reshape(batch, -1)
                     value = (net_gain.expand(batch) * rate) @ flat
-                    halves.add_net(value.reshape(z0.shape[1:]))
+                    halves.add_net(value.reshape(z0.shape[1:]), owned=True)
                 else:
-                    halves.add_net(z0 * (net_gain * rate))
+                    halves.add_net(z0 * (net_gain * rate), owned=True)
             return
         gains = self._gains(signal, steps)
         for rate, z0 in zip((self.lr_post, self.lr_pre), carried):

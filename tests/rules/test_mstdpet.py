@@ -165,8 +165,9 @@ def test_no_signal_advances_eligibility_only():
 
 @pytest.mark.parametrize("per_sample", [True, False])
 def test_reusable_state_takes_the_eligibility_in_place_with_the_same_values(per_sample):
-    """Inside ``state_use(reusable=True)`` (how a Learner settles windows) the per-sample
-    eligibility is accumulated into the given tensors; outside, they are untouched."""
+    """Inside ``state_use(reusable=True)`` (how a Learner settles windows) the eligibility
+    (per sample or summed) is accumulated into the given tensors; outside, they are
+    untouched."""
     layer = nn.Linear(5, 3, bias=False).double()
     g = torch.Generator().manual_seed(4)
     pre = (torch.rand(2, 7, 4, 5, generator=g) < 0.3).double()
@@ -187,8 +188,8 @@ def test_reusable_state_takes_the_eligibility_in_place_with_the_same_values(per_
     torch.testing.assert_close(update.delta(), expected_update.delta(), rtol=1e-13, atol=1e-15)
     for name in ("eligibility_post", "eligibility_pre"):
         torch.testing.assert_close(new[name], expected[name], rtol=1e-13, atol=1e-15)
-        # [B, *W] eligibility reuses the given tensor; [*W] is small and made anew
-        assert (new[name].data_ptr() == warm[name].data_ptr()) == per_sample
+        # the given tensor takes the window's pairs ([B, *W] and [*W] alike)
+        assert new[name].data_ptr() == warm[name].data_ptr()
 
 
 def test_discarded_or_initial_state_skips_only_work_that_cannot_matter():
@@ -457,3 +458,50 @@ def test_per_sample_windows_in_a_learner_advance_in_one_pass(
         torch.testing.assert_close(z, state[name], rtol=1e-12, atol=1e-15)
         torch.testing.assert_close(z, z_torch, rtol=1e-12, atol=1e-15)
         assert z.shape == (4, 9, 12) and bool(z.ne(0).any())
+
+
+@pytest.mark.parametrize("eligibility", ["split", "combined"])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("delta_only, reusable", [(False, False), (True, True), (False, True)])
+@pytest.mark.parametrize("layer_kind", ["linear", "conv"])
+def test_one_step_with_one_signal_equals_the_window_algebra(
+    eligibility, reduction, delta_only, reusable, layer_kind
+):
+    # a float signal on a one-step window takes the direct recursion z <- d z + xi / tau;
+    # the same signal as a [T, 1] tensor takes the window's scans: the same updates and
+    # the same carried state, step after step (signals of both signs and zero)
+    torch.manual_seed(8)
+    if layer_kind == "linear":
+        layer = nn.Linear(5, 3, bias=False).double()
+        pre = (torch.rand(6, 1, 2, 5) < 0.4).double()
+        post = (torch.rand(6, 1, 2, 3) < 0.4).double()
+    else:
+        layer = nn.Conv1d(2, 3, 3, padding=1, bias=False).double()
+        pre = (torch.rand(6, 1, 2, 2, 6) < 0.4).double()
+        post = (torch.rand(6, 1, 2, 3, 6) < 0.4).double()
+    rule = MSTDPET(
+        0.7, -0.4, tau_post=5.0, tau_pre=6.0, tau_eligibility=8.0,
+        eligibility=eligibility, batch_reduction=reduction,
+    )  # fmt: skip
+    signals = [0.5, -1.25, 0.0, 2.0, -0.3, 1.0]
+    fast = rule.initial_state(layer, pre[0][0], post[0][0])
+    scans = {name: value.clone() for name, value in fast.items()}
+    for t, m in enumerate(signals):
+        with state_use(reusable=reusable, delta_only=delta_only):
+            direct, fast = rule(layer, pre[t], post[t], fast, m)
+        with state_use(delta_only=delta_only):
+            per_step = torch.tensor([[m]], dtype=torch.float64)
+            window, scans = rule(layer, pre[t], post[t], scans, per_step)
+        if window.delta() is None:
+            assert direct.delta() is None or not direct.delta().any()
+        else:
+            torch.testing.assert_close(direct.delta(), window.delta(), rtol=1e-12, atol=1e-15)
+        if not delta_only:
+            for half in ("potentiation", "depression"):
+                a, b = getattr(direct, half), getattr(window, half)
+                if a is None or b is None:
+                    assert (a is None or not a.any()) and (b is None or not b.any())
+                else:
+                    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+        for name in scans:
+            torch.testing.assert_close(fast[name], scans[name], rtol=1e-12, atol=1e-15)
