@@ -8,7 +8,8 @@ Export an older commit's package under another name and point ``--old`` at it::
 Both versions run ``Learner.step()`` on the same spikes: cases like the suite's (STDP
 Linear one step at batch 64, 16 and 1, and a T=100 window; the one step with Hard,
 Soft and Exponential bounds; ExpSTDP and LinearHomeostasis of the weights, one step
-and a window each;
+and a window each; MSTDP-ET's one step at batch 1 with a scalar reward (SpikingJelly's
+setting);
 the two Conv2d steps;
 the MSTDP-ET window with per-sample reward, split and combined eligibility) and two
 runs in which a quarter of the neurons never fire, long enough for their state to
@@ -100,6 +101,8 @@ def _cases():
     quiet_window = ([p * silent_in for p in win_pres], [p * silent_out for p in win_posts])
     stdp = lambda p: p.rules.STDP(1e-3, -1e-3)  # noqa: E731
     mstdpet = lambda p: p.rules.MSTDPET(1e-3, -1e-3, per_sample_signal=True)  # noqa: E731
+    mstdpet_scalar = lambda p: p.rules.MSTDPET(1e-3, -1e-3)  # noqa: E731
+    combined_scalar = lambda p: p.rules.MSTDPET(1e-3, -1e-3, eligibility="combined")  # noqa: E731
     homeostasis = lambda p: p.rules.LinearHomeostasis(1e-3, 20.0)  # noqa: E731
     exp_stdp = lambda p: p.rules.ExpSTDP(1e-3, a_minus=0.5)  # noqa: E731
     combined = lambda p: p.rules.MSTDPET(  # noqa: E731
@@ -142,6 +145,10 @@ def _cases():
             for name, conv in zip(
                 ("STDP Conv2d 2->32 k5, one step", "STDP Conv2d 32->64 k3, one step"), conv_cases
             )
+        ),
+        *(
+            step(f"MSTDP-ET one step B=1, scalar reward, {kind}", rule, small[1], signal=0.5)
+            for kind, rule in (("split", mstdpet_scalar), ("combined", combined_scalar))
         ),
         window("MSTDP-ET 784->400 B=64, T=100, [B] reward", mstdpet, repeats=5, signal=reward),
         window("MSTDP-ET as above, combined eligibility", combined, repeats=5, signal=reward),

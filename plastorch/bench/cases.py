@@ -56,6 +56,7 @@ from .peer_cases import (
     inferno_delay_window,
     inferno_stdp_dense,
     peer_rows,
+    spikingjelly_mstdpet,
     spikingjelly_stdp,
 )
 from .timing import AllocationTracker
@@ -857,6 +858,50 @@ def mstdpet_window(config: Config) -> CaseSetup:
     )
 
 
+def mstdpet_step_batch1(config: Config) -> CaseSetup:
+    """MSTDP-ET, one step at batch 1 with a scalar reward: what SpikingJelly's
+    ``MSTDPETLearner`` runs (single step, unbatched). Split and combined eligibility;
+    the limit is the step's two outer products."""
+    batch, n_in, n_out, _, generator, pres, posts, make_layer = _linear_setup(
+        config, steps=None, dtype=torch.float32, patterns=16, batch=1
+    )
+    reward = 0.5
+    warm = 100 if not config.quick else 5
+
+    def make_rule(eligibility: str) -> MSTDPET:
+        return MSTDPET(LR, -LR, TAU, TAU, TAU, eligibility=eligibility)
+
+    rows = [_linear_limit(pres, posts, generator, config, torch.float32)]
+    for eligibility in ("split", "combined"):
+        driver = LearnerDriver(
+            make_layer(), make_rule(eligibility), pres, posts, warm=warm, signal=lambda i: reward
+        )
+        label = f"plastorch, {eligibility} eligibility"
+        rows.append(Contender(label, "plastorch", driver.step, driver.record))
+    rows += peer_rows(
+        config,
+        {"spikingjelly": lambda: spikingjelly_mstdpet(config, make_layer(), pres, posts, reward)},
+    )
+
+    def checks() -> list[Check]:
+        # the next step from a warmed state against the step-by-step recursion (float64)
+        layer = make_layer().double()
+        steps = [p.double() for p in pres], [p.double() for p in posts]
+        rule = make_rule("split").double()
+        driver = LearnerDriver(layer, rule, *steps, warm=3, signal=lambda i: reward)
+        state = {name: driver.learner._buffers[name].clone() for name in driver.learner.state_names}
+        i = driver.index % len(pres)
+        driver.record()
+        delta = driver.step()
+        signal = torch.full((1, 1), reward, dtype=torch.float64)
+        pot, dep = mstdpet_reference(
+            layer, rule, steps[0][i][None], steps[1][i][None], signal, state
+        )
+        return [Check("Learner.step() == MSTDP-ET recursion", delta, pot - dep, 1e-10, 1e-12)]
+
+    return CaseSetup(rows, checks, repeats=100 if not config.quick else 3)
+
+
 # -- delay-adjusted STDP of weights and delays ---------------------------------------------------
 
 MAX_DELAY = 10.0
@@ -1179,6 +1224,11 @@ CASES: tuple[Case, ...] = (
         "dense_step_soft",
         "STDP Linear 784->400, batch 64, one step, soft bounds (weight-dependent)",
         dense_step_soft,
+    ),
+    Case(
+        "mstdpet_step_batch1",
+        "MSTDP-ET Linear 784->400, batch 1, one step, scalar reward",
+        mstdpet_step_batch1,
     ),
     Case(
         "dense_step_float64",

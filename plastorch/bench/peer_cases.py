@@ -107,6 +107,44 @@ def spikingjelly_stdp(
     return Contender(peer.label, "peer", fn, setup)
 
 
+def spikingjelly_mstdpet(
+    config: Config, layer: nn.Linear, pres: list[Tensor], posts: list[Tensor], reward: float
+) -> Contender:
+    """SpikingJelly ``MSTDPETLearner`` (single step, unbatched ``[in]`` / ``[out]``, one
+    scalar reward per step) on ``layer``; ``pres`` / ``posts`` are ``[1, ...]`` steps."""
+    peer, missing = _peer_or_status("spikingjelly", config)
+    if missing is not None:
+        return missing
+    source = Replay()
+    learner = peer.module.MSTDPETLearner(
+        "s",
+        layer,
+        source,
+        tau_pre=TAU,
+        tau_post=TAU,
+        tau_trace=TAU,
+        f_pre=lambda weight: LR,
+        f_post=lambda weight: LR,
+    )
+    index = [0]
+
+    def setup() -> None:
+        i = index[0] % len(pres)
+        index[0] += 1
+        with torch.no_grad():
+            source.value = posts[i][0]
+            source(layer(pres[i][0]))
+
+    def fn() -> None:
+        learner.step(reward, on_grad=True)
+
+    for _ in range(20):
+        setup()
+        fn()
+    layer.weight.grad = None
+    return Contender(peer.label, "peer", fn, setup)
+
+
 def bindsnet_stdp(
     config: Config,
     kind: str,
