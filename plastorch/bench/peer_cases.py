@@ -55,6 +55,13 @@ def _peer_or_status(name: str, config: Config):
     return peer, None
 
 
+# SpikingJelly's learners with the suite's STDP: traces of TAU, both rates LR (the sign
+# of its depression is built in)
+_SPIKINGJELLY_STDP = dict(
+    tau_pre=TAU, tau_post=TAU, f_pre=lambda weight: LR, f_post=lambda weight: LR
+)
+
+
 def spikingjelly_stdp(
     config: Config,
     layer: nn.Module,
@@ -78,27 +85,36 @@ def spikingjelly_stdp(
         )
     if next(layer.parameters()).dtype != torch.float32:
         return Contender(peer.label, "peer", None, status="not compared (float32 only here)")
-    source = Replay()
-    learner = peer.module.STDPLearner(
-        "m" if step_mode == "multi" else "s",
+    return _replayed(
+        peer,
         layer,
-        source,
-        tau_pre=TAU,
-        tau_post=TAU,
-        f_pre=lambda weight: LR,
-        f_post=lambda weight: LR,
+        lambda source: peer.module.STDPLearner(
+            "m" if step_mode == "multi" else "s", layer, source, **_SPIKINGJELLY_STDP
+        ),
+        pres,
+        posts,
+        lambda learner: learner.step(on_grad=True),
+        warm,
     )
+
+
+def _replayed(peer, layer, make_learner, pres, posts, step, warm, pick=lambda x: x) -> Contender:
+    """A peer learner on ``layer`` fed through a :class:`Replay` source: ``setup`` runs the
+    layer and the source on the next recorded step (their hooks record), ``step(learner)``
+    is what is timed; ``pick`` maps a recorded step to what the learner takes."""
+    source = Replay()
+    learner = make_learner(source)
     index = [0]
 
     def setup() -> None:
         i = index[0] % len(pres)
         index[0] += 1
         with torch.no_grad():
-            source.value = posts[i]
-            source(layer(pres[i]))
+            source.value = pick(posts[i])
+            source(layer(pick(pres[i])))
 
     def fn() -> None:
-        learner.step(on_grad=True)
+        step(learner)
 
     for _ in range(warm):
         setup()
@@ -115,34 +131,18 @@ def spikingjelly_mstdpet(
     peer, missing = _peer_or_status("spikingjelly", config)
     if missing is not None:
         return missing
-    source = Replay()
-    learner = peer.module.MSTDPETLearner(
-        "s",
+    return _replayed(
+        peer,
         layer,
-        source,
-        tau_pre=TAU,
-        tau_post=TAU,
-        tau_trace=TAU,
-        f_pre=lambda weight: LR,
-        f_post=lambda weight: LR,
+        lambda source: peer.module.MSTDPETLearner(
+            "s", layer, source, tau_trace=TAU, **_SPIKINGJELLY_STDP
+        ),
+        pres,
+        posts,
+        lambda learner: learner.step(reward, on_grad=True),
+        20,
+        pick=lambda step: step[0],  # unbatched
     )
-    index = [0]
-
-    def setup() -> None:
-        i = index[0] % len(pres)
-        index[0] += 1
-        with torch.no_grad():
-            source.value = posts[i][0]
-            source(layer(pres[i][0]))
-
-    def fn() -> None:
-        learner.step(reward, on_grad=True)
-
-    for _ in range(20):
-        setup()
-        fn()
-    layer.weight.grad = None
-    return Contender(peer.label, "peer", fn, setup)
 
 
 def bindsnet_stdp(
