@@ -39,6 +39,7 @@ from ..functional import (
     correlate_sum,
     fold_steps,
     stdp_factors,
+    stdp_factors_post_triggered,
 )
 from ..functional.checks import check_choice, check_nonnegative, check_positive
 from ..functional.traces import TRACE_MODES, decay_factor
@@ -50,6 +51,7 @@ from .base import (
     check_batch_reduction,
     current_state_use,
     pair_trace_state,
+    scratch,
 )
 
 __all__ = ["ExpSTDP", "ExpSTDPBound"]
@@ -143,18 +145,37 @@ class ExpSTDP(Rule):
             raise TypeError("ExpSTDP takes no signal")
         dtype = state["trace_pre"].dtype
         pre, post = pre.to(dtype), post.to(dtype)
-        factors = stdp_factors(
-            pre,
-            post,
-            state["trace_pre"],
-            state["trace_post"],
-            decay_pre=self.decay_pre,
-            decay_post=self.decay_post,
-            trace_mode=self.trace_mode,
-            inplace=current_state_use().reusable,
-        )
-        new_state = {"trace_pre": factors.next_trace_pre, "trace_post": factors.next_trace_post}
         halves = Halves(self.batch_reduction, pre.shape[1])
+        rate, ltd_rate = self.lr * self.a_plus, self.lr * self.a_minus
+        net_only = current_state_use().delta_only and not halves.per_sample
+        # a window whose net change alone is read: both pair terms over the post spikes
+        # (as STDP's window), one correlation of their summed pre factors
+        post_triggered = (
+            net_only and self.trace_mode == "cumulative" and pre.shape[0] > 1 and ltd_rate != 0
+        )
+        if post_triggered:
+            factors = stdp_factors_post_triggered(
+                pre,
+                post,
+                state["trace_pre"],
+                state["trace_post"],
+                decay_pre=self.decay_pre,
+                decay_post=self.decay_post,
+                out_trace_pre=scratch("trace_pre", pre.shape, dtype, pre.device),
+                out_after_pre=scratch("after_pre", pre.shape, dtype, pre.device),
+            )
+        else:
+            factors = stdp_factors(
+                pre,
+                post,
+                state["trace_pre"],
+                state["trace_post"],
+                decay_pre=self.decay_pre,
+                decay_post=self.decay_post,
+                trace_mode=self.trace_mode,
+                inplace=current_state_use().reusable,
+            )
+        new_state = {"trace_pre": factors.next_trace_pre, "trace_post": factors.next_trace_post}
 
         def corr(a: Tensor, b: Tensor) -> Tensor:
             if halves.per_sample:
@@ -163,7 +184,6 @@ class ExpSTDP(Rule):
 
         weight = layer.weight.detach()
         facilitation = torch.mul(weight, -self.beta).exp_()  # e^{-beta w}
-        rate, ltd_rate = self.lr * self.a_plus, self.lr * self.a_minus
         weakening = None
         if rate != 0.0 and self.x_target != 0.0:
             weakening = torch.rsub(weight, self.w_bound).mul_(-self.beta).exp_()
@@ -175,16 +195,22 @@ class ExpSTDP(Rule):
             else:
                 target = torch.full_like(pre, self.x_target)
                 weakening = corr(target, post * rate).mul_(weakening)
-        if current_state_use().delta_only and not halves.per_sample:
+        if net_only:
             # only the net change is read: both pair terms share the factor e^{-beta w},
             # so they are one fused correlation, scaled once
-            terms = [
-                (fold_steps(layer, a), fold_steps(layer, b), c)
-                for a, b, c in (
+            if post_triggered:  # rate x_pre - ltd_rate y_pre, written over y_pre
+                paired = factors.after_pre.mul_(-ltd_rate).add_(factors.trace_pre, alpha=rate)
+                pairs = (
+                    (paired, post, 1.0),
+                    (factors.carried_pre, factors.carried_post, -ltd_rate),
+                )
+            else:
+                pairs = (
                     (factors.trace_pre, post, rate),
                     (pre, factors.trace_post_before, -ltd_rate),
                 )
-                if c != 0.0
+            terms = [
+                (fold_steps(layer, a), fold_steps(layer, b), c) for a, b, c in pairs if c != 0.0
             ]
             net = correlate_sum(layer, terms)
             if net is not None:

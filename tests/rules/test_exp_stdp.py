@@ -149,12 +149,14 @@ def test_the_delta_alone_equals_the_halves_difference(
     layer = make_layer().double()
     with torch.no_grad():
         layer.weight.uniform_(0.05, 0.95)
-    pre = (torch.rand(5, 2, *shape_pre) < 0.4).double()
-    post = (torch.rand(5, 2, *shape_post) < 0.4).double()
+    pre = (torch.rand(2, 5, 2, *shape_pre) < 0.4).double()
+    post = (torch.rand(2, 5, 2, *shape_post) < 0.4).double()
     rule = ExpSTDP(0.2, beta=1.5, a_minus=a_minus, x_target=x_target, batch_reduction=reduction)
-    halves, state = run_rule(rule, layer, pre, post)
+    _, warm = run_rule(rule, layer, pre[0], post[0])  # traces carried into the window
+    halves, state = run_rule(rule, layer, pre[1], post[1], state=warm)
     with state_use(delta_only=True):
-        net, net_state = run_rule(rule, layer, pre, post)
+        net, net_state = run_rule(rule, layer, pre[1], post[1], state=warm)
     expected = halves.potentiation - halves.depression
     torch.testing.assert_close(net.delta(), expected, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(net_state["trace_pre"], state["trace_pre"])
+    for name in ("trace_pre", "trace_post"):
+        torch.testing.assert_close(net_state[name], state[name], rtol=1e-12, atol=1e-15)
