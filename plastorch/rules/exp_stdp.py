@@ -153,27 +153,19 @@ class ExpSTDP(Rule):
         post_triggered = (
             net_only and self.trace_mode == "cumulative" and pre.shape[0] > 1 and ltd_rate != 0
         )
+        traces = (pre, post, state["trace_pre"], state["trace_post"])
+        decays = {"decay_pre": self.decay_pre, "decay_post": self.decay_post}
         if post_triggered:
             factors = stdp_factors_post_triggered(
-                pre,
-                post,
-                state["trace_pre"],
-                state["trace_post"],
-                decay_pre=self.decay_pre,
-                decay_post=self.decay_post,
+                *traces,
+                **decays,
                 out_trace_pre=scratch("trace_pre", pre.shape, dtype, pre.device),
                 out_after_pre=scratch("after_pre", pre.shape, dtype, pre.device),
             )
         else:
+            use = current_state_use()
             factors = stdp_factors(
-                pre,
-                post,
-                state["trace_pre"],
-                state["trace_post"],
-                decay_pre=self.decay_pre,
-                decay_post=self.decay_post,
-                trace_mode=self.trace_mode,
-                inplace=current_state_use().reusable,
+                *traces, **decays, trace_mode=self.trace_mode, inplace=use.reusable
             )
         new_state = {"trace_pre": factors.next_trace_pre, "trace_post": factors.next_trace_post}
 
