@@ -74,19 +74,14 @@ class Bound:
         tensor([0.8000, 0.1000])
         """
         weight = weight.detach()
-        factors = None
         if not self.reads_halves:
             # no weight dependence: the net change is all that is needed, which a
             # deferred update computes without forming its halves
             delta = update.delta_like(weight)
-            if not self.clip:
-                return delta
-            halves, kind = (delta, None), compiled.HARD
-        else:
-            halves = (update.potentiation, update.depression)
-            kind = _INLINE.get(type(self).dependence, compiled.FACTORS)
-            if kind == compiled.FACTORS:
-                factors = self.dependence(weight)
+            return self.clip_change(weight, delta) if self.clip else delta
+        halves = (update.potentiation, update.depression)
+        kind = _INLINE.get(type(self).dependence, compiled.FACTORS)
+        factors = self.dependence(weight) if kind == compiled.FACTORS else None
         if _compiles(weight, (*halves, *(factors or ()))):
             # one pass instead of the dozen below
             delta = compiled._weight_change_unchecked(
@@ -94,11 +89,8 @@ class Bound:
             )
             if delta is not None:
                 return delta
-        if self.reads_halves:
-            delta = self._combine(weight, *halves, factors)
-        if self.clip:
-            delta = _clip_delta(weight, delta, self.wmin, self.wmax)
-        return delta
+        delta = self._combine(weight, *halves, factors)
+        return _clip_delta(weight, delta, self.wmin, self.wmax) if self.clip else delta
 
     def clip_change(self, weight: Tensor, delta: Tensor) -> Tensor:
         """``delta`` clipped so that ``weight + delta``, as floating point adds it, lies

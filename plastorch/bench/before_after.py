@@ -9,8 +9,7 @@ Both versions run ``Learner.step()`` on the same spikes: cases like the suite's 
 Linear one step at batch 64, 16 and 1, and a T=100 window; the one step with Hard,
 Soft and Exponential bounds; ExpSTDP and LinearHomeostasis of the weights, one step
 and a window each; MSTDP-ET's one step at batch 1 with a scalar reward (SpikingJelly's
-setting);
-the two Conv2d steps;
+setting); the two Conv2d steps;
 the MSTDP-ET window with per-sample reward, split and combined eligibility) and two
 runs in which a quarter of the neurons never fire, long enough for their state to
 reach the subnormal range. ``--cases TEXT`` runs only the cases whose name contains
@@ -115,11 +114,20 @@ def _cases():
         "Exponential": lambda p: p.bounds.Exponential(-1.0, 1.0, beta=3.0),
     }
 
-    def step(name, rule, spikes=(step_pres, step_posts), warm=50, repeats=50, **options):
+    def step(
+        name,
+        rule,
+        spikes=(step_pres, step_posts),
+        warm=50,
+        repeats=50,
+        *,
+        layer=linear,
+        signal=None,
+        bound=None,
+    ):
         """A one-step case: ``(name, layer, rule, pres, posts, mode, warm, signal,
-        repeats, bound)``; ``options`` may name ``layer``, ``signal`` and ``bound``."""
-        layer, signal = options.get("layer", linear), options.get("signal")
-        return (name, layer, rule, *spikes, "single", warm, signal, repeats, options.get("bound"))
+        repeats, bound)``."""
+        return (name, layer, rule, *spikes, "single", warm, signal, repeats, bound)
 
     def window(name, rule, spikes=(win_pres, win_posts), warm=1, repeats=8, signal=None):
         return (name, linear, rule, *spikes, "multi", warm, signal, repeats, None)

@@ -562,7 +562,7 @@ def correlate_terms(
             stop += 1
         if total is None:
             total = correlate_sum(layer, items)
-        elif out is not None and total is out:
+        elif total is out:
             correlate_sum(layer, items, out=out)
         else:
             total.add_(correlate_sum(layer, items))

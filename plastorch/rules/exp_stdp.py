@@ -147,7 +147,8 @@ class ExpSTDP(Rule):
         pre, post = pre.to(dtype), post.to(dtype)
         halves = Halves(self.batch_reduction, pre.shape[1])
         rate, ltd_rate = self.lr * self.a_plus, self.lr * self.a_minus
-        net_only = current_state_use().delta_only and not halves.per_sample
+        use = current_state_use()
+        net_only = use.delta_only and not halves.per_sample
         # a window whose net change alone is read: both pair terms over the post spikes
         # (as STDP's window), one correlation of their summed pre factors
         post_triggered = (
@@ -163,7 +164,6 @@ class ExpSTDP(Rule):
                 out_after_pre=scratch("after_pre", pre.shape, dtype, pre.device),
             )
         else:
-            use = current_state_use()
             factors = stdp_factors(
                 *traces, **decays, trace_mode=self.trace_mode, inplace=use.reusable
             )
