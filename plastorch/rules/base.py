@@ -433,11 +433,15 @@ def _fold_into(
     """Add ``rate * weights * term.pre`` to the pre factor of ``entry`` (same post factor).
 
     ``entry`` is ``[layer, term, weights, rate, owned, position]``; it becomes an
-    unweighted term of rate 1 whose pre factor it owns (so later folds add in
-    place), written into ``workspace`` when one is lent (under the entry's
+    unweighted term of rate ``sign`` (±1) whose pre factor it owns (so later folds
+    add in place), written into ``workspace`` when one is lent (under the entry's
     position, which tells the folds of one delta apart). Two unweighted terms
-    combine as ``c1 a1 + c2 a2`` with the roundings this had before weights could
-    be folded too.
+    combine as ``sign (c1 a1 + c2 a2)`` with the roundings this had before weights
+    could be folded too.
+
+    ``sign`` is the first rate's: the first product then has no ``-0.0`` (a zero
+    times a negative number), which the sparse scan would walk as an entry where a
+    spike factor has no spike; later additions keep a ``+0.0`` as it is.
     """
     _, first, first_weights, first_rate, owned, position = entry
     if not owned:
@@ -445,19 +449,21 @@ def _fold_into(
         if workspace is not None:
             shape, dtype, device = first.pre.shape, first.pre.dtype, first.pre.device
             out = workspace.get(f"fold{position}", shape, dtype, device)
+        sign = -1.0 if first_rate < 0 else 1.0
         if first_weights is None:
-            combined = torch.mul(first.pre, first_rate, out=out)
+            combined = torch.mul(first.pre, sign * first_rate, out=out)
         else:
-            combined = torch.mul(
-                first.pre, broadcast_steps(first_weights * first_rate, first.pre), out=out
-            )
+            scaled = first_weights * (sign * first_rate)
+            combined = torch.mul(first.pre, broadcast_steps(scaled, first.pre), out=out)
+            if bool(scaled.lt(0).any()):  # weights of both signs: as _weighted does
+                combined.add_(0.0)
     else:
-        combined = first.pre
+        combined, sign = first.pre, entry[3]
     if weights is None:
-        combined.add_(term.pre, alpha=rate)
+        combined.add_(term.pre, alpha=sign * rate)
     else:
-        combined.addcmul_(term.pre, broadcast_steps(weights, term.pre), value=rate)
-    entry[1:5] = [Term(combined, term.post, 1.0), None, 1.0, True]
+        combined.addcmul_(term.pre, broadcast_steps(weights, term.pre), value=sign * rate)
+    entry[1:5] = [Term(combined, term.post, 1.0), None, sign, True]
 
 
 def broadcast_steps(weights: Tensor, like: Tensor) -> Tensor:

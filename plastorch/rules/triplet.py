@@ -24,6 +24,11 @@ before step :math:`t`). So the change of one window is four correlations,
     \Delta w = A_2^+ C(r_1, s_\text{post}) + A_3^+ C(r_1, s_\text{post}\tilde o_2)
              - A_2^- C(s_\text{pre}, \tilde o_1) - A_3^- C(s_\text{pre}\tilde r_2, \tilde o_1).
 
+The pair and triplet terms of one side share a factor (:math:`r_1`, :math:`\tilde
+o_1`); of one sign they are one half, and one correlation each:
+:math:`C(r_1, s_\text{post}(A_2^+ + A_3^+ \tilde o_2))` and
+:math:`C(s_\text{pre}(A_2^- + A_3^- \tilde r_2), \tilde o_1)`.
+
 With :math:`A_3^\pm = 0` this is pair STDP
 (:class:`~plastorch.rules.STDP` with ``lr_post = A2+``, ``lr_pre = -A2-``,
 ``tau_pre = tau_plus``, ``tau_post = tau_minus``). The amplitudes are non-negative in
@@ -45,6 +50,22 @@ __all__ = ["TripletSTDP"]
 def _before(initial: Tensor, traces: Tensor, decay: float) -> Tensor:
     """Trace just before each step: ``decay * x(t - 1)``, ``[T, ...]``."""
     return decay * torch.cat((initial.unsqueeze(0).to(traces.dtype), traces[:-1]))
+
+
+def _pair_and_triplet(
+    spikes: Tensor, pair: float, triplet: float, trace_before
+) -> list[tuple[Tensor, float]]:
+    """The spike factors and rates of ``pair C(., s) + triplet C(., s y~)`` (one side).
+
+    Both terms share the other factor (``r1`` for LTP, ``o1~`` for LTD). Of one sign
+    they are one half: one correlation of ``s (1 + triplet/pair y~)`` at rate ``pair``.
+    ``trace_before()`` gives :math:`\tilde y`, a fresh tensor (scaled in place).
+    """
+    if triplet == 0.0:
+        return [(spikes, pair)]
+    if pair * triplet > 0.0:
+        return [(spikes * trace_before().mul_(triplet / pair).add_(1.0), pair)]
+    return [(spikes, pair), (spikes * trace_before(), triplet)]
 
 
 class TripletSTDP(Rule):
@@ -148,15 +169,14 @@ class TripletSTDP(Rule):
         o1 = trace_window(state["o1"], post, self.decay_minus, 1.0, mode)
         o2 = trace_window(state["o2"], post, self.decay_y, 1.0, mode)
         o1_before = _before(state["o1"], o1, self.decay_minus)
-        terms = [
-            Term(r1, post, self.a2_plus),
-            Term(pre, o1_before, -self.a2_minus),
-        ]
-        if self.a3_plus != 0.0:
-            terms.append(Term(r1, post * _before(state["o2"], o2, self.decay_y), self.a3_plus))
-        if self.a3_minus != 0.0:
-            r2_before = _before(state["r2"], r2, self.decay_x)
-            terms.append(Term(pre * r2_before, o1_before, -self.a3_minus))
+        ltp = _pair_and_triplet(
+            post, self.a2_plus, self.a3_plus, lambda: _before(state["o2"], o2, self.decay_y)
+        )
+        terms = [Term(r1, factor, rate) for factor, rate in ltp]
+        ltd = _pair_and_triplet(
+            pre, -self.a2_minus, -self.a3_minus, lambda: _before(state["r2"], r2, self.decay_x)
+        )
+        terms += [Term(factor, o1_before, rate) for factor, rate in ltd]
         halves = Halves(self.batch_reduction, pre.shape[1])
         route_terms(layer, terms, None, halves)
         new_state = {"r1": r1[-1], "r2": r2[-1], "o1": o1[-1], "o2": o2[-1]}

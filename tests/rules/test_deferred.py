@@ -146,6 +146,40 @@ def test_signed_weights_leave_no_negative_zeros_for_the_sparse_scan():
     assert int(bits.ne(0).sum()) == int(post.count_nonzero())  # one entry per spike
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_folded_pre_factors_leave_no_negative_zeros(monkeypatch, weighted):
+    """Two depressive terms over one post factor are one correlation of the summed pre
+    factors. Scaled by a negative rate (or weight), a spike factor's zeros would be
+    -0.0, and the sparse scan would walk all of them (5x slower in a triplet window)."""
+    pre, post = window()
+    trace = post.cumsum(0)  # any post factor both terms share
+    fc = nn.Linear(IN, OUT, bias=False).double()
+    extra = pre * torch.rand(pre.shape, generator=torch.Generator().manual_seed(4), dtype=pre.dtype)
+    weights = torch.tensor([1.5, -2.0, 0.5], dtype=torch.float64).expand(T, B) if weighted else None
+    halves = Halves("sum", B)
+    halves.add_term(fc, Term(pre, trace, 1.0), weights, 0.5, False)
+    halves.add_term(fc, Term(extra, trace, 1.0), None, 0.25, False)
+    seen = []
+    original = base.correlate_sum
+
+    def spy(layer, items, **kwargs):
+        seen.extend(items)
+        return original(layer, items, **kwargs)
+
+    monkeypatch.setattr(base, "correlate_sum", spy)
+    delta = halves.delta()
+    assert len(seen) == 1
+    folded = seen[0][0]
+    bits = folded.reshape(-1).view(torch.int64)
+    assert not bool((bits == torch.iinfo(torch.int64).min).any())  # no -0.0
+    assert int(bits.ne(0).sum()) == int(pre.count_nonzero())
+    scale = torch.ones(T, B, dtype=torch.float64) if weights is None else weights
+    expected = -0.5 * torch.einsum("tbo,tbi,tb->oi", trace, pre, scale) - 0.25 * torch.einsum(
+        "tbo,tbi->oi", trace, extra
+    )
+    torch.testing.assert_close(delta, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_terms_sharing_the_post_spikes_are_one_correlation(monkeypatch):
     # MSTDP-ET, [B] reward, first window of an episode: the causal term (weighted per
     # step and sample) and the acausal pairs over the post spikes (weighted inside

@@ -136,6 +136,71 @@ def test_window_equals_single_steps():
         torch.testing.assert_close(fused_state[name], state[name], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("amplitudes", "potentiation", "depression"),
+    [
+        # post, pre, post (test_post_pre_post): the triplet LTP term -2 * 1/2 * 1/4 is
+        # depression now, the pair LTP 1/2 stays potentiation
+        ({"a3_plus": -2.0}, 0.5, 1.5 + 0.25),
+        # pre, post, pre (test_pre_post_pre): the triplet LTD term -4 * 1/16 * 1/2 is
+        # potentiation, the pair LTD 3 * 1/2 stays depression
+        ({"a3_minus": -4.0}, 0.5 + 0.125, 1.5),
+    ],
+)
+def test_amplitudes_of_opposite_signs_go_to_opposite_halves(
+    fc, amplitudes, potentiation, depression
+):
+    if "a3_plus" in amplitudes:
+        pre, post = spike_train(1, steps=3), spike_train(0, 2, steps=3)
+    else:
+        pre, post = spike_train(0, 2, steps=3), spike_train(1, steps=3)
+    update, _ = run_rule(triplet(**amplitudes), fc, pre, post)
+    assert update.potentiation.item() == pytest.approx(potentiation, rel=1e-12)
+    assert update.depression.item() == pytest.approx(depression, rel=1e-12)
+    assert update.delta().item() == pytest.approx(potentiation - depression, rel=1e-12)
+
+
+@pytest.mark.parametrize(("a3_plus", "a3_minus", "count"), [(2.0, 4.0, 2), (-2.0, 4.0, 3)])
+def test_a_triplet_and_its_pair_term_of_one_sign_are_one_correlation(a3_plus, a3_minus, count):
+    # A2+ C(r1, s) + A3+ C(r1, s o2~) = C(r1, s (A2+ + A3+ o2~)) when both are one half
+    # (and the same for LTD's shared o1~): each half is one correlation
+    torch.manual_seed(3)
+    fc = nn.Linear(4, 3, bias=False).double()
+    pre, post = (torch.rand(6, 2, 4) < 0.4).double(), (torch.rand(6, 2, 3) < 0.4).double()
+    rule = triplet(a3_plus=a3_plus, a3_minus=a3_minus)
+    update, _ = run_rule(rule, fc, pre, post)
+    assert len(update._deferred.terms) == count  # pending correlations
+    # the merged terms give the explicit sum of the four correlations
+    state = rule.initial_state(fc, pre[0], post[0])
+    expected = _four_correlations(rule, fc, pre, post, state)
+    torch.testing.assert_close(update.delta(), expected, rtol=1e-12, atol=1e-12)
+
+
+def _four_correlations(rule, fc, pre, post, state):
+    """The module docstring's sum, one correlation per term, from explicit traces."""
+    from plastorch.functional import correlate
+
+    def traces(x, decay):
+        out, value = [], torch.zeros_like(x[0])
+        for t in range(x.shape[0]):
+            value = value * decay + x[t]
+            out.append(value)
+        return torch.stack(out)
+
+    def before(trace, decay):
+        return decay * torch.cat((torch.zeros_like(trace[:1]), trace[:-1]))
+
+    r1, r2 = traces(pre, rule.decay_plus), traces(pre, rule.decay_x)
+    o1, o2 = traces(post, rule.decay_minus), traces(post, rule.decay_y)
+    o1b, o2b, r2b = before(o1, rule.decay_minus), before(o2, rule.decay_y), before(r2, rule.decay_x)
+    return (
+        rule.a2_plus * correlate(fc, r1, post)
+        + rule.a3_plus * correlate(fc, r1, post * o2b)
+        - rule.a2_minus * correlate(fc, pre, o1b)
+        - rule.a3_minus * correlate(fc, pre * r2b, o1b)
+    )
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="tau_y"):
         TripletSTDP(1.0, 1.0, 1.0, 1.0, tau_y=0.0)
