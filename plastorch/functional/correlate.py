@@ -344,19 +344,25 @@ def fold_rate(
 ) -> tuple[Tensor, Tensor, float]:
     """``(pre, post, leftover)`` with ``rate * C(pre, post) = leftover * C(pre', post')``.
 
-    The rate multiplies the smaller factor when that is smaller than the result
-    (``result_numel`` entries), else it is left over for the result.
+    The rate's magnitude multiplies the smaller factor when that is smaller than the
+    result (``result_numel`` entries), else the rate is left over for the result. Its
+    sign is left over (the leftover is then ±1): a spike factor times a negative
+    number has ``-0.0`` where it has no spike, which the sparse path's scan (the bits
+    read as integers) would walk as entries.
 
     Examples
     --------
-    >>> pre, post, left = fold_rate(torch.ones(2, 3), torch.ones(2, 1), 0.5, 3)
+    >>> pre, post, left = fold_rate(torch.ones(2, 3), torch.ones(2, 1), -0.5, 3)
     >>> post.flatten().tolist(), left
-    ([0.5, 0.5], 1.0)
+    ([0.5, 0.5], -1.0)
     """
     if rate != 1.0 and min(pre.numel(), post.numel()) < result_numel:
+        sign = -1.0 if rate < 0 else 1.0
+        if rate == sign:  # -1: nothing to fold
+            return pre, post, rate
         if pre.numel() <= post.numel():
-            return pre * rate, post, 1.0
-        return pre, post * rate, 1.0
+            return pre * (sign * rate), post, sign
+        return pre, post * (sign * rate), sign
     return pre, post, rate
 
 

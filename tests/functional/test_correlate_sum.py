@@ -6,6 +6,8 @@ reference bit for bit, whatever order or path (GEMM accumulator, sparse row sums
 convolution weight gradient) it takes.
 """
 
+import importlib
+
 import pytest
 import torch
 from torch import nn
@@ -128,3 +130,27 @@ def test_out_must_be_shaped_like_the_weight():
         correlate_sum(fc, items, out=torch.zeros(2, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="out"):
         correlate_sum(fc, items, out=torch.zeros(3, 2).t())
+
+
+@pytest.mark.parametrize("rate", [-0.5, -1.0, 0.25])
+def test_a_folded_negative_rate_leaves_no_negative_zeros(monkeypatch, rate):
+    # a conv whose input is smaller than its weight: the rate goes onto the input,
+    # whose zeros must stay +0.0 (the sparse scan reads the bits as integers)
+    module = importlib.import_module("plastorch.functional.correlate")  # (the function shadows it)
+    layer = nn.Conv1d(4, 6, 3, padding=1, bias=False).double()
+    pre = torch.zeros(1, 4, 2, dtype=torch.float64)
+    pre[0, 1, 0] = 1.0
+    post = dyadic((1, 6, 2), 1.0, torch.Generator().manual_seed(0))
+    seen = []
+    original = module.correlate
+
+    def spy(layer, pre, post, **kwargs):
+        seen.append(pre)
+        return original(layer, pre, post, **kwargs)
+
+    monkeypatch.setattr(module, "correlate", spy)
+    result = correlate_sum(layer, [(pre, post, rate)])
+    bits = seen[0].reshape(-1).view(torch.int64)
+    assert not bool((bits == torch.iinfo(torch.int64).min).any())
+    assert int(bits.ne(0).sum()) == 1
+    assert torch.equal(result, reference(layer, [(pre, post, rate)]))
