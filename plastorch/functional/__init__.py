@@ -34,6 +34,7 @@ from .traces import (
     trace_cumulative,
     trace_nearest,
     trace_window,
+    trace_window_before,
 )
 from .update import Update
 
@@ -64,5 +65,6 @@ __all__ = [
     "trace_cumulative",
     "trace_nearest",
     "trace_window",
+    "trace_window_before",
     "uses_sparse_path",
 ]

@@ -184,7 +184,7 @@ if numba is not None:
         return value
 
     @numba.njit(parallel=True, cache=True, nogil=True)
-    def _scan(out, values, start, decay, amplitude, reverse, floor, nearest):
+    def _scan(out, values, start, decay, amplitude, reverse, floor, nearest, end):
         # pragma: no cover - compiled
         # out[t] = out[t -+ 1] * decay + amplitude * values[t] over [T, N], from ``start``
         # (out[-1] or out[T]; none if it has no entries: the first step is its value),
@@ -192,9 +192,12 @@ if numba is not None:
         # set to 0 where its magnitude is at most ``floor`` (the largest subnormal: see
         # plastorch.functional.numerics); ``nearest``: amplitude where values[t] != 0,
         # the flushed product elsewhere. By blocks of columns, each carried in a small
-        # array through the steps.
+        # array through the steps. With entries in ``end``, out[t] takes the flushed
+        # product alone (the carry decayed, before values[t] enters) and ``end`` the
+        # carry after the last step.
         steps, width = values.shape
         block = 2048
+        decayed_only = end.shape[0] > 0
         for c in numba.prange((width + block - 1) // block):
             lo, hi = c * block, min(width, (c + 1) * block)
             if start.shape[0] > 0:
@@ -206,15 +209,30 @@ if numba is not None:
             for k in range(steps):
                 t = steps - 1 - k if reverse else k
                 row = values[t, lo:hi]
-                if nearest:
-                    for n in range(hi - lo):
-                        decayed = _flushed(carry[n] * factor, floor)
-                        carry[n] = amplitude if row[n] != 0 else decayed
+                if decayed_only:
+                    dest = out[t, lo:hi]
+                    if nearest:
+                        for n in range(hi - lo):
+                            decayed = _flushed(carry[n] * factor, floor)
+                            dest[n] = decayed
+                            carry[n] = amplitude if row[n] != 0 else decayed
+                    else:
+                        for n in range(hi - lo):
+                            decayed = _flushed(carry[n] * factor, floor)
+                            dest[n] = decayed
+                            carry[n] = decayed + amplitude * row[n]
                 else:
-                    for n in range(hi - lo):
-                        carry[n] = _flushed(carry[n] * factor, floor) + amplitude * row[n]
-                out[t, lo:hi] = carry
+                    if nearest:
+                        for n in range(hi - lo):
+                            decayed = _flushed(carry[n] * factor, floor)
+                            carry[n] = amplitude if row[n] != 0 else decayed
+                    else:
+                        for n in range(hi - lo):
+                            carry[n] = _flushed(carry[n] * factor, floor) + amplitude * row[n]
+                    out[t, lo:hi] = carry
                 factor = decay
+            if decayed_only:
+                end[lo:hi] = carry
 
     from llvmlite import ir as _ir
     from numba.core import cgutils
@@ -1269,6 +1287,7 @@ def scan_(
     amplitude: float = 1.0,
     reverse: bool = False,
     nearest: bool = False,
+    end: Tensor | None = None,
 ) -> Tensor:
     r"""A discounted scan over the leading (time) dimension, in one parallel pass.
 
@@ -1286,6 +1305,10 @@ def scan_(
     are ``[T, ...]`` and ``start`` ``[...]``, all contiguous CPU tensors of one dtype
     in :data:`DTYPES`.
 
+    With ``end`` (``[...]``, as ``start``), ``out(t)`` is the decayed value alone,
+    :math:`d\,\text{out}(t \mp 1)` before :math:`v(t)` enters (a trace just before a
+    spike, flushed as above), and ``end`` receives the value after the last step.
+
     Examples
     --------
     >>> v = torch.tensor([[1.0], [0.0], [1.0]])
@@ -1299,16 +1322,18 @@ def scan_(
     named = [("out", out, tuple(values.shape)), ("values", values, tuple(values.shape))]
     if start is not None:
         named.append(("start", start, shape))
+    if end is not None:
+        named.append(("end", end, shape))
     _check_floats("scan_", "out", out.dtype, named)
     if values.dim() == 0 or values.shape[0] == 0:
         return out
-    if not _scan_unchecked(out, values, decay, start, amplitude, reverse, nearest):
+    if not _scan_unchecked(out, values, decay, start, amplitude, reverse, nearest, end):
         raise RuntimeError("scan_: the numba kernel did not compile")
     return out
 
 
 def _scan_unchecked(
-    out, values, decay, start=None, amplitude=1.0, reverse=False, nearest=False
+    out, values, decay, start=None, amplitude=1.0, reverse=False, nearest=False, end=None
 ) -> bool:
     """:func:`scan_` for callers that guarantee its preconditions (``T >= 1``).
 
@@ -1321,11 +1346,12 @@ def _scan_unchecked(
     flat = out.view(steps, -1).numpy()
     source = values.reshape(steps, -1).numpy()
     first = np.zeros(0, scalar) if start is None else start.reshape(-1).numpy()
+    last = np.zeros(0, scalar) if end is None else end.reshape(-1).numpy()
     try:
         with _LAUNCH:
             floor = scalar(largest_subnormal(out.dtype))
             factors = (scalar(decay), scalar(amplitude), bool(reverse), floor, bool(nearest))
-            _scan(flat, source, first, *factors)
+            _scan(flat, source, first, *factors, last)
     except Exception as error:
         _did_not_compile(_scan, error)
         return False

@@ -28,7 +28,15 @@ from torch import Tensor
 from . import compiled
 from .checks import check_choice
 from .numerics import flush_subnormal_
-from .traces import TRACE_MODES, _check_out, _scalar, decay_, trace_after, trace_window
+from .traces import (
+    TRACE_MODES,
+    _check_out,
+    _scalar,
+    decay_,
+    trace_after,
+    trace_window,
+    trace_window_before,
+)
 
 __all__ = [
     "PostTriggeredFactors",
@@ -102,14 +110,8 @@ def stdp_factors(
             pre, post, trace_pre, trace_post, decay_pre, decay_post, trace_mode, inplace
         )
     x_pre = trace_window(trace_pre, pre, decay_pre, 1.0, trace_mode)
-    x_post = trace_window(trace_post, post, decay_post, 1.0, trace_mode)
-    if x_post.shape[0] == 1:
-        x_post_before = (trace_post.to(x_post.dtype) * decay_post).unsqueeze(0)
-    else:
-        x_post_before = torch.empty_like(x_post)
-        torch.mul(trace_post.to(x_post.dtype), decay_post, out=x_post_before[0])
-        torch.mul(x_post[:-1], decay_post, out=x_post_before[1:])
-    return STDPFactors(x_pre, x_post_before, x_pre[-1], x_post[-1])
+    x_post_before, next_post = trace_window_before(trace_post, post, decay_post, 1.0, trace_mode)
+    return STDPFactors(x_pre, x_post_before, x_pre[-1], next_post)
 
 
 def _one_step(spikes: Tensor, trace: Tensor) -> bool:

@@ -44,6 +44,7 @@ __all__ = [
     "trace_cumulative",
     "trace_nearest",
     "trace_window",
+    "trace_window_before",
 ]
 
 
@@ -258,6 +259,78 @@ def trace_window(
         x = step(x, spikes[t], decay, amplitude)
         out[t] = x
     return out
+
+
+def trace_window_before(
+    x: Tensor,
+    spikes: Tensor,
+    decay: float,
+    amplitude: float = 1.0,
+    mode: str = "cumulative",
+    *,
+    out: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""The trace just before each step of a window, and the trace after it.
+
+    ``before[t]`` is :math:`d\,x(t-1)`, the decayed trace that a spike of step
+    :math:`t` meets (the paper's :math:`x(t - \epsilon)`; ``before[0]`` decays the
+    state ``x``), flushed where subnormal as every decayed trace is; ``last`` is
+    :math:`x(T-1)`, the state to carry into the next window. The values of
+    :func:`trace_window`'s traces shifted by one step and decayed, from one scan that
+    writes the decayed values it forms on its way (the compiled kernels), instead of
+    the traces and a pass that decays them.
+
+    Parameters
+    ----------
+    x : Tensor
+        Trace before the window, ``[...]``.
+    spikes : Tensor
+        ``[T, ...]``.
+    out : Tensor, optional
+        Where to write ``before`` (``[T, *x.shape]``, its dtype).
+
+    Examples
+    --------
+    >>> s = torch.tensor([[1.0], [0.0], [1.0]])
+    >>> before, last = trace_window_before(torch.tensor([4.0]), s, 0.5)
+    >>> before.flatten(), last
+    (tensor([2.0000, 1.5000, 0.7500]), tensor([1.7500]))
+    """
+    mode = check_choice("trace_mode", mode, TRACE_MODES)
+    dtype = torch.promote_types(x.dtype, spikes.dtype)
+    if out is None:  # (in the spikes' memory format, as a one-step trace would be)
+        out = torch.empty_like(spikes, dtype=dtype)
+    else:
+        _check_out(out, spikes.shape, dtype)
+    steps = spikes.shape[0]
+    if steps == 0:
+        return out, x.to(dtype, copy=True)
+    x = x.to(dtype)
+    if (
+        x.shape == spikes.shape[1:]
+        and steps > 1
+        and _compiled_scan(out, spikes, x)
+        and compiled._scan_unchecked(
+            out,
+            spikes,
+            decay,
+            x,
+            amplitude,
+            nearest=mode == "nearest",
+            end=(last := torch.empty_like(x)),
+        )
+    ):
+        return out, last
+    factor = _scalar(decay, out)
+    if steps == 1:  # (the one-step case: the spike added to the decayed trace)
+        decayed = flush_subnormal_(torch.mul(x, factor, out=out[0]))
+        if mode == "cumulative":
+            return out, decayed + (spikes[0] if amplitude == 1.0 else amplitude * spikes[0])
+        return out, decayed.masked_fill(spikes[0] != 0, amplitude)
+    traces = trace_window(x, spikes, decay, amplitude, mode)
+    flush_subnormal_(torch.mul(x, factor, out=out[0]))
+    flush_subnormal_(torch.mul(traces[:-1], factor, out=out[1:]))
+    return out, traces[-1]
 
 
 def _check_out(out: Tensor, shape, dtype: torch.dtype) -> None:

@@ -41,31 +41,34 @@ import torch
 from torch import Tensor, nn
 
 from ..functional.checks import check_choice, check_real
-from ..functional.traces import TRACE_MODES, decay_factor, trace_window
-from .base import BatchReduction, Halves, Rule, Term, check_batch_reduction, route_terms
+from ..functional.traces import TRACE_MODES, decay_factor, trace_window, trace_window_before
+from .base import (
+    BatchReduction,
+    Halves,
+    Rule,
+    Term,
+    check_batch_reduction,
+    route_terms,
+    scratch,
+)
 
 __all__ = ["TripletSTDP"]
 
 
-def _before(initial: Tensor, traces: Tensor, decay: float) -> Tensor:
-    """Trace just before each step: ``decay * x(t - 1)``, ``[T, ...]``."""
-    return decay * torch.cat((initial.unsqueeze(0).to(traces.dtype), traces[:-1]))
-
-
 def _pair_and_triplet(
-    spikes: Tensor, pair: float, triplet: float, trace_before
+    spikes: Tensor, pair: float, triplet: float, trace_before: Tensor
 ) -> list[tuple[Tensor, float]]:
     """The spike factors and rates of ``pair C(., s) + triplet C(., s y~)`` (one side).
 
     Both terms share the other factor (``r1`` for LTP, ``o1~`` for LTD). Of one sign
     they are one half: one correlation of ``s (1 + triplet/pair y~)`` at rate ``pair``.
-    ``trace_before()`` gives :math:`\tilde y`, a fresh tensor (scaled in place).
+    ``trace_before`` is :math:`\tilde y`, which this may scale in place.
     """
     if triplet == 0.0:
         return [(spikes, pair)]
     if pair * triplet > 0.0:
-        return [(spikes * trace_before().mul_(triplet / pair).add_(1.0), pair)]
-    return [(spikes, pair), (spikes * trace_before(), triplet)]
+        return [(spikes * trace_before.mul_(triplet / pair).add_(1.0), pair)]
+    return [(spikes, pair), (spikes * trace_before, triplet)]
 
 
 class TripletSTDP(Rule):
@@ -163,21 +166,31 @@ class TripletSTDP(Rule):
             raise TypeError("TripletSTDP takes no signal")
         dtype = state["r1"].dtype
         pre, post = pre.to(dtype), post.to(dtype)
-        mode = self.trace_mode
-        r1 = trace_window(state["r1"], pre, self.decay_plus, 1.0, mode)
-        r2 = trace_window(state["r2"], pre, self.decay_x, 1.0, mode)
-        o1 = trace_window(state["o1"], post, self.decay_minus, 1.0, mode)
-        o2 = trace_window(state["o2"], post, self.decay_y, 1.0, mode)
-        o1_before = _before(state["o1"], o1, self.decay_minus)
-        ltp = _pair_and_triplet(
-            post, self.a2_plus, self.a3_plus, lambda: _before(state["o2"], o2, self.decay_y)
-        )
+        mode, window = self.trace_mode, pre.shape[0] > 1
+
+        def buffer(name: str, like: Tensor) -> Tensor | None:
+            # a window's factors live in the caller's workspace (reused across windows)
+            return scratch(name, like.shape, dtype, like.device) if window else None
+
+        # r1 in full, the others just before each step (the paper's t - epsilon)
+        lent = buffer("r1", pre)
+        r1 = trace_window(state["r1"], pre, self.decay_plus, 1.0, mode, out=lent)
+        before = {}
+        for name, spikes, decay in (
+            ("r2", pre, self.decay_x),
+            ("o1", post, self.decay_minus),
+            ("o2", post, self.decay_y),
+        ):
+            out = buffer(f"{name}_before", spikes)
+            before[name] = trace_window_before(state[name], spikes, decay, 1.0, mode, out=out)
+        ltp = _pair_and_triplet(post, self.a2_plus, self.a3_plus, before["o2"][0])
+        ltd = _pair_and_triplet(pre, -self.a2_minus, -self.a3_minus, before["r2"][0])
+        o1_before = before["o1"][0]
         terms = [Term(r1, factor, rate) for factor, rate in ltp]
-        ltd = _pair_and_triplet(
-            pre, -self.a2_minus, -self.a3_minus, lambda: _before(state["r2"], r2, self.decay_x)
-        )
         terms += [Term(factor, o1_before, rate) for factor, rate in ltd]
         halves = Halves(self.batch_reduction, pre.shape[1])
         route_terms(layer, terms, None, halves)
-        new_state = {"r1": r1[-1], "r2": r2[-1], "o1": o1[-1], "o2": o2[-1]}
+        # (a lent r1 is overwritten by the next window: its last step is carried as a copy)
+        last_r1 = r1[-1] if lent is None else r1[-1].clone()
+        new_state = {"r1": last_r1, **{name: last for name, (_, last) in before.items()}}
         return halves.result(), new_state

@@ -392,6 +392,33 @@ def test_scan_has_the_bits_of_the_step_by_step_loop(dtype, reverse, with_start, 
 
 
 @needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("nearest", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan_with_end_writes_the_decayed_carry_and_the_last_value(dtype, nearest, reverse):
+    # out(t) = d x(t -+ 1) (before v(t) enters) and end = x at the last step: the
+    # values the plain scan forms on its way, so the same bits
+    g = torch.Generator().manual_seed(13)
+    values = (torch.rand(7, 2, 2500, generator=g) < 0.3).to(dtype)
+    start = torch.rand(2, 2500, generator=g).to(dtype)
+    start[0, :10] = 1e-39 if dtype == torch.float32 else 1e-309  # decays to subnormal
+    full = torch.empty_like(values)
+    compiled.scan_(full, values, 0.9, start=start, amplitude=1.5, reverse=reverse, nearest=nearest)
+    out, end = torch.full_like(values, float("nan")), torch.full_like(start, float("nan"))
+    compiled.scan_(
+        out, values, 0.9, start=start, amplitude=1.5, reverse=reverse, nearest=nearest, end=end
+    )
+    shifted = torch.cat((full[1:], start[None])) if reverse else torch.cat((start[None], full[:-1]))
+    expected = shifted * 0.9
+    expected[expected.abs() <= torch.finfo(dtype).tiny] = 0.0  # flushed, as the scan does
+    assert torch.equal(out, expected)
+    assert torch.equal(end, full[0] if reverse else full[-1])
+    assert bool(out[0 if not reverse else -1, 0, :10].eq(0).all())
+    with pytest.raises(ValueError, match="end must be"):
+        compiled.scan_(out, values, 0.9, start=start, end=end[:1])
+
+
+@needs_numba
 def test_scan_hand_values_and_errors():
     v = torch.tensor([[1.0], [0.0], [2.0]], dtype=torch.float64)
     out = torch.empty_like(v)

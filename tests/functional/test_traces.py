@@ -10,6 +10,7 @@ from plastorch.functional import (
     trace_cumulative,
     trace_nearest,
     trace_window,
+    trace_window_before,
 )
 from plastorch.functional.traces import decay_
 
@@ -169,3 +170,35 @@ def test_decay_in_place_rounds_as_a_python_number(dtype):
     assert torch.equal(x, expected)
     with pytest.raises(RuntimeError):  # an integer tensor keeps torch's own rules
         decay_(torch.arange(5), 0.5)
+
+
+@pytest.mark.parametrize("mode", ["cumulative", "nearest"])
+@pytest.mark.parametrize("steps", [0, 1, 2, 40])
+@pytest.mark.parametrize("numba", [True, False])
+def test_trace_before_each_step_and_after_the_window(monkeypatch, mode, steps, numba):
+    # before(t) = d x(t - 1) (the trace just before step t's spike), last = x(T - 1)
+    from plastorch.functional import compiled
+
+    if numba and not compiled.available():
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(compiled, "_ENABLED", numba)
+    g = torch.Generator().manual_seed(7)
+    spikes = (torch.rand(steps, 3, 600, generator=g) < 0.2).double()
+    x = torch.rand(3, 600, dtype=torch.float64, generator=g)
+    before, last = trace_window_before(x, spikes, 0.8, 2.0, mode)
+    traces = trace_window(x, spikes, 0.8, 2.0, mode)
+    assert torch.equal(before, (0.8 * torch.cat((x[None], traces[:-1])))[:steps])
+    assert torch.equal(last, traces[-1] if steps else x)
+    out = torch.empty_like(spikes)
+    assert trace_window_before(x, spikes, 0.8, 2.0, mode, out=out)[0] is out
+    assert torch.equal(out, before)
+
+
+def test_trace_before_hand_values():
+    s = torch.tensor([[1.0], [0.0], [1.0]])
+    before, last = trace_window_before(torch.tensor([4.0]), s, 0.5)
+    assert before.flatten().tolist() == [2.0, 1.5, 0.75]  # 4/2; (2 + 1)/2; 1.5/2
+    assert last.tolist() == [1.75]
+    before, last = trace_window_before(torch.tensor([4.0]), s, 0.5, mode="nearest")
+    assert before.flatten().tolist() == [2.0, 0.5, 0.25]
+    assert last.tolist() == [1.0]

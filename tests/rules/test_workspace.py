@@ -9,7 +9,7 @@ from torch import nn
 from plastorch import Learner
 from plastorch.bench.common import Replay
 from plastorch.bench.timing import AllocationTracker
-from plastorch.rules import MSTDPET, STDP
+from plastorch.rules import MSTDPET, STDP, TripletSTDP
 from plastorch.rules.base import Workspace, state_use
 
 T, B, IN, OUT = 7, 3, 6, 5
@@ -44,6 +44,8 @@ def _windows(count, seed=0):
         (lambda: MSTDPET(1.0, -0.6, 8.0, 4.0, 10.0, per_sample_signal=True), "per_sample"),
         (lambda: MSTDPET(1.0, -0.6, 8.0, 4.0, 10.0, per_sample_signal=True), "per_step"),
         (lambda: MSTDPET(0.5, 0.3, 8.0, 4.0, 10.0), "scalar"),
+        (lambda: TripletSTDP(0.5, 0.2, 0.4, 0.1, 8.0, 12.0, 4.0, 10.0), None),
+        (lambda: TripletSTDP(0.5, -0.2, 0.4, 0.1, trace_mode="nearest"), None),
     ],
 )
 def test_windows_with_a_workspace_equal_the_pure_rule(make, signal):
