@@ -33,7 +33,7 @@ from .traces import (
     _check_out,
     _scalar,
     decay_,
-    trace_after,
+    trace_after_window,
     trace_window,
     trace_window_before,
 )
@@ -224,15 +224,12 @@ def stdp_factors_post_triggered(
     """
     dtype = trace_pre.dtype
     x_pre = trace_window(trace_pre, pre, decay_pre, 1.0, "cumulative", out=out_trace_pre)
-    after = trace_after(pre.to(dtype), decay_post, out=out_after_pre)
-    steps = pre.shape[0]
-    powers = decay_post ** torch.arange(1, steps + 1, dtype=dtype, device=pre.device)
-    carried_pre = torch.tensordot(powers, pre.to(dtype), dims=1).unsqueeze(0)
+    after, carried_pre = trace_after_window(pre.to(dtype), decay_post, out=out_after_pre)
     next_post = cumulative_trace_at_end(trace_post.to(dtype), post.to(dtype), decay_post)
     # a trace written into a caller's buffer is carried out as a copy of its last step
     next_pre = x_pre[-1] if out_trace_pre is None else x_pre[-1].clone()
     return PostTriggeredFactors(
-        x_pre, after, carried_pre, trace_post.to(dtype).unsqueeze(0), next_pre, next_post
+        x_pre, after, carried_pre[None], trace_post.to(dtype).unsqueeze(0), next_pre, next_post
     )
 
 

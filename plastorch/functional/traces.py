@@ -41,6 +41,7 @@ __all__ = [
     "trace",
     "trace_",
     "trace_after",
+    "trace_after_window",
     "trace_cumulative",
     "trace_nearest",
     "trace_window",
@@ -455,23 +456,61 @@ def trace_after(spikes: Tensor, decay: float, *, out: Tensor | None = None) -> T
     over the steps of the window ``[T, ...]`` (``y(T-1) = 0``), computed as
     :math:`y(t) = d\,R(t+1)` with :math:`R` the :func:`discounted_reverse_sum` of
     the spikes (the same roundings as the recursion :math:`y(t) = d\,(y(t+1) +
-    s(t+1))`). Correlating post spikes with
+    s(t+1))`, a subnormal product flushed). Correlating post spikes with
     it gives, within a window, the pairs that a causal post trace gives when
     correlated with pre spikes (:func:`~plastorch.functional.stdp_factors_post_triggered`).
+    :func:`trace_after_window` also gives :math:`y(-1)`.
 
     Examples
     --------
     >>> trace_after(torch.tensor([1.0, 0.0, 1.0]), 0.5)
     tensor([0.2500, 0.5000, 0.0000])
     """
+    return trace_after_window(spikes, decay, out=out)[0]
+
+
+def trace_after_window(
+    values: Tensor, decay: float, *, out: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    r""":func:`trace_after` of a window and its value one step before the window.
+
+    .. math:: y(-1) = \sum_t d^{\,t + 1}\, v(t)
+
+    is what the window's (graded) values send back to a trace carried into it: the
+    pairs of the window's pre spikes with a post trace :math:`x_\text{post}(-1)`
+    are :math:`C(y(-1), x_\text{post}(-1))`. Both come from one reverse scan that
+    writes the decayed sums it forms on its way (the compiled kernels), or the torch
+    loop of :func:`discounted_reverse_sum` and one decay; the same bits either way.
+
+    Returns
+    -------
+    after, before : Tensor
+        :math:`y` ``[T, ...]`` (into ``out`` when given) and :math:`y(-1)` ``[...]``.
+
+    Examples
+    --------
+    >>> after, before = trace_after_window(torch.tensor([1.0, 0.0, 1.0]), 0.5)
+    >>> after, before
+    (tensor([0.2500, 0.5000, 0.0000]), tensor(0.6250))
+    """
     if out is None:
-        out = torch.empty_like(spikes)
+        out = torch.empty_like(values)
     else:
-        _check_out(out, spikes.shape, spikes.dtype)
-    if spikes.shape[0] == 0:
-        return out
-    out[-1].zero_()
-    # y(t) = d R(t + 1), R the reverse discounted sum of the later spikes, formed
-    # in place (no second window-sized tensor)
-    discounted_reverse_sum(spikes[1:], decay, out=out[:-1]).mul_(decay)
-    return out
+        _check_out(out, values.shape, values.dtype)
+    steps = values.shape[0]
+    total = values.new_zeros(values.shape[1:])  # R(0), the sum from step 0
+    if steps == 0:
+        return out, total
+    factor = _scalar(decay, out)
+    if not (
+        _compiled_scan(out, values)
+        and compiled._scan_unchecked(out, values, decay, reverse=True, end=total)
+    ):
+        out[-1].zero_()
+        if steps > 1:
+            # R(t + 1) for t < T - 1, formed in place (no second window-sized tensor)
+            discounted_reverse_sum(values[1:], decay, out=out[:-1])
+            flush_subnormal_(torch.mul(out[0], factor, out=total))
+            flush_subnormal_(out[:-1].mul_(factor))
+        total.add_(values[0])
+    return out, flush_subnormal_(total.mul_(factor))

@@ -13,6 +13,7 @@ from plastorch.functional import (
     stdp_factors,
     stdp_factors_post_triggered,
     trace_after,
+    trace_after_window,
     weighted_acausal_factors,
 )
 
@@ -33,6 +34,35 @@ def test_trace_after_is_the_anticausal_definition():
         ]
     )
     assert torch.equal(trace_after(spikes, 0.25), expected.double())
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 9])
+@pytest.mark.parametrize("numba", [True, False])
+def test_trace_after_window_adds_the_step_before_the_window(monkeypatch, steps, numba):
+    # (y, y(-1)) with y(-1) = sum_t d^(t + 1) v(t): what the window's graded values
+    # send back to a trace carried into it; one reverse scan, the same bits either way
+    from plastorch.functional import compiled
+
+    if numba and not compiled.available():
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(compiled, "_ENABLED", numba)
+    g = torch.Generator().manual_seed(2)
+    values = (torch.rand(steps, 3, 700, generator=g) < 0.5).double()
+    values *= torch.randint(1, 8, values.shape, generator=g).double() / 4  # graded, dyadic
+    after, before = trace_after_window(values, 0.25)
+    assert torch.equal(after, trace_after(values, 0.25))
+    expected = sum((0.25 ** (t + 1) * values[t] for t in range(steps)), torch.zeros(3, 700))
+    assert torch.equal(before, expected.double())
+    out = torch.empty_like(values)
+    assert trace_after_window(values, 0.25, out=out)[0] is out
+    assert torch.equal(out, after)
+
+
+def test_trace_after_window_hand_values():
+    # spikes at 0, 2, 3 with d = 1/2: y(-1) = 1/2 + 1/8 + 1/16
+    after, before = trace_after_window(torch.tensor([1.0, 0.0, 1.0, 1.0]).double(), 0.5)
+    assert after.tolist() == [0.375, 0.75, 0.5, 0.0]
+    assert before.item() == 0.6875
 
 
 def explicit_pairs(pre, post, x_pre0, x_post0, d_pre, d_post):
