@@ -27,7 +27,13 @@ before step :math:`t`). So the change of one window is four correlations,
 The pair and triplet terms of one side share a factor (:math:`r_1`, :math:`\tilde
 o_1`); of one sign they are one half, and one correlation each:
 :math:`C(r_1, s_\text{post}(A_2^+ + A_3^+ \tilde o_2))` and
-:math:`C(s_\text{pre}(A_2^- + A_3^- \tilde r_2), \tilde o_1)`.
+:math:`C(f, \tilde o_1)` with :math:`f = s_\text{pre}(A_2^- + A_3^- \tilde r_2)`.
+A cumulative window (``T > 1``) sums the LTD pairs over the post spikes instead, as
+:class:`~plastorch.rules.STDP` does (post spikes are the sparser factor):
+:math:`C(y, s_\text{post}) + C(y(-1), o_1(-1))` with :math:`y` the anticausal trace
+of :math:`f` (:func:`~plastorch.functional.trace_after_window`); without the triplet
+term of LTP, both sides then share :math:`s_\text{post}`, one correlation for the net
+change.
 
 With :math:`A_3^\pm = 0` this is pair STDP
 (:class:`~plastorch.rules.STDP` with ``lr_post = A2+``, ``lr_pre = -A2-``,
@@ -41,7 +47,14 @@ import torch
 from torch import Tensor, nn
 
 from ..functional.checks import check_choice, check_real
-from ..functional.traces import TRACE_MODES, decay_factor, trace_window, trace_window_before
+from ..functional.stdp import cumulative_trace_at_end
+from ..functional.traces import (
+    TRACE_MODES,
+    decay_factor,
+    trace_after_window,
+    trace_window,
+    trace_window_before,
+)
 from .base import (
     BatchReduction,
     Halves,
@@ -175,22 +188,33 @@ class TripletSTDP(Rule):
         # r1 in full, the others just before each step (the paper's t - epsilon)
         lent = buffer("r1", pre)
         r1 = trace_window(state["r1"], pre, self.decay_plus, 1.0, mode, out=lent)
-        before = {}
-        for name, spikes, decay in (
-            ("r2", pre, self.decay_x),
-            ("o1", post, self.decay_minus),
-            ("o2", post, self.decay_y),
-        ):
+        # a cumulative window writes its LTD pairs over the post spikes
+        post_triggered = window and mode == "cumulative"
+        names = ("r2", "o2") if post_triggered else ("r2", "o1", "o2")
+        sources = {"r2": (pre, self.decay_x), "o1": (post, self.decay_minus)}
+        sources["o2"] = (post, self.decay_y)
+        before, new_state = {}, {}
+        for name in names:
+            spikes, decay = sources[name]
             out = buffer(f"{name}_before", spikes)
-            before[name] = trace_window_before(state[name], spikes, decay, 1.0, mode, out=out)
-        ltp = _pair_and_triplet(post, self.a2_plus, self.a3_plus, before["o2"][0])
-        ltd = _pair_and_triplet(pre, -self.a2_minus, -self.a3_minus, before["r2"][0])
-        o1_before = before["o1"][0]
+            before[name], new_state[name] = trace_window_before(
+                state[name], spikes, decay, 1.0, mode, out=out
+            )
+        ltp = _pair_and_triplet(post, self.a2_plus, self.a3_plus, before["o2"])
+        ltd = _pair_and_triplet(pre, -self.a2_minus, -self.a3_minus, before["r2"])
         terms = [Term(r1, factor, rate) for factor, rate in ltp]
-        terms += [Term(factor, o1_before, rate) for factor, rate in ltd]
+        if post_triggered:
+            o1 = state["o1"].to(dtype)
+            new_state["o1"] = cumulative_trace_at_end(o1, post, self.decay_minus)
+            for k, (factor, rate) in enumerate(ltd):
+                # C(f, o1~) = C(y, s_post) + C(y(-1), o1(-1)), y the anticausal trace of f
+                out = buffer(f"ltd_after{k}", factor)
+                after, carried = trace_after_window(factor, self.decay_minus, out=out)
+                terms += [Term(after, post, rate), Term(carried[None], o1[None], rate)]
+        else:
+            terms += [Term(factor, before["o1"], rate) for factor, rate in ltd]
         halves = Halves(self.batch_reduction, pre.shape[1])
         route_terms(layer, terms, None, halves)
         # (a lent r1 is overwritten by the next window: its last step is carried as a copy)
-        last_r1 = r1[-1] if lent is None else r1[-1].clone()
-        new_state = {"r1": last_r1, **{name: last for name, (_, last) in before.items()}}
+        new_state["r1"] = r1[-1] if lent is None else r1[-1].clone()
         return halves.result(), new_state

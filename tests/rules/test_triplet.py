@@ -121,17 +121,23 @@ def test_nearest_saturates_the_traces(fc):
     assert round(nearest.depression.item(), 12) == 3 * 0.5
 
 
-def test_window_equals_single_steps():
+@pytest.mark.parametrize("trace_mode", ["cumulative", "nearest"])
+@pytest.mark.parametrize("amplitudes", [(0.2, 0.5, 0.3, 0.1), (0.2, -0.5, 0.3, -0.1)])
+def test_window_equals_single_steps(trace_mode, amplitudes):
     torch.manual_seed(2)
     fc = nn.Linear(4, 3, bias=False).double()
     pre, post = (torch.rand(9, 2, 4) < 0.4).double(), (torch.rand(9, 2, 3) < 0.4).double()
-    rule = TripletSTDP(0.2, 0.5, 0.3, 0.1, dt=0.5, batch_reduction="mean")
+    rule = TripletSTDP(*amplitudes, dt=0.5, batch_reduction="mean", trace_mode=trace_mode)
     fused, fused_state = run_rule(rule, fc, pre, post)
-    state, total = rule.initial_state(fc, pre[0], post[0]), 0
+    state, total, halves = rule.initial_state(fc, pre[0], post[0]), 0, [0, 0]
     for t in range(9):
         update, state = rule(fc, pre[t : t + 1], post[t : t + 1], state)
         total = total + (0 if update.delta() is None else update.delta())
+        for k, half in enumerate((update.potentiation, update.depression)):
+            halves[k] = halves[k] + (0 if half is None else half)
     torch.testing.assert_close(fused.delta(), total, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fused.potentiation, halves[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fused.depression, halves[1], rtol=1e-12, atol=1e-12)
     for name in state:
         torch.testing.assert_close(fused_state[name], state[name], rtol=1e-12, atol=1e-12)
 
@@ -160,13 +166,21 @@ def test_amplitudes_of_opposite_signs_go_to_opposite_halves(
     assert update.delta().item() == pytest.approx(potentiation - depression, rel=1e-12)
 
 
-@pytest.mark.parametrize(("a3_plus", "a3_minus", "count"), [(2.0, 4.0, 2), (-2.0, 4.0, 3)])
-def test_a_triplet_and_its_pair_term_of_one_sign_are_one_correlation(a3_plus, a3_minus, count):
+@pytest.mark.parametrize(
+    ("a3_plus", "a3_minus", "steps", "count"),
+    # a window's LTD pairs are written over the post spikes, plus one term for the
+    # post trace carried into the window
+    [(2.0, 4.0, 1, 2), (-2.0, 4.0, 1, 3), (2.0, 4.0, 6, 3), (-2.0, 4.0, 6, 4), (2.0, -4.0, 6, 5)],
+)
+def test_a_triplet_and_its_pair_term_of_one_sign_are_one_correlation(
+    a3_plus, a3_minus, steps, count
+):
     # A2+ C(r1, s) + A3+ C(r1, s o2~) = C(r1, s (A2+ + A3+ o2~)) when both are one half
     # (and the same for LTD's shared o1~): each half is one correlation
     torch.manual_seed(3)
     fc = nn.Linear(4, 3, bias=False).double()
-    pre, post = (torch.rand(6, 2, 4) < 0.4).double(), (torch.rand(6, 2, 3) < 0.4).double()
+    pre = (torch.rand(steps, 2, 4) < 0.4).double()
+    post = (torch.rand(steps, 2, 3) < 0.4).double()
     rule = triplet(a3_plus=a3_plus, a3_minus=a3_minus)
     update, _ = run_rule(rule, fc, pre, post)
     assert len(update._deferred.terms) == count  # pending correlations
