@@ -252,7 +252,8 @@ def trace_window(
     if (
         x.shape == spikes.shape[1:]
         and x.dtype == out.dtype
-        and (mode == "nearest" or amplitude == 1.0)
+        # (the torch loop of a cumulative trace of another amplitude is trace_cumulative's)
+        and (mode == "nearest" or amplitude == 1.0 or _compiled_scan(out, spikes, x))
     ):
         return _trace_scan(x, spikes, decay, amplitude, mode, out)
     step = trace_cumulative if mode == "cumulative" else trace_nearest
