@@ -183,6 +183,17 @@ class _PairRule(Rule):
         x_post = add_spikes_(before, post[0], 1.0, self.trace_mode)
         return {"trace_pre": x_pre, "trace_post": x_post}
 
+    def _route_window(self, layer, pre, post, state, modulation, halves: Halves):
+        """:meth:`_route`, with a cumulative window (``T > 1``) of a signal constant
+        over it (none, or a non-zero scalar) summed over the post spikes
+        (:meth:`_post_triggered_terms`); the new state."""
+        constant = modulation is None or (isinstance(modulation, float) and modulation != 0.0)
+        if self.trace_mode == "cumulative" and pre.shape[0] > 1 and constant:
+            terms, new_state = self._post_triggered_terms(pre, post, state)
+            route_terms(layer, terms, modulation, halves)
+            return new_state
+        return self._route(layer, pre, post, state, modulation, halves)
+
     def _post_triggered_terms(self, pre: Tensor, post: Tensor, state: dict[str, Tensor]):
         """The pair terms of a cumulative window with the acausal one summed over post
         spikes (:func:`~plastorch.functional.stdp_factors_post_triggered`): the same
@@ -258,11 +269,7 @@ class STDP(_PairRule):
         if signal is not None:
             raise TypeError("STDP takes no signal; use MSTDP or MSTDPET for modulated learning")
         halves = Halves(self.batch_reduction, pre.shape[1])
-        if self.trace_mode == "cumulative" and pre.shape[0] > 1:
-            terms, new_state = self._post_triggered_terms(pre, post, state)
-            route_terms(layer, terms, None, halves)
-        else:
-            new_state = self._route(layer, pre, post, state, None, halves)
+        new_state = self._route_window(layer, pre, post, state, None, halves)
         return halves.result(), new_state
 
 
@@ -280,7 +287,9 @@ class MSTDP(_PairRule):
     signal, because another forward came first, has :math:`M = 0`). Where
     :math:`\eta M \ge 0` a term is potentiation, else depression (see the mode
     table in :mod:`plastorch.rules.stdp`). A ``[T, B]`` signal costs at most two
-    correlations per term, one per sign, each over only the samples that have it.
+    correlations per term, one per sign, each over only the samples that have it. A
+    scalar signal scales :class:`STDP`'s window, whose pairs (cumulative traces, ``T >
+    1``) are summed over the post spikes.
 
     Parameters are those of :class:`STDP`.
 
@@ -309,7 +318,7 @@ class MSTDP(_PairRule):
         else:
             modulation = signal if isinstance(signal, float) else split_signal(signal)
         halves = Halves(self.batch_reduction, pre.shape[1])
-        new_state = self._route(layer, pre, post, state, modulation, halves)
+        new_state = self._route_window(layer, pre, post, state, modulation, halves)
         return halves.result(), new_state
 
 

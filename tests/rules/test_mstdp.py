@@ -110,6 +110,42 @@ def test_per_step_per_sample_signal_equals_weighted_single_steps():
     torch.testing.assert_close(fused.depression, dep, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("signal", [0.75, -1.5])
+@pytest.mark.parametrize("layer", [nn.Linear(5, 4), nn.Conv1d(2, 3, 3, padding=1)])
+def test_a_scalar_signal_window_is_the_post_triggered_stdp_window(monkeypatch, signal, layer):
+    # M constant over the window: M times STDP's window, whose pairs are summed over the
+    # post spikes; the same halves as the single steps from a carried state
+    from plastorch.rules import stdp as rules_stdp
+
+    layer = layer.double()
+    g = torch.Generator().manual_seed(8)
+    shape_in, shape_out = ((5,), (4,)) if isinstance(layer, nn.Linear) else ((2, 6), (3, 6))
+    pre = (torch.rand(7, 3, *shape_in, generator=g) < 0.4).double()
+    post = (torch.rand(7, 3, *shape_out, generator=g) < 0.3).double()
+    mstdp = MSTDP(0.5, -0.7, tau_post=9.0, tau_pre=4.0)
+    state0 = mstdp.initial_state(layer, pre[0], post[0])
+    state0 = {name: torch.rand(v.shape, generator=g, dtype=v.dtype) for name, v in state0.items()}
+    calls = []
+    original = rules_stdp.stdp_factors_post_triggered
+    monkeypatch.setattr(
+        rules_stdp,
+        "stdp_factors_post_triggered",
+        lambda *a, **k: calls.append(1) or original(*a, **k),
+    )
+    fused, fused_state = mstdp(layer, pre, post, state0, signal)
+    assert calls == [1]
+    state, pot, dep = state0, 0, 0
+    for t in range(7):
+        for_step, state = mstdp(layer, pre[t : t + 1], post[t : t + 1], state, signal)
+        pot = pot + (for_step.potentiation if for_step.potentiation is not None else 0)
+        dep = dep + (for_step.depression if for_step.depression is not None else 0)
+    torch.testing.assert_close(fused.potentiation, pot, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fused.depression, dep, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fused.delta(), pot - dep, rtol=1e-12, atol=1e-12)
+    for name in state:
+        torch.testing.assert_close(fused_state[name], state[name], rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     "signal, match",
     [
