@@ -6,6 +6,7 @@ Nothing here holds state; rules and the learner are built from these.
 from .correlate import (
     advance_per_sample_,
     correlate,
+    correlate_constant,
     correlate_per_sample,
     correlate_sum,
     correlation_scope,
@@ -47,6 +48,7 @@ __all__ = [
     "add_spikes_",
     "advance_per_sample_",
     "correlate",
+    "correlate_constant",
     "correlate_per_sample",
     "correlate_sum",
     "correlation_scope",

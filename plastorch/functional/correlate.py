@@ -64,6 +64,7 @@ from .workspace import Workspace
 __all__ = [
     "SPARSE_MODES",
     "correlate",
+    "correlate_constant",
     "correlate_per_sample",
     "correlate_sum",
     "correlation_scope",
@@ -253,6 +254,39 @@ def correlate(layer: nn.Module, pre: Tensor, post: Tensor, *, sparse: bool | Non
         a, b = geometry.a_of(pre, post), geometry.b_of(pre, post)
         return _sparse_weight_grad(a, b, geometry, side, None)
     return _vjp_correlate(layer, pre, post)
+
+
+def correlate_constant(layer: nn.Module, value: float, pre: Tensor, post: Tensor) -> Tensor:
+    r""":math:`C(v\,\mathbf 1, \text{post})`: :func:`correlate` of a presynaptic factor
+    that is ``value`` everywhere, shaped as ``pre`` (only its shape and dtype are read).
+
+    Every sample then has the same presynaptic factor and a correlation is linear in
+    the postsynaptic one, so ``post`` is summed over its samples first and correlated
+    once: one sample's weight gradient instead of one per sample (a target trace, a
+    homeostatic rate). For ``nn.Linear`` the result is each output's sum times
+    ``value`` along the inputs, returned as a read-only broadcast (``expand``) of the
+    weight's shape.
+
+    Examples
+    --------
+    >>> fc = nn.Linear(3, 2, bias=False)
+    >>> correlate_constant(fc, 0.5, torch.empty(4, 3), torch.ones(4, 2))
+    tensor([[2., 2., 2.],
+            [2., 2., 2.]])
+    """
+    weight = _weight_of(layer)
+    dtype = torch.promote_types(pre.dtype, post.dtype)
+    if isinstance(layer, nn.Linear):
+        rows = post.reshape(-1, post.shape[-1]).sum(0, dtype=dtype).mul_(value)
+        return rows.unsqueeze(-1).expand(weight.shape)
+    if isinstance(layer, _CONV + _CONV_T):
+        sample_dims = len(layer.kernel_size) + 1  # channels and positions
+        lead_pre, lead_post = pre.dim() - sample_dims, post.dim() - sample_dims
+    else:
+        lead_pre = lead_post = 1
+    summed = post.sum(tuple(range(lead_post)), dtype=dtype) if lead_post else post.to(dtype)
+    ones = torch.full((1, *pre.shape[lead_pre:]), value, dtype=dtype, device=post.device)
+    return correlate(layer, ones, summed.unsqueeze(0), sparse=False)
 
 
 def fold_steps(layer: nn.Module, factor: Tensor) -> Tensor:

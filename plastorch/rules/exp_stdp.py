@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from ..bounds import Bound
 from ..functional import (
     correlate,
+    correlate_constant,
     correlate_per_sample,
     correlate_sum,
     fold_steps,
@@ -179,14 +180,16 @@ class ExpSTDP(Rule):
         weakening = None
         if rate != 0.0 and self.x_target != 0.0:
             weakening = torch.rsub(weight, self.w_bound).mul_(-self.beta).exp_()
-            if isinstance(layer, nn.Linear) and not halves.per_sample:
-                # C(x_tar 1, post) of a Linear: x_tar times each output's spike count,
-                # the same for every input (a row scale, not a GEMM)
-                rows = post.reshape(-1, post.shape[-1]).sum(0).mul_(rate * self.x_target)
-                weakening.mul_(rows.unsqueeze(-1))
-            else:
+            if halves.per_sample:
                 target = torch.full_like(pre, self.x_target)
                 weakening = corr(target, post * rate).mul_(weakening)
+            else:
+                # C(x_tar 1, post): the post spikes summed over the samples, correlated
+                # once (for a Linear each output's count along its row, not a GEMM)
+                constant = correlate_constant(
+                    layer, rate * self.x_target, fold_steps(layer, pre), fold_steps(layer, post)
+                )
+                weakening.mul_(constant)
         if net_only:
             # only the net change is read: both pair terms share the factor e^{-beta w},
             # so they are one fused correlation, scaled once

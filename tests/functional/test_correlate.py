@@ -10,7 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plastorch.functional import correlate, correlate_per_sample, correlation_scope
+from plastorch.functional import (
+    correlate,
+    correlate_constant,
+    correlate_per_sample,
+    correlation_scope,
+)
 from plastorch.functional.workspace import Workspace
 
 correlate_module = importlib.import_module("plastorch.functional.correlate")
@@ -399,3 +404,32 @@ def test_mixed_memory_formats_keep_the_autograd_graph_and_the_workspace_clean():
     )
     torch.testing.assert_close(grad, expected)
     assert not any(t.requires_grad for t in workspace._tensors.values())
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    CONVS + TRANSPOSED + [(lambda: nn.Linear(4, 3), (6, 4)), (lambda: nn.Linear(4, 3), (4,))],
+)
+@pytest.mark.parametrize("leading", [(), (3,)])
+def test_a_constant_pre_factor_is_one_correlation_of_the_summed_post(make, shape, leading):
+    # C(v 1, post) = C(v 1_one sample, sum_n post_n): the post factor summed first
+    layer = make().double()
+    if len(shape) == 1 and leading:
+        pytest.skip("an unbatched input has no leading dimensions")
+    g = torch.Generator().manual_seed(9)
+    pre = torch.empty(*leading, *shape, dtype=torch.float64)
+    out = layer(pre.reshape(-1, *shape[1:]) if leading else pre).shape
+    post = torch.randn(out, generator=g, dtype=torch.float64)
+    if leading:
+        post = post.reshape(*leading, shape[0], *out[1:])
+    got = correlate_constant(layer, -0.75, pre, post)
+    expected = correlate(layer, torch.full_like(pre, -0.75), post, sparse=False)
+    assert got.shape == layer.weight.shape
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_a_constant_pre_factor_on_another_module_folds_its_samples():
+    custom = CustomLinear(torch.randn(3, 5, dtype=torch.float64))
+    pre, post = torch.empty(4, 5, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    expected = correlate(custom, torch.full_like(pre, 2.0), post)
+    torch.testing.assert_close(correlate_constant(custom, 2.0, pre, post), expected)
