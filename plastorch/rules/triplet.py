@@ -75,12 +75,13 @@ def _pair_and_triplet(
 
     Both terms share the other factor (``r1`` for LTP, ``o1~`` for LTD). Of one sign
     they are one half: one correlation of ``s (1 + triplet/pair y~)`` at rate ``pair``.
-    ``trace_before`` is :math:`\tilde y`, which this may scale in place.
+    ``trace_before`` is :math:`\tilde y`, which this may overwrite.
     """
     if triplet == 0.0:
         return [(spikes, pair)]
-    if pair * triplet > 0.0:
-        return [(spikes * trace_before.mul_(triplet / pair).add_(1.0), pair)]
+    if pair * triplet > 0.0:  # s + (triplet/pair) s y~, one pass written over y~
+        merged = torch.addcmul(spikes, spikes, trace_before, value=triplet / pair, out=trace_before)
+        return [(merged, pair)]
     return [(spikes, pair), (spikes * trace_before, triplet)]
 
 
