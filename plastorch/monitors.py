@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from .functional.checks import check_choice, check_finite
 from .functional.traces import decay_factor, trace_window
 
-__all__ = ["FiringRateMonitor", "firing_rate_window"]
+__all__ = ["FiringRateMonitor", "firing_rate_traces", "firing_rate_window"]
 
 
 def firing_rate_window(
@@ -60,11 +60,29 @@ def firing_rate_window(
     >>> rates.flatten()
     tensor([1000.0000,  333.3333,  714.2857,  333.3333])
     """
+    traces, norms = firing_rate_traces(trace, norm, spikes, decay=decay, dt=dt)
+    rates = traces / norms.reshape(-1, *([1] * (traces.dim() - 1)))
+    return rates, traces[-1], norms[-1]
+
+
+def firing_rate_traces(
+    trace: Tensor, norm: Tensor, spikes: Tensor, *, decay: float, dt: float
+) -> tuple[Tensor, Tensor]:
+    r""":math:`q(t)` ``[T, B, ...]`` and :math:`c(t)` ``[T]`` of a window, whose ratio is
+    :func:`firing_rate_window`'s rates: for a caller that folds the division into its own
+    pass (or needs only the state, ``q(T-1)`` and ``c(T-1)``). ``q`` is a new tensor.
+
+    Examples
+    --------
+    >>> s = torch.tensor([[1.0], [0.0]])
+    >>> q, c = firing_rate_traces(torch.zeros(1), torch.zeros(()), s, decay=0.5, dt=1.0)
+    >>> q.flatten(), c
+    (tensor([500., 250.]), tensor([0.5000, 0.7500]))
+    """
     traces = trace_window(trace, spikes, decay, (1.0 - decay) * 1000.0 / dt)
     powers = decay ** torch.arange(1, spikes.shape[0] + 1, dtype=traces.dtype, device=traces.device)
     norms = 1.0 - (1.0 - norm.to(traces.dtype)) * powers
-    rates = traces / norms.reshape(-1, *([1] * (traces.dim() - 1)))
-    return rates, traces[-1], norms[-1]
+    return traces, norms
 
 
 class FiringRateMonitor(nn.Module):
@@ -150,13 +168,15 @@ class FiringRateMonitor(nn.Module):
                 f"the monitor holds rates of shape {tuple(self.rate_trace.shape)} but one step "
                 f"of spikes has shape {tuple(window.shape[1:])}; call reset() first"
             )
-        _, self.rate_trace, self.rate_norm = firing_rate_window(
+        traces, norms = firing_rate_traces(
             self.rate_trace,
             self.rate_norm,
             window.to(self.rate_trace.dtype),
             decay=self.decay,
             dt=self.dt,
         )
+        # (a copy: a view would keep the window's traces alive)
+        self.rate_trace, self.rate_norm = traces[-1].clone(), norms[-1]
 
     @property
     def rate(self) -> Tensor | None:

@@ -44,7 +44,7 @@ from ..functional import correlate, correlate_per_sample
 from ..functional.checks import check_choice, check_finite, check_positive, check_real
 from ..functional.traces import decay_factor
 from ..functional.update import Update
-from ..monitors import firing_rate_window
+from ..monitors import firing_rate_traces
 from .base import BatchReduction, Halves, Rule, check_batch_reduction, current_state_use
 
 __all__ = ["LinearHomeostasis"]
@@ -128,10 +128,11 @@ class LinearHomeostasis(Rule):
 
     def forward(self, layer, pre, post, state, signal=None):
         trace, norm = state["rate_trace"], state["rate_norm"]
-        rates, trace, norm = firing_rate_window(
+        traces, norms = firing_rate_traces(
             trace, norm, post.to(trace.dtype), decay=self.decay, dt=self.dt
         )
-        new_state = {"rate_trace": trace, "rate_norm": norm}
+        # (a copy: the change below is written over the traces)
+        new_state = {"rate_trace": traces[-1].clone(), "rate_norm": norms[-1]}
         steps, batch = post.shape[:2]
         halves = Halves(self.batch_reduction, batch)
         if self.modulated:
@@ -145,19 +146,22 @@ class LinearHomeostasis(Rule):
             )
         else:
             target = self.target_rate
-        target = target.to(device=rates.device, dtype=rates.dtype)
+        target = target.to(device=traces.device, dtype=traces.dtype)
         try:
-            shape = torch.broadcast_shapes(target.shape, rates.shape[1:])
+            shape = torch.broadcast_shapes(target.shape, traces.shape[1:])
         except RuntimeError:
             shape = None
-        if shape != rates.shape[1:]:
+        if shape != traces.shape[1:]:
             raise ValueError(
                 f"target rate of shape {tuple(target.shape)} does not broadcast to the "
-                f"postsynaptic spikes [B, *out] = {tuple(rates.shape[1:])}"
+                f"postsynaptic spikes [B, *out] = {tuple(traces.shape[1:])}"
             )
-        # per step and sample, signed by the parameter: weight/bias follow e, delays -e
-        sign = -1.0 if self.target == "delay" else 1.0
-        change = (sign * self.plasticity) * (target - rates) / target  # [T, B, *out]
+        # per step and sample, signed by the parameter: weight/bias follow e, delays -e;
+        # e = (target - q/c) k/target, written over the traces (a rate at its target
+        # gives exactly 0, and equal distances from it cancel exactly)
+        coefficient = (-1.0 if self.target == "delay" else 1.0) * self.plasticity
+        rates = torch.div(traces, norms.reshape(-1, *([1] * (traces.dim() - 1))), out=traces)
+        change = torch.sub(target, rates, out=traces).mul_(coefficient / target)  # [T, B, *out]
         tensor = getattr(layer, self.target)
         if self.target == "bias":
             parts = _bias_parts(change, tensor, halves.per_sample)
