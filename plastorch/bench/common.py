@@ -200,9 +200,14 @@ class LearnerDriver:
     def record(self) -> None:
         i = self.index % len(self.pres)
         self.index += 1
+        x = self.pres[i]
         with torch.no_grad():
             self.source.value = self.posts[i]
-            self.source(self.layer(self.pres[i]))
+            if self.learner.step_mode == "multi" and not isinstance(self.layer, nn.Linear):
+                # a convolution takes [N, ...]: time folded into the batch and back
+                self.source(self.layer(x.flatten(0, 1)).unflatten(0, x.shape[:2]))
+            else:
+                self.source(self.layer(x))
 
     def step(self) -> Tensor:
         context = nullcontext() if self.mode is None else sparse_mode(self.mode)
