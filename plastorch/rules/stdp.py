@@ -185,14 +185,28 @@ class _PairRule(Rule):
 
     def _route_window(self, layer, pre, post, state, modulation, halves: Halves):
         """:meth:`_route`, with a cumulative window (``T > 1``) of a signal constant
-        over it (none, or a non-zero scalar) summed over the post spikes
-        (:meth:`_post_triggered_terms`); the new state."""
-        constant = modulation is None or (isinstance(modulation, float) and modulation != 0.0)
-        if self.trace_mode == "cumulative" and pre.shape[0] > 1 and constant:
-            terms, new_state = self._post_triggered_terms(pre, post, state)
+        over it (none, a non-zero scalar, or per-sample weights the same at every step)
+        summed over the post spikes (:meth:`_post_triggered_terms`); the new state.
+
+        A weight constant over time is the same at a pair's pre spike (where the
+        pre-triggered form reads it) and at its post spike (where the post-triggered
+        form reads it); the carried-trace term takes the weights of one step."""
+        if self.trace_mode != "cumulative" or pre.shape[0] == 1:
+            return self._route(layer, pre, post, state, modulation, halves)
+        if isinstance(modulation, tuple):
+            constant = all(bool((weights == weights[:1]).all()) for weights in modulation)
+        else:
+            constant = modulation is None or modulation != 0.0
+        if not constant:
+            return self._route(layer, pre, post, state, modulation, halves)
+        terms, new_state = self._post_triggered_terms(pre, post, state)
+        if isinstance(modulation, tuple):
+            *in_window, carried = terms
+            route_terms(layer, in_window, modulation, halves)
+            route_terms(layer, [carried], tuple(weights[:1] for weights in modulation), halves)
+        else:
             route_terms(layer, terms, modulation, halves)
-            return new_state
-        return self._route(layer, pre, post, state, modulation, halves)
+        return new_state
 
     def _post_triggered_terms(self, pre: Tensor, post: Tensor, state: dict[str, Tensor]):
         """The pair terms of a cumulative window with the acausal one summed over post

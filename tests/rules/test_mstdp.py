@@ -110,11 +110,23 @@ def test_per_step_per_sample_signal_equals_weighted_single_steps():
     torch.testing.assert_close(fused.depression, dep, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("signal", [0.75, -1.5])
+@pytest.mark.parametrize(
+    "signal, post_triggered",
+    [
+        (0.75, True),
+        (-1.5, True),
+        (torch.tensor([1.0, -2.0, 0.5]), True),  # [B]: constant over the window
+        (torch.tensor([[1.0, -2.0, 0.0]]).expand(7, 3), True),
+        (torch.linspace(-1.0, 1.0, 21).reshape(7, 3), False),  # varies over time
+    ],
+)
 @pytest.mark.parametrize("layer", [nn.Linear(5, 4), nn.Conv1d(2, 3, 3, padding=1)])
-def test_a_scalar_signal_window_is_the_post_triggered_stdp_window(monkeypatch, signal, layer):
-    # M constant over the window: M times STDP's window, whose pairs are summed over the
-    # post spikes; the same halves as the single steps from a carried state
+def test_a_signal_constant_over_the_window_takes_the_post_triggered_window(
+    monkeypatch, signal, post_triggered, layer
+):
+    # M constant over the window (per sample or not): M times STDP's window, whose pairs
+    # are summed over the post spikes; the same halves as the single steps from a
+    # carried state
     from plastorch.rules import stdp as rules_stdp
 
     layer = layer.double()
@@ -132,11 +144,14 @@ def test_a_scalar_signal_window_is_the_post_triggered_stdp_window(monkeypatch, s
         "stdp_factors_post_triggered",
         lambda *a, **k: calls.append(1) or original(*a, **k),
     )
+    if isinstance(signal, torch.Tensor):
+        signal = signal.double()
     fused, fused_state = mstdp(layer, pre, post, state0, signal)
-    assert calls == [1]
+    assert calls == ([1] if post_triggered else [])
     state, pot, dep = state0, 0, 0
     for t in range(7):
-        for_step, state = mstdp(layer, pre[t : t + 1], post[t : t + 1], state, signal)
+        at_t = signal[t] if isinstance(signal, torch.Tensor) and signal.dim() == 2 else signal
+        for_step, state = mstdp(layer, pre[t : t + 1], post[t : t + 1], state, at_t)
         pot = pot + (for_step.potentiation if for_step.potentiation is not None else 0)
         dep = dep + (for_step.depression if for_step.depression is not None else 0)
     torch.testing.assert_close(fused.potentiation, pot, rtol=1e-12, atol=1e-12)
