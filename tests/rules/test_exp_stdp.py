@@ -160,3 +160,33 @@ def test_the_delta_alone_equals_the_halves_difference(
     torch.testing.assert_close(net.delta(), expected, rtol=1e-12, atol=1e-14)
     for name in ("trace_pre", "trace_post"):
         torch.testing.assert_close(net_state[name], state[name], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("layer", [nn.Linear(6, 4, bias=False), nn.Conv1d(2, 3, 3, bias=False)])
+def test_learner_steps_return_their_own_changes(layer):
+    # the weight-sized temporaries live in the learner's workspace: what a step returns
+    # is its own, equal to the pure rule's change, and unchanged by the next step
+    from plastorch.bench.common import Replay
+
+    layer = layer.double()
+    rule = ExpSTDP(0.1, beta=1.5, a_minus=0.5, x_target=0.3)
+    shape = (2, 6) if isinstance(layer, nn.Linear) else (2, 2, 6)
+    out_shape = layer(torch.zeros(shape, dtype=torch.float64)).shape
+    source = Replay()
+    learner = Learner(layer, source, rule)
+    g = torch.Generator().manual_seed(3)
+    pure_state, deltas = None, []
+    for _ in range(3):
+        pre = (torch.rand(shape, generator=g) < 0.5).double()
+        post = (torch.rand(out_shape, generator=g) < 0.5).double()
+        with torch.no_grad():
+            source.value = post
+            source(layer(pre))
+        if pure_state is None:
+            pure_state = rule.initial_state(layer, pre, post)
+        expected, pure_state = rule(layer, pre[None], post[None], pure_state)
+        delta = learner.step()
+        torch.testing.assert_close(delta, expected.delta(), rtol=1e-12, atol=1e-12)
+        deltas.append((delta, delta.clone()))
+    for delta, copy in deltas:
+        assert torch.equal(delta, copy)
