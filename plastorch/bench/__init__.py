@@ -7,7 +7,10 @@ against a bare-arithmetic reference, then times the contenders round-robin and
 reports medians and the ratios plastorch/limit and peer/plastorch. Peers
 (SpikingJelly, BindsNET, inferno) are optional: ``pip install --no-deps
 spikingjelly bindsnet inferno-ai`` next to torch; missing ones get a status row.
-Results and their discussion are in ``docs/performance.md``.
+Results and their discussion are in ``docs/performance.md``. Two tools beside it:
+``python -m plastorch.bench.before_after --old DIR`` times ``Learner.step()`` of an
+older copy of the package against this one, and ``python -m
+plastorch.bench.rules_matrix`` every rule against STDP on the same spikes.
 
 Examples
 --------
