@@ -62,6 +62,7 @@ from .base import (
     Term,
     broadcast_steps,
     check_batch_reduction,
+    correlate_weighted,
     current_state_use,
     pair_trace_state,
     parse_signal,
@@ -177,8 +178,17 @@ class _PairRule(Rule):
                 net.add_(correlate(layer, x_pre, spikes_post), alpha=self.lr_post * signal)
                 halves.add_net(net)
         else:
-            route_terms(layer, [Term(pre, before.unsqueeze(0), self.lr_pre)], modulation, halves)
-            halves.evaluate()
+            ltd = Term(pre, before.unsqueeze(0), self.lr_pre)
+            if isinstance(modulation, tuple) and _net_only_signal(1.0, halves) is not None:
+                # only the net change is read: the acausal term's two signs are one
+                # correlation weighted by the signed signal M = w+ - w-, evaluated now
+                signed = modulation[0] - modulation[1]
+                if self.lr_pre != 0.0 and bool(signed.ne(0).any()):
+                    net = correlate_weighted(layer, ltd, signed, False, self.lr_pre)
+                    halves.add_net(net, owned=True)
+            else:
+                route_terms(layer, [ltd], modulation, halves)
+                halves.evaluate()
             route_terms(layer, [Term(x_pre.unsqueeze(0), post, self.lr_post)], modulation, halves)
         x_post = add_spikes_(before, post[0], 1.0, self.trace_mode)
         return {"trace_pre": x_pre, "trace_post": x_post}

@@ -1,5 +1,7 @@
 """MSTDP: pre at 0 and 2, post at 1 -> xi_post = 1/2 (at step 1), xi_pre = 1/4 (at step 2)."""
 
+import importlib
+
 import pytest
 import torch
 from torch import nn
@@ -181,3 +183,44 @@ def test_bad_signals(fc, signal, match):
             post,
             signal=signal.double() if isinstance(signal, torch.Tensor) else signal,
         )
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_a_per_sample_signal_step_on_a_conv_learner_is_one_correlation_per_term(
+    monkeypatch, reduction
+):
+    # a conv learner advances its traces in place and reads only the delta: the LTD term's
+    # two signs are one correlation with the signed signal, and the step equals the pure
+    # rule's halves
+    from plastorch import Learner
+    from plastorch.bench.common import Replay
+    from plastorch.rules import base
+
+    conv = nn.Conv1d(2, 3, 3, padding=1, bias=False).double()
+    rule = MSTDP(0.5, -0.7, tau_post=9.0, tau_pre=4.0, batch_reduction=reduction).double()
+    source = Replay()
+    learner = Learner(conv, source, rule)
+    g = torch.Generator().manual_seed(5)
+    pure_state = None
+    calls = []  # the correlations computed, by the rules' helpers or by correlate_sum
+    for module in (base, importlib.import_module("plastorch.functional.correlate")):
+        monkeypatch.setattr(
+            module,
+            "correlate",
+            lambda *a, _original=module.correlate, **k: calls.append(1) or _original(*a, **k),
+        )
+    for _ in range(4):
+        pre = (torch.rand(4, 2, 8, generator=g) < 0.4).double()
+        post = (torch.rand(4, 3, 8, generator=g) < 0.4).double()
+        signal = torch.randn(4, generator=g, dtype=torch.float64)
+        if pure_state is None:
+            pure_state = rule.initial_state(conv, pre, post)
+        expected, pure_state = rule(conv, pre[None], post[None], pure_state, signal)
+        expected = expected.potentiation - expected.depression
+        with torch.no_grad():
+            source.value = post
+            source(conv(pre))
+        calls.clear()
+        delta = learner.step(signal=signal)
+        assert len(calls) == 2  # LTD (both signs of M at once) and LTP
+        torch.testing.assert_close(delta, expected, rtol=1e-12, atol=1e-12)
