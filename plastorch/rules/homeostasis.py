@@ -267,10 +267,42 @@ def _weight_parts(layer: nn.Module, pre: Tensor, change: Tensor, per_sample: boo
             else:
                 parts.append(correlate(layer, ones.flatten(0, 1), part.flatten(0, 1)))
         return parts
+    # from an all-ones input every input channel of a weight reaches the same outputs:
+    # a convolution's per-sample sums are those of one input channel, broadcast
+    single, weight_shape = _one_input_channel(layer), layer.weight.shape
+    if single is not None:
+        layer, ones_pre = single, ones_pre[:1]
+        reach, used = reach[:, :1], used[:, :1]
     ones = ones_pre.expand(1, steps * batch, *ones_pre.shape)
     sums = correlate_per_sample(layer, ones, change.flatten(0, 1).unsqueeze(0))  # [T B, *W]
     means = torch.where(used, sums / torch.where(used, reach, 1), 0)
     positive, negative = _split_sum(means.reshape(steps, batch, *means.shape[1:]))
     if not per_sample:
         positive, negative = positive.sum(0), negative.sum(0)
+    if single is not None:  # the one channel's halves, for every input channel
+        lead = positive.shape[: positive.dim() - len(weight_shape)]  # ([B] per sample)
+        positive, negative = (
+            half.expand(*lead, *weight_shape).contiguous() for half in (positive, negative)
+        )
     return positive, negative
+
+
+def _one_input_channel(layer: nn.Module) -> nn.Module | None:
+    """A convolution of one input channel with ``layer``'s geometry (``None`` unless
+    ``layer`` is an ``nn.Conv1d/2d/3d``): its correlations with an all-ones input are
+    those of every input channel of ``layer``, at ``1 / (in_channels / groups)`` the cost."""
+    if not isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return None
+    make = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[len(layer.kernel_size) - 1]
+    return make(
+        1,
+        layer.out_channels,
+        layer.kernel_size,
+        stride=layer.stride,
+        padding=layer.padding,
+        dilation=layer.dilation,
+        bias=False,
+        padding_mode=layer.padding_mode,
+        device=layer.weight.device,
+        dtype=layer.weight.dtype,
+    )

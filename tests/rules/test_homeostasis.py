@@ -228,3 +228,37 @@ def test_a_learner_without_bound_gets_the_rows_net_change():
     delta = learner.step()
     torch.testing.assert_close(delta, halves.potentiation - halves.depression)
     assert (delta == delta[:, :1]).all()  # one value per output row
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: nn.Conv1d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2), (4, 9)),
+        (lambda: nn.Conv2d(2, 3, 3, padding="same", padding_mode="reflect"), (2, 5, 4)),
+        (lambda: nn.Conv2d(3, 4, (2, 3), stride=(2, 1), padding=(1, 0)), (3, 5, 6)),
+        (lambda: nn.Conv3d(2, 2, 2, padding=1), (2, 3, 3, 2)),
+    ],
+)
+@pytest.mark.parametrize("reduction", ["mean", torch.amax])
+def test_conv_receptive_means_from_one_input_channel(monkeypatch, make, shape, reduction):
+    # from an all-ones input every input channel of a weight reaches the same outputs, so
+    # one channel's per-sample sums serve them all: the same halves as every channel's
+    from plastorch.rules import homeostasis as module
+
+    torch.manual_seed(6)
+    conv = make().double()
+    pre = (torch.rand(3, 2, *shape) < 0.5).double()
+    post_shape = conv(pre[0]).shape
+    post = (torch.rand(3, *post_shape) < 0.4).double()
+    homeostasis = LinearHomeostasis(0.05, 150.0, tau_rate=5.0, batch_reduction=reduction)
+    fast, _ = run_rule(copy.deepcopy(homeostasis), conv, pre, post)
+    monkeypatch.setattr(module, "_one_input_channel", lambda layer: None)
+    every, _ = run_rule(copy.deepcopy(homeostasis), conv, pre, post)
+    assert every.potentiation is not None or every.depression is not None
+    for half in ("potentiation", "depression"):
+        got, expected = getattr(fast, half), getattr(every, half)
+        if expected is None:  # (every mean of one sign)
+            assert got is None
+            continue
+        assert got.shape == conv.weight.shape
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-15)
