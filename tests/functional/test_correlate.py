@@ -407,15 +407,17 @@ def test_mixed_memory_formats_keep_the_autograd_graph_and_the_workspace_clean():
 
 
 @pytest.mark.parametrize(
-    "make, shape",
-    CONVS + TRANSPOSED + [(lambda: nn.Linear(4, 3), (6, 4)), (lambda: nn.Linear(4, 3), (4,))],
+    "make, shape, leading",
+    [
+        (make, shape, leading)
+        for make, shape in CONVS + TRANSPOSED + [(lambda: nn.Linear(4, 3), (6, 4))]
+        for leading in ((), (3,))
+    ]
+    + [(lambda: nn.Linear(4, 3), (4,), ())],  # an unbatched input
 )
-@pytest.mark.parametrize("leading", [(), (3,)])
 def test_a_constant_pre_factor_is_one_correlation_of_the_summed_post(make, shape, leading):
     # C(v 1, post) = C(v 1_one sample, sum_n post_n): the post factor summed first
     layer = make().double()
-    if len(shape) == 1 and leading:
-        pytest.skip("an unbatched input has no leading dimensions")
     g = torch.Generator().manual_seed(9)
     pre = torch.empty(*leading, *shape, dtype=torch.float64)
     out = layer(pre.reshape(-1, *shape[1:]) if leading else pre).shape
