@@ -307,10 +307,9 @@ def trace_window_before(
     steps = spikes.shape[0]
     if steps == 0:
         return out, x.to(dtype, copy=True)
-    x = x.to(dtype)
+    x = x.to(dtype).expand(spikes.shape[1:])  # (a broadcast trace, as trace_window takes)
     if (
-        x.shape == spikes.shape[1:]
-        and steps > 1
+        steps > 1
         and _compiled_scan(out, spikes, x)
         and compiled._scan_unchecked(
             out,

@@ -202,3 +202,26 @@ def test_trace_before_hand_values():
     before, last = trace_window_before(torch.tensor([4.0]), s, 0.5, mode="nearest")
     assert before.flatten().tolist() == [2.0, 0.5, 0.25]
     assert last.tolist() == [1.0]
+
+
+@pytest.mark.parametrize("steps", [1, 6])
+def test_trace_before_takes_what_trace_window_takes(steps):
+    # bool spikes, a broadcast initial trace, non-contiguous spikes, bfloat16: the torch
+    # path, the same values as trace_window shifted and decayed
+    g = torch.Generator().manual_seed(8)
+    spikes = torch.rand(steps, 4, 3, generator=g) < 0.3
+    cases = [
+        (torch.zeros(4, 3), spikes),
+        (torch.full((3,), 2.0), spikes.float()),
+        (
+            torch.rand(4, 3, generator=g),
+            spikes.float().transpose(1, 2).contiguous().transpose(1, 2),
+        ),
+        (torch.rand(4, 3, generator=g).bfloat16(), spikes.bfloat16()),
+    ]
+    for x, s in cases:
+        before, last = trace_window_before(x, s, 0.75)
+        traces = trace_window(x, s, 0.75)
+        start = torch.broadcast_to(x, traces.shape[1:]).to(traces.dtype)
+        assert torch.equal(before, 0.75 * torch.cat((start[None], traces[:-1])))
+        assert torch.equal(last, traces[-1])
