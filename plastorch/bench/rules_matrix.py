@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .. import rules
+from ..rules.kernel import exponential_window
 from .common import LearnerDriver, spike_patterns
 from .timing import interleaved, ratio_interval
 
@@ -48,6 +49,18 @@ RULES: dict[str, tuple[Callable[[], rules.Rule], object]] = {
         None,
     ),
     "LinearHomeostasis": (lambda: rules.LinearHomeostasis(1e-3, 20.0), None),
+    "KernelSTDP, exponential window": (
+        lambda: rules.KernelSTDP(
+            rules.Kernel(
+                exponential_window,
+                lr_causal=5e-3,
+                lr_acausal=-7e-3,
+                tau_causal=20.0,
+                tau_acausal=20.0,
+            )
+        ),
+        None,
+    ),
 }
 
 

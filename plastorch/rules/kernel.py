@@ -45,6 +45,7 @@ the rule stays pure and does not depend on when the learner settles a window.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -110,12 +111,30 @@ def exponential_window(
     >>> exponential_window(torch.tensor([0.0, 1.0, -1.0]), 1.0, -0.5, 1.0, 2.0)
     tensor([ 1.0000,  0.3679, -0.3033])
     """
+    parameters = (lr_causal, lr_acausal, tau_causal, tau_acausal)
     magnitude = t_delta.abs()
-    return torch.where(
-        t_delta >= 0,
-        lr_causal * torch.exp(-magnitude / tau_causal),
-        lr_acausal * torch.exp(-magnitude / tau_acausal),
-    )
+    causal = t_delta >= 0
+    if (torch.is_grad_enabled() and _needs_grad(t_delta, *parameters)) or not all(
+        not isinstance(value, Tensor) or value.numel() == 1 for value in parameters
+    ):
+        return torch.where(
+            causal,
+            lr_causal * torch.exp(-magnitude / tau_causal),
+            lr_acausal * torch.exp(-magnitude / tau_acausal),
+        )
+    # the same values in place (a factor of a conv window is tens of MB: each fresh
+    # temporary costs its page faults), and a side no t_delta is on not computed
+    if bool(causal.all()):
+        return magnitude.div_(tau_causal).neg_().exp_().mul_(lr_causal)
+    if not bool(causal.any()):
+        return magnitude.div_(tau_acausal).neg_().exp_().mul_(lr_acausal)
+    acausal = torch.div(magnitude, tau_acausal).neg_().exp_().mul_(lr_acausal)
+    value = magnitude.div_(tau_causal).neg_().exp_().mul_(lr_causal)
+    return torch.where(causal, value, acausal, out=value)
+
+
+def _needs_grad(*values) -> bool:
+    return any(isinstance(value, Tensor) and value.requires_grad for value in values)
 
 
 def steps_since_window(age: Tensor, spikes: Tensor) -> Tensor:
@@ -133,9 +152,8 @@ def steps_since_window(age: Tensor, spikes: Tensor) -> Tensor:
     tensor([inf, 0., 1., 2.])
     """
     out = torch.empty(spikes.shape, dtype=age.dtype, device=spikes.device)
-    for t in range(spikes.shape[0]):
-        age = torch.where(spikes[t] != 0, torch.zeros_like(age), age + 1)
-        out[t] = age
+    for t in range(spikes.shape[0]):  # (written into the step: no temporaries)
+        age = torch.add(age, 1, out=out[t]).masked_fill_(spikes[t] != 0, 0)
     return out
 
 
@@ -204,30 +222,88 @@ def _as_kernel(kernel: object, name: str) -> nn.Module:
     raise TypeError(f"{name} must be a callable or a Kernel, got {type(kernel).__name__}")
 
 
-def _evaluate(kernel: nn.Module, name: str, t_delta: Tensor, valid: Tensor) -> Tensor:
-    """``kernel(t_delta)`` where ``valid``, 0 elsewhere (``t_delta`` may hold inf there)."""
-    safe = torch.where(valid, t_delta, torch.zeros_like(t_delta))
+def _where_finite(start: Tensor, ages: Tensor) -> Tensor | None:
+    """Where the (non-negative) ``ages`` are finite, or ``None`` when the ages carried
+    in are all finite (a window's ages then are too: they count up from finite ages or
+    restart at 0). Ages are never NaN, so a comparison with infinity tells (3x faster
+    than ``isfinite`` here)."""
+    if bool(start.lt(math.inf).all()):
+        return None
+    return ages.lt(math.inf)
+
+
+def _steps_since_before(age: Tensor, spikes: Tensor) -> tuple[Tensor, Tensor]:
+    r""":math:`a(t-1) + 1` at every step of a window (the steps since the latest spike
+    strictly before :math:`t`), and :math:`a(T-1)` (see :func:`steps_since_window`)."""
+    out = torch.empty(spikes.shape, dtype=age.dtype, device=spikes.device)
+    for t in range(spikes.shape[0]):
+        age = torch.add(age, 1, out=out[t]).masked_fill(spikes[t] != 0, 0)
+    return out, age
+
+
+def _evaluate(
+    kernel: nn.Module,
+    name: str,
+    t_delta: Tensor,
+    valid: Tensor | None = None,
+    fill: float = 0.0,
+    *,
+    owned: bool = False,
+) -> Tensor:
+    """``kernel(t_delta)`` where ``valid``, 0 elsewhere (``t_delta`` may hold inf there);
+    everywhere without ``valid``. The kernel sees ``fill`` where not ``valid`` (a point on
+    the side of 0 the valid values are on: a two-sided kernel then computes one side).
+    ``owned``: ``t_delta``, ``valid`` and the kernel's value are the caller's
+    temporaries, written in place (the kernel's value may be ``t_delta`` itself)."""
+    if valid is None:
+        safe = t_delta
+    elif owned:
+        invalid = valid.logical_not_()  # (the caller's mask, now of the other entries)
+        safe = t_delta.masked_fill_(invalid, fill)
+    else:
+        safe = torch.where(valid, t_delta, fill)
     value = kernel(safe)
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must return a tensor, got {type(value).__name__}")
     if value.shape != safe.shape:
         try:
-            value = value.expand_as(safe)
+            value = value.expand_as(safe).contiguous()  # (a copy the caller may write)
         except RuntimeError:
             raise ValueError(
                 f"{name} returned shape {tuple(value.shape)} for t_delta of shape "
                 f"{tuple(safe.shape)}; a kernel must be elementwise"
             ) from None
-    return torch.where(valid, value.to(safe.dtype), torch.zeros_like(safe))
+    value = value.to(safe.dtype)
+    if valid is None:
+        return value
+    if owned:
+        return value.masked_fill_(invalid, 0.0)
+    return torch.where(valid, value, 0.0)
 
 
 def _signed_terms(factor: Tensor, spikes: Tensor, factor_is_pre: bool) -> list[Term]:
-    """Terms ``+C(factor+, spikes)`` and ``-C(factor-, spikes)`` (skipping empty parts)."""
-    terms = []
-    for part, rate in ((factor.clamp(min=0), 1.0), ((-factor).clamp(min=0), -1.0)):
-        if bool(part.ne(0).any()):
-            terms.append(Term(part, spikes, rate) if factor_is_pre else Term(spikes, part, rate))
-    return terms
+    """Terms ``+C(factor+, spikes)`` and ``-C(factor-, spikes)`` (skipping empty parts).
+
+    A factor of one sign (a kernel of one sign on each side of 0, the usual STDP
+    window) is one term: the factor itself, or its negation. The negative part's zeros
+    are made ``+0.0`` (``-0`` would be an entry to the sparse scans, which read floats
+    as integers). A NaN keeps both parts, so it reaches the update.
+    """
+    if factor.numel() == 0:
+        return []
+    low, high = (float(value) for value in torch.aminmax(factor))
+    if low != low or high != high:  # NaN
+        low, high = -math.inf, math.inf
+    parts = []
+    if high > 0:
+        parts.append((factor if low >= 0 else factor.clamp(min=0), 1.0))
+    if low < 0:
+        negative = torch.neg(factor) if high <= 0 else factor.neg().clamp_(min=0)
+        parts.append((negative.add_(0.0), -1.0))
+    return [
+        Term(part, spikes, rate) if factor_is_pre else Term(spikes, part, rate)
+        for part, rate in parts
+    ]
 
 
 class _KernelRule(Rule):
@@ -348,17 +424,28 @@ class KernelSTDP(_KernelRule):
         pre, post = pre.to(dtype), post.to(dtype)
         signal = self._signal(signal, pre, dtype)
         since_pre = steps_since_window(since_pre0, pre)
-        since_post = steps_since_window(since_post0, post)
-        new_state = {"steps_since_pre": since_pre[-1], "steps_since_post": since_post[-1]}
+        # the steps since the latest post spike strictly before each step, and the last age
+        post_before, since_post = _steps_since_before(since_post0, post)
+        # (a copy: since_pre becomes the kernel's argument in place below)
+        new_state = {"steps_since_pre": since_pre[-1].clone(), "steps_since_post": since_post}
         halves = Halves(self.batch_reduction, pre.shape[1])
         if signal is None:
             return halves.result(), new_state
-        post_before = torch.cat((since_post0.unsqueeze(0), since_post[:-1])) + 1
+        # a neuron that never spiked has an infinite age; once every neuron of the state
+        # has spiked, no age is infinite and the kernels need no mask (a factor of a conv
+        # window is tens of MB: each mask and temporary costs its passes and page faults)
+        valid_pre = _where_finite(since_pre0, since_pre)
+        valid_post = _where_finite(since_post0, post_before)
         k_post = _evaluate(
-            self.kernel_post, "kernel_post", since_pre * self.dt, torch.isfinite(since_pre)
+            self.kernel_post, "kernel_post", since_pre.mul_(self.dt), valid_pre, owned=True
         )
         k_pre = _evaluate(
-            self.kernel_pre, "kernel_pre", -post_before * self.dt, torch.isfinite(post_before)
+            self.kernel_pre,
+            "kernel_pre",
+            post_before.mul_(-self.dt),
+            valid_post,
+            -self.dt,  # (the pre kernel's arguments are all < 0)
+            owned=True,
         )
         # a decaying kernel long after its spike is subnormal (exp(-95) in float32): the
         # factors of two correlations, flushed (functional.numerics). The delay rules'

@@ -388,3 +388,24 @@ def test_delay_adjusted_random_trains_equal_the_synapse_by_synapse_reference(see
         assert float(expected[0].sum()) > 0 and float(expected[1].sum()) > 0
         torch.testing.assert_close(potentiation, expected[0], rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(depression, expected[1], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("sides", ["both", "causal", "acausal"])
+def test_exponential_window_has_the_formulas_bits_in_place_or_not(sides):
+    # the in-place evaluation (no grad needed) and the branch skipped when every t_delta
+    # is on one side give the bits of the two-sided formula
+    g = torch.Generator().manual_seed(9)
+    t = torch.randn(5, 40, generator=g, dtype=torch.float64) * 30
+    t = {"both": t, "causal": t.abs(), "acausal": -t.abs() - 1}[sides]
+    lr_c, lr_a = torch.tensor(0.7, dtype=torch.float64), -0.4
+    magnitude = t.abs()
+    expected = torch.where(
+        t >= 0, lr_c * torch.exp(-magnitude / 6.0), lr_a * torch.exp(-magnitude / 9.0)
+    )
+    assert torch.equal(exponential_window(t, lr_c, lr_a, 6.0, 9.0), expected)
+    # with a parameter that needs its gradient, autograd sees the formula
+    lr = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    value = exponential_window(t, lr, lr_a, 6.0, 9.0)
+    assert torch.equal(value.detach(), expected)
+    value.sum().backward()
+    torch.testing.assert_close(lr.grad, torch.exp(-magnitude / 6.0)[t >= 0].sum())

@@ -19,7 +19,17 @@ from plastorch import Learner
 from plastorch.bench.common import Replay
 from plastorch.bounds import Soft
 from plastorch.functional import compiled, sparse_mode
-from plastorch.rules import MSTDP, MSTDPET, STDP, ExpSTDP, LinearHomeostasis, TripletSTDP
+from plastorch.rules import (
+    MSTDP,
+    MSTDPET,
+    STDP,
+    ExpSTDP,
+    Kernel,
+    KernelSTDP,
+    LinearHomeostasis,
+    TripletSTDP,
+)
+from plastorch.rules.kernel import exponential_window
 
 correlate_module = importlib.import_module("plastorch.functional.correlate")
 
@@ -38,6 +48,22 @@ RULES = {
     "Triplet": (lambda: TripletSTDP(0.01, 0.01, 0.012, 0.012), None),
     "Triplet mixed signs": (lambda: TripletSTDP(0.01, -0.01, 0.012, -0.012), None),
     "LinearHomeostasis": (lambda: LinearHomeostasis(1e-3, 20.0), None),
+    "KernelSTDP": (
+        lambda: KernelSTDP(
+            Kernel(
+                exponential_window,
+                lr_causal=0.01,
+                lr_acausal=-0.012,
+                tau_causal=20.0,
+                tau_acausal=20.0,
+            )
+        ),
+        None,
+    ),
+    "KernelSTDP two-signed": (
+        lambda: KernelSTDP(lambda t: 0.01 - 0.002 * t.abs(), modulated=True),
+        "per sample",
+    ),
 }
 LAYERS = {
     "linear": (lambda: nn.Linear(30, 20, bias=False), (30,), (20,)),
