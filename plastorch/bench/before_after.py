@@ -8,7 +8,8 @@ Export an older commit's package under another name and point ``--old`` at it::
 Both versions run ``Learner.step()`` on the same spikes: cases like the suite's (STDP
 Linear one step at batch 64, 16 and 1, and a T=100 window; the one step with Hard,
 Soft and Exponential bounds; ExpSTDP, TripletSTDP and LinearHomeostasis of the weights,
-one step and a window each; an MSTDP window with a scalar reward; MSTDP-ET's one step at batch 1 with a scalar reward (SpikingJelly's
+one step and a window each; an MSTDP window with a scalar reward; KernelSTDP's
+exponential window, one step and a window; MSTDP-ET's one step at batch 1 with a scalar reward (SpikingJelly's
 setting); the two Conv2d steps;
 the MSTDP-ET window with per-sample reward, split and combined eligibility) and two
 runs in which a quarter of the neurons never fire, long enough for their state to
@@ -106,6 +107,14 @@ def _cases():
     exp_stdp = lambda p: p.rules.ExpSTDP(1e-3, a_minus=0.5)  # noqa: E731
     triplet = lambda p: p.rules.TripletSTDP(5e-3, 6e-3, 7e-3, 2e-4)  # noqa: E731
     mstdp = lambda p: p.rules.MSTDP(1e-3, -1e-3)  # noqa: E731
+
+    def kernel_stdp(p):
+        window = importlib.import_module(p.__name__ + ".rules.kernel").exponential_window
+        kernel = p.rules.Kernel(
+            window, lr_causal=1e-3, lr_acausal=-1e-3, tau_causal=20.0, tau_acausal=20.0
+        )
+        return p.rules.KernelSTDP(kernel)
+
     combined = lambda p: p.rules.MSTDPET(  # noqa: E731
         1e-3, -1e-3, per_sample_signal=True, eligibility="combined"
     )
@@ -149,6 +158,8 @@ def _cases():
         step("ExpSTDP 784->400 B=64, one step", exp_stdp),
         window("ExpSTDP 784->400 B=64, T=100", exp_stdp),
         window("MSTDP 784->400 B=64, T=100, scalar reward", mstdp, signal=0.5),
+        step("KernelSTDP 784->400 B=64, one step", kernel_stdp),
+        window("KernelSTDP 784->400 B=64, T=100", kernel_stdp),
         step("TripletSTDP 784->400 B=64, one step", triplet),
         window("TripletSTDP 784->400 B=64, T=100", triplet),
         step("LinearHomeostasis 784->400 B=64, one step", homeostasis),
