@@ -7,13 +7,12 @@ Export an older commit's package under another name and point ``--old`` at it::
 
 Both versions run ``Learner.step()`` on the same spikes: cases like the suite's (STDP
 Linear one step at batch 64, 16 and 1, and a T=100 window; the one step with Hard,
-Soft and Exponential bounds; ExpSTDP, TripletSTDP and LinearHomeostasis of the weights,
-one step and a window each; an MSTDP window with a scalar reward; KernelSTDP's
-exponential window, one step and a window; MSTDP-ET's one step at batch 1 with a scalar reward (SpikingJelly's
-setting); the two Conv2d steps;
-the MSTDP-ET window with per-sample reward, split and combined eligibility) and two
-runs in which a quarter of the neurons never fire, long enough for their state to
-reach the subnormal range. ``--cases TEXT`` runs only the cases whose name contains
+Soft and Exponential bounds; ExpSTDP, TripletSTDP, KernelSTDP (exponential window) and
+LinearHomeostasis of the weights, one step and a window each; an MSTDP window with a
+scalar reward; MSTDP-ET's one step at batch 1 with a scalar reward (SpikingJelly's
+setting); the two Conv2d steps; the MSTDP-ET window with per-sample reward, split and
+combined eligibility) and two runs in which a quarter of the neurons never fire, long
+enough for their state to reach the subnormal range. ``--cases TEXT`` runs only the cases whose name contains
 it. The table gives medians, old/new and its 95 % bootstrap interval over the
 paired rounds (:func:`~plastorch.bench.timing.ratio_interval`).
 """
