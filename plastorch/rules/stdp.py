@@ -628,6 +628,11 @@ class MSTDPET(_PairRule):
         else:
             if self.per_sample_signal:
                 tail_part = (Term(ltp.pre, ltp.post, 1.0), ltp_tail)
+            elif ltp.pre[0, 0].numel() < ltp.post[0, 0].numel():
+                # the per-step weights go into the smaller factor (a conv's pre trace)
+                tail_pre = scratch("tail_pre", ltp.pre.shape, ltp.pre.dtype, ltp.pre.device)
+                tail_pre = torch.mul(ltp.pre, broadcast_steps(ltp_tail, ltp.pre), out=tail_pre)
+                tail_part = (Term(tail_pre, ltp.post, 1.0), None)
             else:
                 tail_post = scratch("tail_post", ltp.post.shape, ltp.post.dtype, ltp.post.device)
                 tail_post = torch.mul(ltp.post, broadcast_steps(ltp_tail, post), out=tail_post)
