@@ -12,9 +12,9 @@ LinearHomeostasis of the weights, one step and a window each; an MSTDP window wi
 scalar reward; MSTDP-ET's one step at batch 1 with a scalar reward (SpikingJelly's
 setting); the two Conv2d steps; the MSTDP-ET window with per-sample reward, split and
 combined eligibility) and two runs in which a quarter of the neurons never fire, long
-enough for their state to reach the subnormal range. ``--cases TEXT`` runs only the cases whose name contains
-it. The table gives medians, old/new and its 95 % bootstrap interval over the
-paired rounds (:func:`~plastorch.bench.timing.ratio_interval`).
+enough for their state to reach the subnormal range. ``--cases TEXT`` runs only the
+cases whose name contains it. The table gives medians, old/new and its 95 % bootstrap
+interval over the paired rounds (:func:`~plastorch.bench.timing.ratio_interval`).
 """
 
 from __future__ import annotations

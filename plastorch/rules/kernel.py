@@ -114,9 +114,8 @@ def exponential_window(
     parameters = (lr_causal, lr_acausal, tau_causal, tau_acausal)
     magnitude = t_delta.abs()
     causal = t_delta >= 0
-    if (torch.is_grad_enabled() and _needs_grad(t_delta, *parameters)) or not all(
-        not isinstance(value, Tensor) or value.numel() == 1 for value in parameters
-    ):
+    scalars = all(not isinstance(value, Tensor) or value.numel() == 1 for value in parameters)
+    if not scalars or (torch.is_grad_enabled() and _needs_grad(t_delta, *parameters)):
         return torch.where(
             causal,
             lr_causal * torch.exp(-magnitude / tau_causal),
@@ -151,10 +150,8 @@ def steps_since_window(age: Tensor, spikes: Tensor) -> Tensor:
     >>> steps_since_window(torch.full((1,), float("inf")), s).flatten()
     tensor([inf, 0., 1., 2.])
     """
-    out = torch.empty(spikes.shape, dtype=age.dtype, device=spikes.device)
-    for t in range(spikes.shape[0]):  # (written into the step: no temporaries)
-        age = torch.add(age, 1, out=out[t]).masked_fill_(spikes[t] != 0, 0)
-    return out
+    # a(t) is the age just before step t, reset where it spikes
+    return _steps_since_before(age, spikes)[0].masked_fill_(spikes != 0, 0)
 
 
 class Kernel(nn.Module):
@@ -236,7 +233,7 @@ def _steps_since_before(age: Tensor, spikes: Tensor) -> tuple[Tensor, Tensor]:
     r""":math:`a(t-1) + 1` at every step of a window (the steps since the latest spike
     strictly before :math:`t`), and :math:`a(T-1)` (see :func:`steps_since_window`)."""
     out = torch.empty(spikes.shape, dtype=age.dtype, device=spikes.device)
-    for t in range(spikes.shape[0]):
+    for t in range(spikes.shape[0]):  # (each step written into the window)
         age = torch.add(age, 1, out=out[t]).masked_fill(spikes[t] != 0, 0)
     return out, age
 
