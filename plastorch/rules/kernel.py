@@ -61,6 +61,7 @@ from .base import (
     check_batch_reduction,
     parse_signal,
     route_terms,
+    scratch,
     split_signal,
 )
 
@@ -229,10 +230,14 @@ def _where_finite(start: Tensor, ages: Tensor) -> Tensor | None:
     return ages.lt(math.inf)
 
 
-def _steps_since_before(age: Tensor, spikes: Tensor) -> tuple[Tensor, Tensor]:
+def _steps_since_before(
+    age: Tensor, spikes: Tensor, out: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     r""":math:`a(t-1) + 1` at every step of a window (the steps since the latest spike
-    strictly before :math:`t`), and :math:`a(T-1)` (see :func:`steps_since_window`)."""
-    out = torch.empty(spikes.shape, dtype=age.dtype, device=spikes.device)
+    strictly before :math:`t`), into ``out`` when given, and :math:`a(T-1)` (see
+    :func:`steps_since_window`)."""
+    if out is None:
+        out = torch.empty(spikes.shape, dtype=age.dtype, device=spikes.device)
     for t in range(spikes.shape[0]):  # (each step written into the window)
         age = torch.add(age, 1, out=out[t]).masked_fill(spikes[t] != 0, 0)
     return out, age
@@ -420,9 +425,13 @@ class KernelSTDP(_KernelRule):
         dtype = since_pre0.dtype
         pre, post = pre.to(dtype), post.to(dtype)
         signal = self._signal(signal, pre, dtype)
-        since_pre = steps_since_window(since_pre0, pre)
-        # the steps since the latest post spike strictly before each step, and the last age
-        post_before, since_post = _steps_since_before(since_post0, post)
+        # the window's ages in the caller's workspace (a fresh window-sized tensor costs
+        # its page faults): the steps since the latest pre spike at or before each step,
+        # and since the latest post spike strictly before it (and the last post age)
+        lent = scratch("steps_since_pre", pre.shape, dtype, pre.device)
+        since_pre = _steps_since_before(since_pre0, pre, lent)[0].masked_fill_(pre != 0, 0)
+        lent = scratch("steps_since_post", post.shape, dtype, post.device)
+        post_before, since_post = _steps_since_before(since_post0, post, lent)
         # (a copy: since_pre becomes the kernel's argument in place below)
         new_state = {"steps_since_pre": since_pre[-1].clone(), "steps_since_post": since_post}
         halves = Halves(self.batch_reduction, pre.shape[1])

@@ -9,7 +9,7 @@ from torch import nn
 from plastorch import Learner
 from plastorch.bench.common import Replay
 from plastorch.bench.timing import AllocationTracker
-from plastorch.rules import MSTDPET, STDP, TripletSTDP
+from plastorch.rules import MSTDPET, STDP, KernelSTDP, TripletSTDP
 from plastorch.rules.base import Workspace, state_use
 
 T, B, IN, OUT = 7, 3, 6, 5
@@ -46,6 +46,7 @@ def _windows(count, seed=0):
         (lambda: MSTDPET(0.5, 0.3, 8.0, 4.0, 10.0), "scalar"),
         (lambda: TripletSTDP(0.5, 0.2, 0.4, 0.1, 8.0, 12.0, 4.0, 10.0), None),
         (lambda: TripletSTDP(0.5, -0.2, 0.4, 0.1, trace_mode="nearest"), None),
+        (lambda: KernelSTDP(lambda t: 0.3 - 0.05 * t.abs()), None),
     ],
 )
 def test_windows_with_a_workspace_equal_the_pure_rule(make, signal):
