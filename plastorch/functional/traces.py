@@ -282,14 +282,7 @@ def trace_window_before(
     writes the decayed values it forms on its way (the compiled kernels), instead of
     the traces and a pass that decays them.
 
-    Parameters
-    ----------
-    x : Tensor
-        Trace before the window, ``[...]``.
-    spikes : Tensor
-        ``[T, ...]``.
-    out : Tensor, optional
-        Where to write ``before`` (``[T, *x.shape]``, its dtype).
+    The arguments are :func:`trace_window`'s; ``out`` receives ``before``.
 
     Examples
     --------

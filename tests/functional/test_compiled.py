@@ -434,7 +434,8 @@ def test_scan_hand_values_and_errors():
 
 @needs_numba
 def test_window_traces_take_the_compiled_scan_with_the_torch_bits(monkeypatch):
-    """trace_window (cumulative) and discounted_reverse_sum give the same bits either way."""
+    """trace_window (cumulative, of any amplitude: a firing-rate estimate's is (1 - d) 1000
+    / dt) and discounted_reverse_sum give the same bits either way."""
     from plastorch.functional import discounted_reverse_sum, trace_window
     from plastorch.functional import traces as traces_module
 
@@ -446,11 +447,19 @@ def test_window_traces_take_the_compiled_scan_with_the_torch_bits(monkeypatch):
     monkeypatch.setattr(
         compiled, "_scan_unchecked", lambda *a, **k: calls.append(1) or original(*a, **k)
     )
-    fast = trace_window(x0, spikes, 0.95), discounted_reverse_sum(spikes, 0.9)
-    assert len(calls) == 2
+
+    def all_three():
+        return (
+            trace_window(x0, spikes, 0.95),
+            trace_window(x0, spikes, 0.95, 2.5),
+            discounted_reverse_sum(spikes, 0.9),
+        )
+
+    fast = all_three()
+    assert len(calls) == 3
     monkeypatch.setattr(traces_module, "_compiled_scan", lambda *a, **k: False)
-    slow = trace_window(x0, spikes, 0.95), discounted_reverse_sum(spikes, 0.9)
-    assert len(calls) == 2
+    slow = all_three()
+    assert len(calls) == 3
     for a, b in zip(fast, slow):
         assert torch.equal(a, b)
 
@@ -977,26 +986,3 @@ def test_flat_nonzero_is_torch_nonzero_of_the_bits(dtype, numel):
     assert torch.equal(compiled.flat_nonzero(torch.zeros(5, 3, dtype=dtype)), torch.zeros(0).long())
     with pytest.raises(TypeError, match="flat_nonzero: x must be a contiguous CPU tensor"):
         compiled.flat_nonzero(torch.ones(4, 2, dtype=dtype).t())
-
-
-@needs_numba
-def test_a_cumulative_window_of_any_amplitude_takes_the_compiled_scan(monkeypatch):
-    # (a firing-rate estimate's amplitude is (1 - d) 1000 / dt): the bits of the
-    # step-by-step trace_cumulative, from one compiled pass
-    from plastorch.functional import trace_cumulative, trace_window
-
-    g = torch.Generator().manual_seed(14)
-    spikes = (torch.rand(30, 8, 700, generator=g) < 0.05).float()
-    x0 = torch.rand(8, 700, generator=g)
-    calls = []
-    original = compiled._scan_unchecked
-    monkeypatch.setattr(
-        compiled, "_scan_unchecked", lambda *a, **k: calls.append(1) or original(*a, **k)
-    )
-    fast = trace_window(x0, spikes, 0.95, 2.5)
-    assert len(calls) == 1
-    state, expected = x0, []
-    for t in range(30):
-        state = trace_cumulative(state, spikes[t], 0.95, 2.5)
-        expected.append(state)
-    assert torch.equal(fast, torch.stack(expected))
