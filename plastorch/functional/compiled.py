@@ -234,6 +234,31 @@ if numba is not None:
             if decayed_only:
                 end[lo:hi] = carry
 
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _ages(out, spikes, start, end, before):  # pragma: no cover - compiled
+        # a(t) = 0 where spikes[t] != 0, else a(t - 1) + 1, from a(-1) = start, over
+        # [T, N]; out[t] takes a(t), or with ``before`` a(t - 1) + 1; end takes a(T - 1).
+        # The roundings of torch's add then masked_fill (integers and inf: exact).
+        steps, width = spikes.shape
+        block = 2048
+        for c in numba.prange((width + block - 1) // block):
+            lo, hi = c * block, min(width, (c + 1) * block)
+            carry = start[lo:hi].copy()
+            for t in range(steps):
+                row = spikes[t, lo:hi]
+                dest = out[t, lo:hi]
+                if before:
+                    for n in range(hi - lo):
+                        grown = carry[n] + 1
+                        dest[n] = grown
+                        carry[n] = 0 if row[n] != 0 else grown
+                else:
+                    for n in range(hi - lo):
+                        grown = 0 if row[n] != 0 else carry[n] + 1
+                        dest[n] = grown
+                        carry[n] = grown
+            end[lo:hi] = carry
+
     from llvmlite import ir as _ir
     from numba.core import cgutils
     from numba.extending import intrinsic as _intrinsic
@@ -1356,6 +1381,30 @@ def _scan_unchecked(
         _did_not_compile(_scan, error)
         return False
     return True
+
+
+def _ages_unchecked(out: Tensor, spikes: Tensor, start: Tensor, before: bool) -> Tensor | None:
+    """The steps since the latest spike at every step of a window (see
+    :func:`plastorch.rules.kernel.steps_since_window`) into ``out``, in one parallel pass;
+    the last ages, or ``None`` (with a warning, and the kernels switched off) if the
+    kernel fails to compile. ``out``, ``spikes`` and ``start`` are contiguous CPU tensors
+    of one dtype in :data:`DTYPES`, ``[T, ...]``, ``[T, ...]`` and ``[...]``, ``T >= 1``."""
+    _follow_torch_threads()
+    steps = spikes.shape[0]
+    end = torch.empty_like(start)
+    try:
+        with _LAUNCH:
+            _ages(
+                out.view(steps, -1).numpy(),
+                spikes.reshape(steps, -1).numpy(),
+                start.reshape(-1).numpy(),
+                end.view(-1).numpy(),
+                bool(before),
+            )
+    except Exception as error:
+        _did_not_compile(_ages, error)
+        return None
+    return end
 
 
 def weight_change(

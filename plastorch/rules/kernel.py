@@ -53,6 +53,7 @@ from torch import Tensor, nn
 
 from ..functional import compiled, flush_subnormal_
 from ..functional.checks import check_positive, check_real
+from ..functional.traces import _compiled_scan
 from .base import (
     BatchReduction,
     Halves,
@@ -151,8 +152,17 @@ def steps_since_window(age: Tensor, spikes: Tensor) -> Tensor:
     >>> steps_since_window(torch.full((1,), float("inf")), s).flatten()
     tensor([inf, 0., 1., 2.])
     """
+    return _steps_since_after(age, spikes)
+
+
+def _steps_since_after(age: Tensor, spikes: Tensor, out: Tensor | None = None) -> Tensor:
+    """:func:`steps_since_window` into ``out`` when given."""
+    if out is None:
+        out = torch.empty(spikes.shape, dtype=age.dtype, device=spikes.device)
+    if _compiled_ages(out, spikes, age, before=False) is not None:
+        return out
     # a(t) is the age just before step t, reset where it spikes
-    return _steps_since_before(age, spikes)[0].masked_fill_(spikes != 0, 0)
+    return _steps_since_before(age, spikes, out)[0].masked_fill_(spikes != 0, 0)
 
 
 class Kernel(nn.Module):
@@ -238,9 +248,20 @@ def _steps_since_before(
     :func:`steps_since_window`)."""
     if out is None:
         out = torch.empty(spikes.shape, dtype=age.dtype, device=spikes.device)
+    last = _compiled_ages(out, spikes, age, before=True)
+    if last is not None:
+        return out, last
     for t in range(spikes.shape[0]):  # (each step written into the window)
         age = torch.add(age, 1, out=out[t]).masked_fill(spikes[t] != 0, 0)
     return out, age
+
+
+def _compiled_ages(out: Tensor, spikes: Tensor, age: Tensor, before: bool) -> Tensor | None:
+    """The window's ages by the compiled pass (the last ages), or ``None`` where it does
+    not take the tensors (then the torch loop, of the same values, runs)."""
+    if not (_compiled_scan(out, spikes, age) and age.shape == spikes.shape[1:]):
+        return None
+    return compiled._ages_unchecked(out, spikes, age, before)
 
 
 def _evaluate(
@@ -429,7 +450,7 @@ class KernelSTDP(_KernelRule):
         # its page faults): the steps since the latest pre spike at or before each step,
         # and since the latest post spike strictly before it (and the last post age)
         lent = scratch("steps_since_pre", pre.shape, dtype, pre.device)
-        since_pre = _steps_since_before(since_pre0, pre, lent)[0].masked_fill_(pre != 0, 0)
+        since_pre = _steps_since_after(since_pre0, pre, lent)
         lent = scratch("steps_since_post", post.shape, dtype, post.device)
         post_before, since_post = _steps_since_before(since_post0, post, lent)
         # (a copy: since_pre becomes the kernel's argument in place below)

@@ -409,3 +409,36 @@ def test_exponential_window_has_the_formulas_bits_in_place_or_not(sides):
     assert torch.equal(value.detach(), expected)
     value.sum().backward()
     torch.testing.assert_close(lr.grad, torch.exp(-magnitude / 6.0)[t >= 0].sum())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("steps", [1, 3, 40])
+@pytest.mark.parametrize("numba", [True, False])
+def test_ages_of_a_window_every_path_equals_the_recursion(monkeypatch, dtype, steps, numba):
+    # a(t) = 0 at a spike, else a(t-1) + 1, from ages carried in (inf: never spiked);
+    # and the ages just before each step, a(t-1) + 1, with the last one
+    from plastorch.functional import compiled
+    from plastorch.rules.kernel import _steps_since_before
+
+    if numba and not compiled.available():
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(compiled, "_ENABLED", numba)
+    calls = []
+    original = compiled._ages_unchecked
+    monkeypatch.setattr(
+        compiled, "_ages_unchecked", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    g = torch.Generator().manual_seed(10)
+    spikes = (torch.rand(steps, 2, 2500, generator=g) < 0.1).to(dtype)  # > 1 kernel block
+    age = torch.randint(0, 50, (2, 2500), generator=g).to(dtype)
+    age[0, :300] = math.inf
+    before, after, state = [], [], age
+    for t in range(steps):
+        before.append(state + 1)
+        state = torch.where(spikes[t] != 0, 0.0, state + 1).to(dtype)
+        after.append(state)
+    assert torch.equal(steps_since_window(age, spikes), torch.stack(after))
+    got, last = _steps_since_before(age, spikes)
+    assert torch.equal(got, torch.stack(before))
+    assert torch.equal(last, state)
+    assert len(calls) == (2 if numba and steps >= compiled.SCAN_MIN_STEPS else 0)
