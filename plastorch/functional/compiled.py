@@ -5,7 +5,8 @@ sums a Linear's sparse factor in one parallel pass (:func:`sparse_rows_`) instea
 the pure-torch scan, index arithmetic and ``embedding_bag`` (on a one-step factor
 those small kernels cost about what the GEMM does); a window's spikes are found
 (:func:`flat_nonzero`) and ordered by one counting sort (:func:`entries_by_owner`); window traces are one scan each
-(:func:`scan_`), and so are MSTDP-ET's weighted acausal factors; a per-sample eligibility is read
+(:func:`scan_`; with ``end=`` the trace just before each step), and so are MSTDP-ET's
+weighted acausal factors and KernelSTDP's steps since the latest spike; a per-sample eligibility is read
 out, decayed and given its new pairs in one pass (:func:`advance_`); delay-adjusted
 rules bucket their arrivals by step (:func:`expand_by_step`); a bound's weight dependence
 and exact clip are one pass (:func:`weight_change`). Without numba, with the
