@@ -117,7 +117,8 @@ def exponential_window(
     magnitude = t_delta.abs()
     causal = t_delta >= 0
     scalars = all(not isinstance(value, Tensor) or value.numel() == 1 for value in parameters)
-    if not scalars or (torch.is_grad_enabled() and _needs_grad(t_delta, *parameters)):
+    small = t_delta.numel() < _IN_PLACE_MIN_NUMEL  # (a delay rule's per-event values)
+    if small or not scalars or (torch.is_grad_enabled() and _needs_grad(t_delta, *parameters)):
         return torch.where(
             causal,
             lr_causal * torch.exp(-magnitude / tau_causal),
@@ -132,6 +133,11 @@ def exponential_window(
     acausal = torch.div(magnitude, tau_acausal).neg_().exp_().mul_(lr_acausal)
     value = magnitude.div_(tau_causal).neg_().exp_().mul_(lr_causal)
     return torch.where(causal, value, acausal, out=value)
+
+
+#: below this many entries exponential_window takes the formula: its temporaries are
+#: small, and the in-place path's checks of the sides cost a host sync each
+_IN_PLACE_MIN_NUMEL = 1 << 16
 
 
 def _needs_grad(*values) -> bool:

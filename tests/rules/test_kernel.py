@@ -395,7 +395,7 @@ def test_exponential_window_has_the_formulas_bits_in_place_or_not(sides):
     # the in-place evaluation (no grad needed) and the branch skipped when every t_delta
     # is on one side give the bits of the two-sided formula
     g = torch.Generator().manual_seed(9)
-    t = torch.randn(5, 40, generator=g, dtype=torch.float64) * 30
+    t = torch.randn(5, 40000, generator=g, dtype=torch.float64) * 30  # the in-place path
     t = {"both": t, "causal": t.abs(), "acausal": -t.abs() - 1}[sides]
     lr_c, lr_a = torch.tensor(0.7, dtype=torch.float64), -0.4
     magnitude = t.abs()
@@ -409,6 +409,8 @@ def test_exponential_window_has_the_formulas_bits_in_place_or_not(sides):
     assert torch.equal(value.detach(), expected)
     value.sum().backward()
     torch.testing.assert_close(lr.grad, torch.exp(-magnitude / 6.0)[t >= 0].sum())
+    small = t[:, :40]  # few entries: the formula itself
+    assert torch.equal(exponential_window(small, lr_c, lr_a, 6.0, 9.0), expected[:, :40])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
