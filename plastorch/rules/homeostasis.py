@@ -290,11 +290,15 @@ def _weight_parts(layer: nn.Module, pre: Tensor, change: Tensor, per_sample: boo
 def _one_input_channel(layer: nn.Module) -> nn.Module | None:
     """A convolution of one input channel with ``layer``'s geometry (``None`` unless
     ``layer`` is an ``nn.Conv1d/2d/3d``): its correlations with an all-ones input are
-    those of every input channel of ``layer``, at ``1 / (in_channels / groups)`` the cost."""
+    those of every input channel of ``layer``, at ``1 / (in_channels / groups)`` the cost.
+
+    Built on the meta device and given uninitialised memory: only its weight's shape,
+    dtype and device are read, and an initialisation would draw from the global random
+    generator at every step."""
     if not isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
         return None
     make = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[len(layer.kernel_size) - 1]
-    return make(
+    single = make(
         1,
         layer.out_channels,
         layer.kernel_size,
@@ -303,6 +307,7 @@ def _one_input_channel(layer: nn.Module) -> nn.Module | None:
         dilation=layer.dilation,
         bias=False,
         padding_mode=layer.padding_mode,
-        device=layer.weight.device,
+        device="meta",
         dtype=layer.weight.dtype,
     )
+    return single.to_empty(device=layer.weight.device)

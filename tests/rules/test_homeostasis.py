@@ -262,3 +262,18 @@ def test_conv_receptive_means_from_one_input_channel(monkeypatch, make, shape, r
             continue
         assert got.shape == conv.weight.shape
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_a_conv_step_leaves_the_global_random_stream_alone():
+    # the one-channel convolution the receptive sums run on is never initialised: a
+    # learning step must not move the user's random numbers
+    conv = nn.Conv1d(2, 3, 3, padding=1, bias=False).double()
+    homeostasis = LinearHomeostasis(0.1, 100.0)
+    pre = torch.ones(2, 1, 2, 5, dtype=torch.float64)
+    post = (torch.arange(30).reshape(2, 1, 3, 5) % 3 == 0).double()
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    update, _ = run_rule(homeostasis, conv, pre, post)
+    assert update.potentiation is not None or update.depression is not None
+    assert torch.equal(torch.rand(3), expected)
