@@ -192,8 +192,11 @@ class TripletSTDP(Rule):
         # a cumulative window writes its LTD pairs over the post spikes
         post_triggered = window and mode == "cumulative"
         names = ("r2", "o2") if post_triggered else ("r2", "o1", "o2")
-        sources = {"r2": (pre, self.decay_x), "o1": (post, self.decay_minus)}
-        sources["o2"] = (post, self.decay_y)
+        sources = {
+            "r2": (pre, self.decay_x),
+            "o1": (post, self.decay_minus),
+            "o2": (post, self.decay_y),
+        }
         before, new_state = {}, {}
         for name in names:
             spikes, decay = sources[name]
