@@ -316,11 +316,9 @@ def trace_window_before(
     ):
         return out, last
     factor = _scalar(decay, out)
-    if steps == 1:  # (the one-step case: the spike added to the decayed trace)
+    if steps == 1:  # (the one-step case: the spike half of the step on a copy)
         decayed = flush_subnormal_(torch.mul(x, factor, out=out[0]))
-        if mode == "cumulative":
-            return out, decayed + (spikes[0] if amplitude == 1.0 else amplitude * spikes[0])
-        return out, decayed.masked_fill(spikes[0] != 0, amplitude)
+        return out, add_spikes_(decayed.clone(), spikes[0], amplitude, mode)
     traces = trace_window(x, spikes, decay, amplitude, mode)
     flush_subnormal_(torch.mul(x, factor, out=out[0]))
     flush_subnormal_(torch.mul(traces[:-1], factor, out=out[1:]))
