@@ -5,6 +5,7 @@ Nothing here holds state; rules and the learner are built from these.
 
 from .correlate import (
     advance_per_sample_,
+    advance_sum_,
     correlate,
     correlate_constant,
     correlate_per_sample,
@@ -47,6 +48,7 @@ __all__ = [
     "Update",
     "add_spikes_",
     "advance_per_sample_",
+    "advance_sum_",
     "correlate",
     "correlate_constant",
     "correlate_per_sample",

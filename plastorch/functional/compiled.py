@@ -39,6 +39,7 @@ __all__ = [
     "flat_nonzero",
     "scan_",
     "sparse_rows_",
+    "sparse_rows_sum_",
     "weight_change",
 ]
 
@@ -135,17 +136,28 @@ if numba is not None:
             row[c] += weight * source[c]
 
     @numba.njit(parallel=True, cache=True, nogil=True)
-    def _sparse_rows(out, a, b, alpha, beta):  # pragma: no cover - compiled
-        # out[m, :] = beta * out[m, :] + alpha * sum_n a[n, m] * b[n, :], over a's non-zeros;
-        # every output row is one thread's: no write is shared
-        rows, columns = a.shape
+    def _sparse_rows(out, a, b, alpha, beta, floor, read, gain, fresh):
+        # pragma: no cover - compiled
+        # out[m, :] = beta * out[m, :] + sum_k alpha[k] sum_n a[k, n, m] * b[k, n, :], over
+        # a's non-zeros (beta * out flushed where |.| <= floor: -1 flushes nothing; beta 0:
+        # out is not read). With a non-empty ``read``, then read[m, :] = gain * out[m, :]
+        # (``fresh``: read is uninitialised) or += it, while the row is in cache. Every
+        # output row is one thread's: no write is shared.
+        terms, rows, columns = a.shape
+        reads = read.shape[0] > 0
         for m in numba.prange(columns):
             row = out[m]
-            _scale_row(row, beta)
-            for n in range(rows):
-                value = a[n, m]
-                if value != 0:
-                    _add_row(row, alpha * value, b[n])
+            _decay_row(row, beta, floor)
+            for k in range(terms):
+                for n in range(rows):
+                    value = a[k, n, m]
+                    if value != 0:
+                        _add_row(row, alpha[k] * value, b[k, n])
+            if reads:
+                if fresh:
+                    _set_row(read[m], gain, row)
+                else:
+                    _add_row(read[m], gain, row)
 
     @numba.njit(cache=True, nogil=True)
     def _expand_by_step(step0, first, count, order, lag, steps):  # pragma: no cover - compiled
@@ -1193,14 +1205,51 @@ def _sparse_rows_unchecked(out: Tensor, a: Tensor, b: Tensor, alpha: float, beta
     If the kernel fails to compile, the kernels are switched off (with a warning)
     and this call computes the same sum with ``addmm``.
     """
+    if not _sparse_rows_sum_unchecked(out, [(a, b, alpha)], beta):
+        out.addmm_(a.t(), b, beta=beta, alpha=alpha)
+
+
+def _sparse_rows_sum_unchecked(
+    out: Tensor,
+    terms,
+    beta: float,
+    flush: bool = False,
+    read: Tensor | None = None,
+    gain: float = 1.0,
+    fresh: bool = False,
+) -> bool:
+    """:func:`sparse_rows_sum_` for callers that guarantee its preconditions.
+
+    ``False`` (with a warning, and the kernels switched off) if the kernel fails to
+    compile: nothing is written then, and the caller takes its torch path.
+    """
     _follow_torch_threads()
     scalar = _SCALAR[out.dtype]  # the kernel computes in out's dtype, not float64
+    if len(terms) == 1:  # (no copy: a view with a leading 1)
+        a, b = terms[0][0][None], terms[0][1][None]
+    else:
+        a = torch.stack([term[0] for term in terms])
+        b = torch.stack([term[1] for term in terms])
+    alpha = np.array([term[2] for term in terms], dtype=scalar)
+    floor = largest_subnormal(out.dtype) if flush else -1.0
+    width = out.shape[1]
     try:
         with _LAUNCH:
-            _sparse_rows(out.numpy(), a.numpy(), b.numpy(), scalar(alpha), scalar(beta))
+            _sparse_rows(
+                out.numpy(),
+                a.numpy(),
+                b.numpy(),
+                alpha,
+                scalar(beta),
+                scalar(floor),
+                np.zeros((0, width), scalar) if read is None else read.numpy(),
+                scalar(gain),
+                bool(fresh),
+            )
     except Exception as error:
         _did_not_compile(_sparse_rows, error)
-        out.addmm_(a.t(), b, beta=beta, alpha=alpha)
+        return False
+    return True
 
 
 def _did_not_compile(kernel, error: Exception) -> None:
@@ -1241,6 +1290,68 @@ def sparse_rows_(out: Tensor, a: Tensor, b: Tensor, alpha: float, beta: float) -
     )
     _check_floats("sparse_rows_", "out", out.dtype, named)
     _sparse_rows_unchecked(out, a, b, alpha, beta)
+    return out
+
+
+def sparse_rows_sum_(
+    out: Tensor,
+    terms,
+    beta: float = 1.0,
+    *,
+    flush: bool = False,
+    read: Tensor | None = None,
+    gain: float = 1.0,
+    fresh: bool = False,
+) -> Tensor:
+    r"""``out <- beta * out + sum_k alpha_k a_k^T b_k`` in one pass, from the non-zeros of the ``a_k``.
+
+    ``terms`` holds ``(a, b, alpha)``: ``a`` ``[N, M]``, ``b`` ``[N, C]`` (the same
+    ``N`` for every term) and a real ``alpha``; ``out`` is ``[M, C]``. Each row of
+    ``out`` is decayed and takes every term's rows while it is in cache, so a sum of
+    rank-one terms (``N = 1``: one sample's step) reads and writes ``out`` once, where
+    one GEMM per term reads and writes it per term. With ``flush`` the entries of
+    ``beta * out`` below the dtype's smallest normal number become 0
+    (:mod:`plastorch.functional.numerics`). With ``read`` (``[M, C]``) each finished
+    row, times ``gain``, is added into it (written into it, uninitialised, with
+    ``fresh``): a carried sum read out in the pass that advances it. With ``beta ==
+    0`` ``out`` is not read. All tensors are contiguous CPU tensors of ``out``'s dtype,
+    one of :data:`DTYPES`. Returns ``out``.
+
+    Examples
+    --------
+    >>> out = torch.ones(2, 2)
+    >>> a, b = torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 2.0]])  # N = 1
+    >>> read = torch.zeros(2, 2)
+    >>> if available():
+    ...     _ = sparse_rows_sum_(out, [(a, b, 2.0), (b, a, 1.0)], 0.5, read=read, gain=3.0)
+    ... else:
+    ...     _ = out.mul_(0.5).addmm_(a.t(), b, alpha=2.0).addmm_(b.t(), a); read += 3 * out
+    >>> out.tolist(), read.tolist()
+    ([[0.5, 1.5], [2.5, 6.5]], [[1.5, 4.5], [7.5, 19.5]])
+    """
+    _require()
+    if not terms:
+        raise ValueError("sparse_rows_sum_ needs at least one (a, b, alpha) term")
+    rows = terms[0][0].shape[0] if terms[0][0].dim() == 2 else -1
+    named = []
+    for k, (a, b, _) in enumerate(terms):
+        if a.dim() != 2 or b.dim() != 2:
+            raise ValueError(
+                f"sparse_rows_sum_: term {k} needs a [N, M] and b [N, C], got "
+                f"{list(a.shape)} and {list(b.shape)}"
+            )
+        named += [
+            (f"term {k}'s a", a, (rows, out.shape[0] if out.dim() == 2 else -1)),
+            (f"term {k}'s b", b, (rows, out.shape[1] if out.dim() == 2 else -1)),
+        ]
+    if out.dim() != 2:
+        raise ValueError(f"sparse_rows_sum_: out must be [M, C], got {list(out.shape)}")
+    named.append(("out", out, tuple(out.shape)))
+    if read is not None:
+        named.append(("read", read, tuple(out.shape)))
+    _check_floats("sparse_rows_sum_", "out", out.dtype, named)
+    if not _sparse_rows_sum_unchecked(out, terms, beta, flush, read, gain, fresh):
+        raise RuntimeError("sparse_rows_sum_: the numba kernel did not compile")
     return out
 
 

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from ..functional import (
     advance_per_sample_,
+    advance_sum_,
     correlate,
     correlate_sum,
     cumulative_trace_at_end,
@@ -701,26 +702,30 @@ class MSTDPET(_PairRule):
             if self.eligibility == "combined"
             else [(name, [(t, 1.0 / tau)], t.rate) for name, t in zip(names, terms)]
         )
-        carried = []
+        # only the net change is read: each eligibility's share of it, M eta z, is read
+        # out in the pass that advances it (advance_sum_)
+        net_only = self.eligibility == "combined" or current_state_use().delta_only
+        carried, net = [], None
         for name, pairs, rate in groups:
             z0 = state[name]
-            z = z0.mul_(decay) if self._advances_in_place(z0, dtype) else z0 * decay
+            if self._advances_in_place(z0, dtype):
+                z, beta = z0, decay
+            else:
+                z, beta = flush_subnormal_(z0 * decay), 1.0
             items = [
                 (fold_steps(layer, t.pre), fold_steps(layer, t.post), c)
                 for t, c in pairs
                 if c != 0.0
             ]
-            new_state[name] = correlate_sum(layer, items, out=flush_subnormal_(z))
-            carried.append((new_state[name], signal * rate))
+            coefficient = signal * rate
+            gain = coefficient if net_only and coefficient != 0.0 else None
+            read = advance_sum_(layer, z, beta, items, gain=gain, read=net)
+            net = net if gain is None else read
+            new_state[name] = z
+            carried.append((z, coefficient))
         if signal == 0.0:
             return halves.result(), new_state
-        if self.eligibility == "combined" or current_state_use().delta_only:
-            net = None
-            for z, coefficient in carried:
-                if coefficient != 0.0:
-                    net = (
-                        torch.mul(z, coefficient) if net is None else net.add_(z, alpha=coefficient)
-                    )
+        if net_only:
             if net is not None:
                 halves.add_net(net, owned=True)
         else:  # each eligibility is one-signed: all of it goes to the half its gain selects

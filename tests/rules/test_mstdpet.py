@@ -463,18 +463,20 @@ def test_per_sample_windows_in_a_learner_advance_in_one_pass(
 @pytest.mark.parametrize("eligibility", ["split", "combined"])
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 @pytest.mark.parametrize("delta_only, reusable", [(False, False), (True, True), (False, True)])
-@pytest.mark.parametrize("layer_kind", ["linear", "conv"])
+@pytest.mark.parametrize("layer_kind", ["linear", "linear, batch 1", "conv"])
 def test_one_step_with_one_signal_equals_the_window_algebra(
     eligibility, reduction, delta_only, reusable, layer_kind
 ):
     # a float signal on a one-step window takes the direct recursion z <- d z + xi / tau;
     # the same signal as a [T, 1] tensor takes the window's scans: the same updates and
-    # the same carried state, step after step (signals of both signs and zero)
+    # the same carried state, step after step (signals of both signs and zero). At
+    # batch 1 the direct step is one pass over each z (advance_sum_'s rank-one terms).
     torch.manual_seed(8)
-    if layer_kind == "linear":
+    if layer_kind.startswith("linear"):
+        batch = 1 if layer_kind.endswith("batch 1") else 2
         layer = nn.Linear(5, 3, bias=False).double()
-        pre = (torch.rand(6, 1, 2, 5) < 0.4).double()
-        post = (torch.rand(6, 1, 2, 3) < 0.4).double()
+        pre = (torch.rand(6, 1, batch, 5) < 0.4).double()
+        post = (torch.rand(6, 1, batch, 3) < 0.4).double()
     else:
         layer = nn.Conv1d(2, 3, 3, padding=1, bias=False).double()
         pre = (torch.rand(6, 1, 2, 2, 6) < 0.4).double()
