@@ -68,6 +68,8 @@ else:
     _SCALAR = {torch.float32: np.float32, torch.float64: np.float64}
 
 _ENABLED = numba is not None
+#: an empty read-out (``[0, 0]``) per dtype, for the kernels that take one optionally
+_NO_READ = {dtype: np.zeros((0, 0), scalar) for dtype, scalar in _SCALAR.items()}
 
 
 def available() -> bool:
@@ -1225,24 +1227,23 @@ def _sparse_rows_sum_unchecked(
     """
     _follow_torch_threads()
     scalar = _SCALAR[out.dtype]  # the kernel computes in out's dtype, not float64
-    if len(terms) == 1:  # (no copy: a view with a leading 1)
-        a, b = terms[0][0][None], terms[0][1][None]
+    if len(terms) == 1:  # (no copy: numpy views with a leading 1, the cheapest views)
+        a, b = terms[0][0].numpy()[None], terms[0][1].numpy()[None]
     else:
-        a = torch.stack([term[0] for term in terms])
-        b = torch.stack([term[1] for term in terms])
+        a = torch.stack([term[0] for term in terms]).numpy()
+        b = torch.stack([term[1] for term in terms]).numpy()
     alpha = np.array([term[2] for term in terms], dtype=scalar)
     floor = largest_subnormal(out.dtype) if flush else -1.0
-    width = out.shape[1]
     try:
         with _LAUNCH:
             _sparse_rows(
                 out.numpy(),
-                a.numpy(),
-                b.numpy(),
+                a,
+                b,
                 alpha,
                 scalar(beta),
                 scalar(floor),
-                np.zeros((0, width), scalar) if read is None else read.numpy(),
+                _NO_READ[out.dtype] if read is None else read.numpy(),
                 scalar(gain),
                 bool(fresh),
             )

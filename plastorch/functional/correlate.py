@@ -482,6 +482,7 @@ def _one_sample_rows(
     if (
         not isinstance(layer, nn.Linear)
         or not items
+        or items[0][1].numel() != layer.out_features  # (the common reason, first)
         or sparse is False
         or not compiled.available()
         or (sparse is None and _MODE.get() == "dense")
