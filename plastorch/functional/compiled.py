@@ -125,14 +125,6 @@ if numba is not None:
     # 784->400, batch 64, took 81-84 us that way against 53-58 us).
 
     @numba.njit(cache=True, nogil=True)
-    def _scale_row(row, beta):  # pragma: no cover - compiled
-        if beta == 0:  # the output may be uninitialised: never read it
-            row[:] = 0
-        elif beta != 1:
-            for c in range(row.shape[0]):
-                row[c] *= beta
-
-    @numba.njit(cache=True, nogil=True)
     def _add_row(row, weight, source):  # pragma: no cover - compiled
         for c in range(row.shape[0]):
             row[c] += weight * source[c]
@@ -412,7 +404,8 @@ if numba is not None:
 
     @numba.njit(cache=True, nogil=True)
     def _decay_row(row, beta, floor):  # pragma: no cover - compiled
-        # _scale_row with the decayed values flushed (beta 0: never read the row)
+        # row *= beta, the decayed values flushed where |.| <= floor (-1: none); beta 0
+        # writes zeros and never reads the row (it may be uninitialised)
         if beta == 0:
             row[:] = 0
         elif beta != 1:
