@@ -1326,21 +1326,18 @@ def sparse_rows_sum_(
     _require()
     if not terms:
         raise ValueError("sparse_rows_sum_ needs at least one (a, b, alpha) term")
-    rows = terms[0][0].shape[0] if terms[0][0].dim() == 2 else -1
-    named = []
+    if out.dim() != 2:
+        raise ValueError(f"sparse_rows_sum_: out must be [M, C], got {list(out.shape)}")
     for k, (a, b, _) in enumerate(terms):
         if a.dim() != 2 or b.dim() != 2:
             raise ValueError(
                 f"sparse_rows_sum_: term {k} needs a [N, M] and b [N, C], got "
                 f"{list(a.shape)} and {list(b.shape)}"
             )
-        named += [
-            (f"term {k}'s a", a, (rows, out.shape[0] if out.dim() == 2 else -1)),
-            (f"term {k}'s b", b, (rows, out.shape[1] if out.dim() == 2 else -1)),
-        ]
-    if out.dim() != 2:
-        raise ValueError(f"sparse_rows_sum_: out must be [M, C], got {list(out.shape)}")
-    named.append(("out", out, tuple(out.shape)))
+    (rows, width), depth = out.shape, terms[0][0].shape[0]  # every term has term 0's N
+    named = [("out", out, (rows, width))]
+    for k, (a, b, _) in enumerate(terms):
+        named += [(f"term {k}'s a", a, (depth, rows)), (f"term {k}'s b", b, (depth, width))]
     if read is not None:
         named.append(("read", read, tuple(out.shape)))
     _check_floats("sparse_rows_sum_", "out", out.dtype, named)

@@ -490,6 +490,8 @@ def _one_sample_rows(
         return None
     n_in, n_out = layer.in_features, layer.out_features
     dtype = out.dtype if out is not None else layer.weight.dtype
+    if dtype not in compiled.DTYPES:
+        return None
     rows = []
     for pre, post, rate in items:
         if pre.shape[-1:] != (n_in,) or post.shape[-1:] != (n_out,):
@@ -499,10 +501,8 @@ def _one_sample_rows(
         for factor in (pre, post):
             if factor.dtype != dtype or not factor.is_cpu or factor.requires_grad:
                 return None
-        rows.append((post.reshape(1, n_out), pre.reshape(1, n_in), rate))
-    if dtype not in compiled.DTYPES or (out is not None and out.dtype != dtype):
-        return None
-    return [(a.contiguous(), b.contiguous(), rate) for a, b, rate in rows]
+        rows.append((post.reshape(1, n_out).contiguous(), pre.reshape(1, n_in).contiguous(), rate))
+    return rows
 
 
 def _new_output(post: Tensor, pre: Tensor) -> Tensor:
